@@ -1,0 +1,1 @@
+"""Framework-neutral core: sensors, meter, intensity, prediction, run log, tracker."""

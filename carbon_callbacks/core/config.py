@@ -1,0 +1,295 @@
+"""One validated settings object shared by the tracker and every integration.
+
+Bad settings are refused here, at construction, with a message that says what to do; nothing
+about a setting is discovered to be wrong after an epoch has run. The argument names follow
+carbontracker's where they overlap (``epochs``, ``epochs_before_pred``, ``monitor_epochs``,
+``log_dir``, ``components``, ``sim_cpu``...), so its users switch by changing an import.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+#: Environment variables read when the matching setting is not given.
+ENV_ZONE = "CARBON_CALLBACKS_ZONE"
+ENV_INTENSITY = "CARBON_CALLBACKS_INTENSITY_G_PER_KWH"
+ENV_OFFLINE = "CARBON_CALLBACKS_OFFLINE"
+ENV_PUE = "CARBON_CALLBACKS_PUE"
+
+_COMPONENTS = ("all", "gpu", "cpu")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A setting is invalid. The message names the setting and says what would be valid."""
+
+
+def _env_flag(name: str) -> bool | None:
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"environment variable {name}={raw!r}: use 1/0, true/false, yes/no")
+
+
+def _positive_float(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+@dataclass
+class CarbonConfig:
+    """Settings for one tracked run.
+
+    Attributes:
+        epochs: epochs the run will train (needed for a prediction; ``None`` for unknown).
+        epochs_before_pred: epochs measured before the first prediction (0 = no prediction).
+        monitor_epochs: epochs to measure; -1 = all. Must be >= ``epochs_before_pred``.
+        total_steps: total optimisation steps, for step-based runs (predict from steps).
+        log_dir: folder for the run log (JSON lines); ``None`` writes no file.
+        log_file_prefix: prefix for the run log's file name.
+        run_name: a name for this run, stored in the log and shown in reports.
+        components: ``"all"``, ``"gpu"`` or ``"cpu"`` (``"cpu"`` includes DRAM).
+        gpu_ids: GPUs to measure (NVML indices or UUIDs); ``None`` = those this process sees
+            through ``CUDA_VISIBLE_DEVICES`` (all when unset).
+        pue: power usage effectiveness of the data centre, multiplied into kWh (>= 1.0).
+            ``None`` reads ``$CARBON_CALLBACKS_PUE``, else 1.0 (IT energy only). Always recorded.
+        intensity_g_per_kwh: a user-stated carbon intensity (gCO2eq/kWh); wins over any zone.
+        zone: where the electricity comes from: ISO 3166 alpha-2 country (``"DK"``) or US state
+            (``"US-CA"``). Falls back to ``$CARBON_CALLBACKS_ZONE``, then to the world average
+            (labelled as a fallback).
+        offline: when True no socket is ever opened. ``None`` reads ``$CARBON_CALLBACKS_OFFLINE``
+            (default True until live providers are configured).
+        interval_s: seconds between the meter's samples (default 1.0).
+        sim_gpu / sim_gpu_watts / sim_gpu_util: a user-stated GPU drawing
+            ``sim_gpu_watts x sim_gpu_util`` W (carbontracker's semantics), labelled ``constant``.
+        sim_cpu / sim_cpu_tdp / sim_cpu_util: the same for the CPU.
+        rapl_root: powercap sysfs root (tests point it at a temporary tree).
+        verbose: 0 silent, 1 prediction and final report, 2 also every epoch.
+        ignore_errors: accepted for carbontracker compatibility; this package never exits.
+        decimal_precision: digits in console reports.
+    """
+
+    epochs: int | None = None
+    epochs_before_pred: int = 1
+    monitor_epochs: int = -1
+    total_steps: int | None = None
+    log_dir: str | os.PathLike[str] | None = "carbon_logs"
+    log_file_prefix: str = ""
+    run_name: str | None = None
+    components: str = "all"
+    gpu_ids: Sequence[int | str] | None = None
+    pue: float | None = None
+    intensity_g_per_kwh: float | None = None
+    zone: str | None = None
+    offline: bool | None = None
+    interval_s: float = 1.0
+    sim_gpu: str | None = None
+    sim_gpu_watts: float | None = None
+    sim_gpu_util: float = 0.5
+    sim_cpu: str | None = None
+    sim_cpu_tdp: float | None = None
+    sim_cpu_util: float = 0.5
+    rapl_root: str = "/sys/class/powercap"
+    verbose: int = 1
+    ignore_errors: bool = True
+    decimal_precision: int = 6
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    # -- validation -------------------------------------------------------------------------
+    def _validate(self) -> None:
+        if self.epochs is not None:
+            if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+                raise ConfigError(f"epochs must be an integer >= 1 (or None), got {self.epochs!r}")
+        if not isinstance(self.epochs_before_pred, int) or self.epochs_before_pred < 0:
+            raise ConfigError(
+                f"epochs_before_pred must be an integer >= 0 (0 = no prediction), "
+                f"got {self.epochs_before_pred!r}"
+            )
+        if not isinstance(self.monitor_epochs, int) or (
+            self.monitor_epochs != -1 and self.monitor_epochs < 1
+        ):
+            raise ConfigError(
+                f"monitor_epochs must be -1 (all) or an integer >= 1, got {self.monitor_epochs!r}"
+            )
+        if self.monitor_epochs != -1 and self.monitor_epochs < self.epochs_before_pred:
+            raise ConfigError(
+                f"monitor_epochs={self.monitor_epochs} is smaller than epochs_before_pred="
+                f"{self.epochs_before_pred}: a prediction needs that many monitored epochs"
+            )
+        if self.epochs is not None and self.epochs_before_pred > self.epochs:
+            raise ConfigError(
+                f"epochs_before_pred={self.epochs_before_pred} exceeds epochs={self.epochs}; "
+                "lower it or set epochs_before_pred=0 for no prediction"
+            )
+        if self.total_steps is not None and (
+            not isinstance(self.total_steps, int) or self.total_steps < 1
+        ):
+            raise ConfigError(f"total_steps must be an integer >= 1, got {self.total_steps!r}")
+        if self.components not in _COMPONENTS:
+            raise ConfigError(
+                f"components must be one of {_COMPONENTS}, got {self.components!r}"
+            )
+        if self.pue is None:
+            env_pue = os.environ.get(ENV_PUE)
+            self.pue = env_pue if env_pue is not None else 1.0
+        self.pue = _positive_float("pue", self.pue)  # type: ignore[assignment]
+        if self.pue < 1.0:
+            raise ConfigError(
+                f"pue must be >= 1.0 (the ratio of facility energy to IT energy), got {self.pue}"
+            )
+        if self.intensity_g_per_kwh is not None:
+            value = self.intensity_g_per_kwh
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"intensity_g_per_kwh must be a number of gCO2eq/kWh, got {value!r}"
+                ) from None
+            if not math.isfinite(number) or number < 0:
+                raise ConfigError(f"intensity_g_per_kwh must be finite and >= 0, got {value!r}")
+            self.intensity_g_per_kwh = number
+        if self.zone is not None:
+            self.zone = normalise_zone(self.zone)
+        if self.offline is None:
+            env = _env_flag(ENV_OFFLINE)
+            self.offline = True if env is None else env
+        self.interval_s = _positive_float("interval_s", self.interval_s)  # type: ignore[assignment]
+        if self.interval_s < 0.01 or self.interval_s > 3600:
+            raise ConfigError(f"interval_s must be between 0.01 and 3600 s, got {self.interval_s}")
+        if (self.sim_gpu is None) != (self.sim_gpu_watts is None):
+            raise ConfigError("sim_gpu and sim_gpu_watts must be given together (name and watts)")
+        if self.sim_gpu_watts is not None:
+            self.sim_gpu_watts = _positive_float("sim_gpu_watts", self.sim_gpu_watts)
+        if (self.sim_cpu is None) != (self.sim_cpu_tdp is None):
+            raise ConfigError("sim_cpu and sim_cpu_tdp must be given together (name and watts)")
+        if self.sim_cpu_tdp is not None:
+            self.sim_cpu_tdp = _positive_float("sim_cpu_tdp", self.sim_cpu_tdp)
+        for name in ("sim_gpu_util", "sim_cpu_util"):
+            util = getattr(self, name)
+            if not isinstance(util, (int, float)) or not 0 < util <= 1:
+                raise ConfigError(f"{name} must be in (0, 1], got {util!r}")
+        if self.gpu_ids is not None:
+            if isinstance(self.gpu_ids, (str, int)):
+                self.gpu_ids = [self.gpu_ids]
+            ids = list(self.gpu_ids)
+            for gpu in ids:
+                if isinstance(gpu, bool) or not isinstance(gpu, (int, str)) or (
+                    isinstance(gpu, int) and gpu < 0
+                ):
+                    raise ConfigError(
+                        f"gpu_ids must hold NVML indices (int >= 0) or UUIDs (str), got {gpu!r}"
+                    )
+            if len(set(map(str, ids))) != len(ids):
+                raise ConfigError(f"gpu_ids lists a GPU twice: {ids!r}")
+            self.gpu_ids = ids
+        if self.components == "cpu" and self.gpu_ids:
+            raise ConfigError("components='cpu' contradicts gpu_ids: drop one of them")
+        if self.components == "cpu" and self.sim_gpu is not None:
+            raise ConfigError("components='cpu' contradicts sim_gpu: drop one of them")
+        if self.components == "gpu" and self.sim_cpu is not None:
+            raise ConfigError("components='gpu' contradicts sim_cpu: drop one of them")
+        if self.log_dir is not None:
+            self.log_dir = str(self.log_dir)
+            check_writable_dir(self.log_dir)
+        if not isinstance(self.verbose, int) or self.verbose < 0:
+            raise ConfigError(f"verbose must be 0, 1 or 2, got {self.verbose!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]*", self.log_file_prefix or ""):
+            raise ConfigError(
+                "log_file_prefix may hold letters, digits, '.', '_' and '-' only "
+                f"(it becomes part of a file name), got {self.log_file_prefix!r}"
+            )
+
+    # -- helpers ----------------------------------------------------------------------------
+    @property
+    def measures_gpu(self) -> bool:
+        """True when GPUs are to be measured."""
+        return self.components in ("all", "gpu")
+
+    @property
+    def measures_cpu(self) -> bool:
+        """True when CPU and DRAM are to be measured."""
+        return self.components in ("all", "cpu")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings, as stored in the run log's header."""
+        out = asdict(self)
+        out["gpu_ids"] = list(self.gpu_ids) if self.gpu_ids is not None else None
+        return out
+
+    @classmethod
+    def from_kwargs(cls, config: CarbonConfig | None = None, **kwargs: Any) -> CarbonConfig:
+        """Build from keyword arguments; unknown names are refused with the valid ones listed.
+
+        ``country`` is accepted as an alias of ``zone``.
+        """
+        if config is not None:
+            if kwargs:
+                raise ConfigError("pass either config=CarbonConfig(...) or keyword settings, not both")
+            return config
+        if "country" in kwargs:
+            if kwargs.get("zone") is not None:
+                raise ConfigError("country and zone are the same setting: give one")
+            kwargs["zone"] = kwargs.pop("country")
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - valid)
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {unknown}; valid settings are: {', '.join(sorted(valid))}"
+            )
+        return cls(**kwargs)
+
+
+def normalise_zone(zone: str) -> str:
+    """Upper-case and check the shape of a zone code (``"dk"`` -> ``"DK"``, ``"us-ca"`` -> ``"US-CA"``).
+
+    Whether the zone is known is checked by the intensity resolver, which knows the tables.
+    """
+    if not isinstance(zone, str) or not zone.strip():
+        raise ConfigError(f"zone must be a code such as 'DK', 'US-CA' or 'DK1', got {zone!r}")
+    code = zone.strip().upper().replace("_", "-")
+    if not re.fullmatch(r"[A-Z0-9]{2,8}(-[A-Z0-9]{1,8})*", code):
+        raise ConfigError(f"zone must be a code such as 'DK', 'US-CA' or 'DK1', got {zone!r}")
+    return code
+
+
+def check_writable_dir(path: str) -> None:
+    """Create ``path`` if needed and prove it is writable, else raise :class:`ConfigError`."""
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"log_dir {str(directory)!r} cannot be created ({exc.strerror or exc}); "
+            "choose a writable folder or pass log_dir=None to write no run log"
+        ) from None
+    try:  # os.access() says yes to root even on read-only mounts: really try a write
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".carbon-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"log_dir {str(directory)!r} is not writable ({exc.strerror or exc}); "
+            "choose a writable folder or pass log_dir=None to write no run log"
+        ) from None

@@ -1,0 +1,1 @@
+"""Thin framework adapters. Each one imports its framework lazily and only translates."""
