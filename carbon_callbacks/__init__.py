@@ -26,7 +26,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """Load a public name on first access (keeps ``import carbon_callbacks`` free of side effects)."""
+    """Load a public name on first access (keeps the package import free of side effects)."""
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'carbon_callbacks' has no attribute {name!r}")

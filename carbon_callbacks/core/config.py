@@ -80,13 +80,15 @@ class CarbonConfig:
         offline: when True no socket is ever opened. ``None`` reads ``$CARBON_CALLBACKS_OFFLINE``
             (default True until live providers are configured).
         interval_s: seconds between the meter's samples (default 1.0).
+        gpu_method: ``"auto"`` (NVML's energy counter where supported, else sampled power) or
+            ``"sampled"`` (force power sampling, e.g. to compare the two methods).
         sim_gpu / sim_gpu_watts / sim_gpu_util: a user-stated GPU drawing
             ``sim_gpu_watts x sim_gpu_util`` W (carbontracker's semantics), labelled ``constant``.
         sim_cpu / sim_cpu_tdp / sim_cpu_util: the same for the CPU.
         rapl_root: powercap sysfs root (tests point it at a temporary tree).
         verbose: 0 silent, 1 prediction and final report, 2 also every epoch.
         ignore_errors: accepted for carbontracker compatibility; this package never exits.
-        decimal_precision: digits in console reports.
+        decimal_precision: significant digits of the figures in console reports.
     """
 
     epochs: int | None = None
@@ -103,6 +105,7 @@ class CarbonConfig:
     zone: str | None = None
     offline: bool | None = None
     interval_s: float = 1.0
+    gpu_method: str = "auto"
     sim_gpu: str | None = None
     sim_gpu_watts: float | None = None
     sim_gpu_util: float = 0.5
@@ -112,7 +115,7 @@ class CarbonConfig:
     rapl_root: str = "/sys/class/powercap"
     verbose: int = 1
     ignore_errors: bool = True
-    decimal_precision: int = 6
+    decimal_precision: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -149,9 +152,7 @@ class CarbonConfig:
         ):
             raise ConfigError(f"total_steps must be an integer >= 1, got {self.total_steps!r}")
         if self.components not in _COMPONENTS:
-            raise ConfigError(
-                f"components must be one of {_COMPONENTS}, got {self.components!r}"
-            )
+            raise ConfigError(f"components must be one of {_COMPONENTS}, got {self.components!r}")
         if self.pue is None:
             env_pue = os.environ.get(ENV_PUE)
             self.pue = env_pue if env_pue is not None else 1.0
@@ -179,6 +180,8 @@ class CarbonConfig:
         self.interval_s = _positive_float("interval_s", self.interval_s)  # type: ignore[assignment]
         if self.interval_s < 0.01 or self.interval_s > 3600:
             raise ConfigError(f"interval_s must be between 0.01 and 3600 s, got {self.interval_s}")
+        if self.gpu_method not in ("auto", "sampled"):
+            raise ConfigError(f"gpu_method must be 'auto' or 'sampled', got {self.gpu_method!r}")
         if (self.sim_gpu is None) != (self.sim_gpu_watts is None):
             raise ConfigError("sim_gpu and sim_gpu_watts must be given together (name and watts)")
         if self.sim_gpu_watts is not None:
@@ -196,8 +199,10 @@ class CarbonConfig:
                 self.gpu_ids = [self.gpu_ids]
             ids = list(self.gpu_ids)
             for gpu in ids:
-                if isinstance(gpu, bool) or not isinstance(gpu, (int, str)) or (
-                    isinstance(gpu, int) and gpu < 0
+                if (
+                    isinstance(gpu, bool)
+                    or not isinstance(gpu, (int, str))
+                    or (isinstance(gpu, int) and gpu < 0)
                 ):
                     raise ConfigError(
                         f"gpu_ids must hold NVML indices (int >= 0) or UUIDs (str), got {gpu!r}"
@@ -247,7 +252,9 @@ class CarbonConfig:
         """
         if config is not None:
             if kwargs:
-                raise ConfigError("pass either config=CarbonConfig(...) or keyword settings, not both")
+                raise ConfigError(
+                    "pass either config=CarbonConfig(...) or keyword settings, not both"
+                )
             return config
         if "country" in kwargs:
             if kwargs.get("zone") is not None:
@@ -263,7 +270,7 @@ class CarbonConfig:
 
 
 def normalise_zone(zone: str) -> str:
-    """Upper-case and check the shape of a zone code (``"dk"`` -> ``"DK"``, ``"us-ca"`` -> ``"US-CA"``).
+    """Upper-case and check the shape of a zone code (``"us-ca"`` -> ``"US-CA"``).
 
     Whether the zone is known is checked by the intensity resolver, which knows the tables.
     """

@@ -64,7 +64,9 @@ class IntensityEstimate:
         """One line for reports, e.g. ``"DK 150.0 g/kWh (annual average 2024, Ember ...)"``."""
         when = f" {self.year}" if self.year is not None else ""
         label = self.kind.replace("_", " ")
-        return f"{self.zone} {self.intensity_g_per_kwh:.1f} gCO2eq/kWh ({label}{when}; {self.source})"
+        return (
+            f"{self.zone} {self.intensity_g_per_kwh:.1f} gCO2eq/kWh ({label}{when}; {self.source})"
+        )
 
 
 class IntensityProvider(ABC):

@@ -46,7 +46,9 @@ class SensorInfo:
         if self.method not in METHODS:
             raise ValueError(f"sensor method must be one of {METHODS}, got {self.method!r}")
         if self.component not in COMPONENTS:
-            raise ValueError(f"sensor component must be one of {COMPONENTS}, got {self.component!r}")
+            raise ValueError(
+                f"sensor component must be one of {COMPONENTS}, got {self.component!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""

@@ -1,0 +1,228 @@
+"""GPU proof of the measurement core: accuracy against NVML's counter, and overhead.
+
+Run on a machine with an NVIDIA GPU (one command, writes a JSON file and prints a summary):
+
+    PYTHONPATH=. python bench/gpu_proof.py --out bench_results.json
+
+What it does, all on GPU 0 with a U-Net trained by Lightning on synthetic data held on the GPU:
+
+1. accuracy, counter path: per epoch, the GPU energy the tracker reports against NVML's
+   total-energy counter read synchronously by a separate reference callback at the same epoch
+   edges (ratio per epoch and over the run);
+2. the same with the sampled-power path forced (``gpu_method="sampled"``);
+3. the same with short epochs (well under 1 s);
+4. overhead: epoch wall time with no tracker and with the callback, alternating runs, several
+   repetitions; median of epochs 2..n per run, then the median over runs;
+5. the cost of one hook call (``epoch_start`` + ``epoch_end``) in microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import pynvml
+import torch
+
+from carbon_callbacks.demo import build_unet
+from carbon_callbacks.integrations.lightning import CarbonCallback
+
+
+class EpochTimer(pl.Callback):
+    """Wall time between successive epoch starts (the whole loop iteration, hooks included)."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        torch.cuda.synchronize()
+        self.starts.append(time.perf_counter())
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        torch.cuda.synchronize()
+        self.starts.append(time.perf_counter())
+
+    @property
+    def epoch_s(self) -> list[float]:
+        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
+
+
+class CounterReference(pl.Callback):
+    """Reads NVML's total-energy counter synchronously at each epoch edge (the reference)."""
+
+    def __init__(self, index: int = 0) -> None:
+        pynvml.nvmlInit()
+        self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        self.deltas_j: list[float] = []
+        self._start_mj = 0
+
+    def _read_mj(self) -> int:
+        return pynvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._start_mj = self._read_mj()
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self.deltas_j.append((self._read_mj() - self._start_mj) / 1000.0)
+
+
+class Seg(pl.LightningModule):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.net = build_unet(width, depth=4)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return torch.nn.functional.binary_cross_entropy_with_logits(self.net(x), y)
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def _loader(n: int, size: int, batch: int) -> Any:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(n, 1, size, size, device="cuda", generator=g)
+    y = (x > 0.5).float()
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch)
+
+
+def fit(
+    *, epochs: int, n: int, size: int, batch: int, width: int, carbon: dict | None, log_dir: str
+) -> dict[str, Any]:
+    timer = EpochTimer()
+    callbacks: list[Any] = [timer]
+    ref = None
+    cb = None
+    if carbon is not None:
+        ref = CounterReference(0)
+        cb = CarbonCallback(log_dir=log_dir, verbose=0, zone="DE", gpu_ids=[0], **carbon)
+        callbacks += [ref, cb]
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="gpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    trainer.fit(Seg(width), _loader(n, size, batch))
+    out: dict[str, Any] = {"epoch_s": timer.epoch_s}
+    if cb is not None and ref is not None:
+        from carbon_callbacks.core.records import read_run_log
+
+        log = read_run_log(cb.tracker.log_path)
+        tracked = [
+            sum(v for k, v in e["energy_j"].items() if k.startswith("gpu")) for e in log.epochs
+        ]
+        out["tracker_gpu_j"] = tracked
+        out["counter_j"] = ref.deltas_j
+        out["ratio_per_epoch"] = [t / r for t, r in zip(tracked, ref.deltas_j, strict=True)]
+        out["ratio_run"] = sum(tracked) / sum(ref.deltas_j)
+        out["methods"] = log.epochs[0]["methods"]
+    return out
+
+
+def hook_cost_us(repeats: int = 2000) -> dict[str, float]:
+    """Microseconds per epoch_start + epoch_end pair (real NVML sensors, no run log)."""
+    from carbon_callbacks.core.tracker import CarbonTracker
+
+    tracker = CarbonTracker(log_dir=None, verbose=0, zone="DE", gpu_ids=[0], components="gpu")
+    tracker.start()
+    tracker.epoch_start()
+    tracker.epoch_end()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        tracker.epoch_start()
+        tracker.epoch_end()
+    per_pair = (time.perf_counter() - t0) / repeats * 1e6
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        tracker._meter.mark()
+    per_mark = (time.perf_counter() - t0) / repeats * 1e6
+    tracker.stop()
+    return {"epoch_start_plus_end_us": per_pair, "mark_us": per_mark}
+
+
+def import_cost_ms() -> float:
+    import subprocess
+
+    code = (
+        "import time;t=time.perf_counter();import carbon_callbacks;"
+        "print((time.perf_counter()-t)*1e3)"
+    )
+    runs = [float(subprocess.check_output([sys.executable, "-c", code]).decode()) for _ in range(5)]
+    return statistics.median(runs)
+
+
+def _median_steady(epoch_s: list[float]) -> float:
+    return statistics.median(epoch_s[1:])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="bench_results.json")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="fewer epochs (smoke test)")
+    args = parser.parse_args()
+    torch.backends.cudnn.benchmark = True
+    pynvml.nvmlInit()
+    h = pynvml.nvmlDeviceGetHandleByIndex(0)
+    results: dict[str, Any] = {
+        "gpu": pynvml.nvmlDeviceGetName(h),
+        "driver": pynvml.nvmlSystemGetDriverVersion(),
+        "torch": torch.__version__,
+    }
+    long_cfg = dict(n=512, size=256, batch=32, width=32)
+    short_cfg = dict(n=64, size=128, batch=32, width=16)
+    epochs = 6 if args.quick else 15
+    with tempfile.TemporaryDirectory() as tmp:
+        results["counter"] = fit(epochs=epochs, carbon={}, log_dir=tmp, **long_cfg)
+        results["sampled"] = fit(
+            epochs=epochs, carbon={"gpu_method": "sampled"}, log_dir=tmp, **long_cfg
+        )
+        results["counter_short_epochs"] = fit(epochs=30, carbon={}, log_dir=tmp, **short_cfg)
+        results["sampled_short_epochs"] = fit(
+            epochs=30, carbon={"gpu_method": "sampled"}, log_dir=tmp, **short_cfg
+        )
+        overhead: dict[str, list[float]] = {"none": [], "carbon": []}
+        for _ in range(args.reps):
+            for mode in ("none", "carbon"):
+                r = fit(
+                    epochs=epochs,
+                    carbon=None if mode == "none" else {},
+                    log_dir=tmp,
+                    **long_cfg,
+                )
+                overhead[mode].append(_median_steady(r["epoch_s"]))
+        results["overhead_epoch_s"] = overhead
+        none_med = statistics.median(overhead["none"])
+        carbon_med = statistics.median(overhead["carbon"])
+        results["overhead_pct"] = (carbon_med - none_med) / none_med * 100
+    results["hook_cost"] = hook_cost_us()
+    results["import_ms"] = import_cost_ms()
+    with open(args.out, "w") as fh:
+        json.dump(results, fh, indent=1)
+    for key in ("counter", "sampled", "counter_short_epochs", "sampled_short_epochs"):
+        r = results[key]
+        ratios = r["ratio_per_epoch"]
+        med, epoch_s = statistics.median(ratios), statistics.median(r["epoch_s"])
+        print(
+            f"{key}: run ratio {r['ratio_run']:.5f}; per-epoch median {med:.5f}"
+            f" [{min(ratios):.4f}, {max(ratios):.4f}]; epoch {epoch_s:.3f} s;"
+            f" methods {r['methods']}"
+        )
+    print(f"overhead: {results['overhead_pct']:+.3f}% (medians {overhead})")
+    print(f"hook cost: {results['hook_cost']}; import {results['import_ms']:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""Background sampling and marks: cumulative joules per sensor, at any instant, cheaply.
+
+One daemon thread reads every sensor each ``interval_s`` seconds: counters (NVML total energy,
+RAPL) are read as they are, power sensors are integrated by the trapezoid rule. A *mark*
+(:meth:`Meter.mark`), taken from a training hook, does no slow I/O: it timestamps the instant
+and bridges each sensor's last sample to it with the trapezoid of the last sampled power and,
+where the sensor can read power in microseconds (NVML), the power read at the mark. Reading
+NVML's energy counter costs milliseconds (see docs/benchmarks.md), which is why it is left to
+the thread. The difference of two marks is a :class:`Measurement`.
+
+The meter keeps a fixed amount of state per sensor, whatever the length of the run. When a
+sensor fails, the failure is recorded once, the sensor's :meth:`~Sensor.fallback` takes over
+from the energy already counted, and the change of method is part of every later measurement's
+provenance. The thread stops on :meth:`Meter.stop`, when its loop hits an unexpected error, and
+at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+
+from carbon_callbacks.core.events import EventLog
+from carbon_callbacks.core.sensors.base import Sensor, SensorInfo
+
+#: Method-history entries kept per sensor (fallback chains are at most a few steps long).
+_MAX_METHOD_HISTORY = 8
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Cumulative energy of every sensor at one instant.
+
+    Attributes:
+        time_monotonic_s: ``time.monotonic()`` at the mark (for durations).
+        time_unix_s: ``time.time()`` at the mark (UTC seconds, for intensity windows).
+        energy_j: cumulative joules per sensor name since the meter started.
+    """
+
+    time_monotonic_s: float
+    time_unix_s: float
+    energy_j: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Energy used between two snapshots.
+
+    Attributes:
+        start_unix_s / end_unix_s: the window (UTC seconds).
+        duration_s: seconds between the marks (monotonic clock).
+        energy_j: joules per sensor name in the window (IT energy; no PUE).
+        methods: per sensor name, the method(s) used in the window, e.g. ``"counter"`` or
+            ``"counter>sampled"`` when a fallback happened inside it.
+        components: per sensor name, ``"gpu"``, ``"cpu"`` or ``"dram"``.
+        incomplete: sensor names that were lost during the window (their energy stops there).
+    """
+
+    start_unix_s: float
+    end_unix_s: float
+    duration_s: float
+    energy_j: dict[str, float]
+    methods: dict[str, str]
+    components: dict[str, str]
+    incomplete: tuple[str, ...] = ()
+
+    @property
+    def total_energy_j(self) -> float:
+        """Joules over all sensors."""
+        return sum(self.energy_j.values())
+
+    def energy_j_by_component(self) -> dict[str, float]:
+        """Joules per component (``gpu``, ``cpu``, ``dram``)."""
+        out: dict[str, float] = {}
+        for name, joules in self.energy_j.items():
+            comp = self.components[name]
+            out[comp] = out.get(comp, 0.0) + joules
+        return out
+
+    def mean_power_w(self) -> dict[str, float]:
+        """Mean watts per component plus ``"total"`` over the window (0 s window: empty)."""
+        if self.duration_s <= 0:
+            return {}
+        out = {comp: j / self.duration_s for comp, j in self.energy_j_by_component().items()}
+        out["total"] = self.total_energy_j / self.duration_s
+        return out
+
+
+@dataclass
+class _State:
+    """What the meter keeps for one sensor: a handful of numbers, whatever the run length."""
+
+    sensor: Sensor
+    energy_j: float = 0.0  # cumulative joules up to last_t
+    last_t: float = 0.0  # monotonic time of the last sample
+    last_power_w: float | None = None
+    offset_j: float = 0.0  # energy counted by earlier sensors in a fallback chain
+    lost_at_unix_s: float | None = None
+    # (unix time from which, method) entries, oldest first
+    methods: list[tuple[float, str]] = field(default_factory=list)
+
+
+class Meter:
+    """Samples sensors on a daemon thread and answers marks from the training thread.
+
+    Args:
+        sensors: the sensors to read; names must be unique.
+        events: where failures and fallbacks are recorded (warned once).
+        interval_s: seconds between samples.
+    """
+
+    def __init__(self, sensors: list[Sensor], events: EventLog, interval_s: float = 1.0):
+        names = [s.info.name for s in sensors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sensor names must be unique, got {names}")
+        self.events = events
+        self.interval_s = float(interval_s)
+        self._states: dict[str, _State] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._initial_sensors = list(sensors)
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self) -> Snapshot:
+        """Take the first sample of every sensor, start the thread, return the start snapshot."""
+        if self._started:
+            return self.mark()
+        now_unix = time.time()
+        for sensor in self._initial_sensors:
+            state = _State(sensor=sensor, methods=[(now_unix, sensor.info.method)])
+            self._states[sensor.info.name] = state
+            self._first_sample(state)
+        self._started = True
+        snapshot = self.mark()
+        self._thread = threading.Thread(
+            target=self._run, name="carbon_callbacks-meter", daemon=True
+        )
+        self._thread.start()
+        _register_atexit(self)
+        return snapshot
+
+    def stop(self) -> Snapshot | None:
+        """Stop the thread (waits for it) and return a final snapshot; idempotent."""
+        if not self._started:
+            return None
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=max(5.0, 3 * self.interval_s))
+        self._thread = None
+        snapshot = None
+        if self._states:
+            self.sample_now()
+            snapshot = self.mark()
+        for state in self._states.values():
+            try:
+                state.sensor.close()
+            except Exception:  # noqa: BLE001 - closing must not raise into training
+                pass
+        self._started = False
+        return snapshot
+
+    @property
+    def running(self) -> bool:
+        """True while the sampling thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    @property
+    def sensor_infos(self) -> list[SensorInfo]:
+        """Provenance of the sensors in use now (after any fallback)."""
+        with self._lock:
+            return [s.sensor.info for s in self._states.values()]
+
+    # -- sampling (meter thread) ---------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval_s):
+                self.sample_now()
+        except Exception as exc:  # noqa: BLE001 - the thread must end quietly, never kill training
+            self.events.record(
+                "meter_stopped",
+                f"the sampling thread stopped after an unexpected error: {exc!r}; energy after "
+                "this point is bridged from the last samples only",
+                "meter",
+            )
+
+    def sample_now(self) -> None:
+        """Read every live sensor once (normally called by the thread)."""
+        for state in list(self._states.values()):
+            if state.lost_at_unix_s is not None:
+                continue
+            self._sample(state)
+
+    def _read(self, sensor: Sensor) -> tuple[float, float | None]:
+        """(value, power_w): value is cumulative J for counters, W for power sensors."""
+        if sensor.is_counter:
+            energy_j = sensor.read_energy_j()
+            power_w = None
+            if sensor.cheap_power:
+                try:
+                    power_w = sensor.read_power_w()
+                except Exception:  # noqa: BLE001 - the counter is what counts
+                    power_w = None
+            return energy_j, power_w
+        power_w = sensor.read_power_w()
+        return power_w, power_w
+
+    def _first_sample(self, state: _State) -> None:
+        sensor = state.sensor
+        t = time.monotonic()
+        try:
+            value, power_w = self._read(sensor)
+        except Exception as exc:  # noqa: BLE001
+            state.last_t = t
+            self._fail(state, exc)
+            return
+        state.last_t = t
+        if sensor.is_counter:
+            state.offset_j -= value  # so that offset + counter starts at the energy so far
+            state.energy_j = state.offset_j + value
+        state.last_power_w = power_w
+
+    def _sample(self, state: _State) -> None:
+        sensor = state.sensor
+        try:
+            value, power_w = self._read(sensor)  # slow I/O outside the lock
+        except Exception as exc:  # noqa: BLE001
+            with self._lock:
+                self._fail(state, exc)
+            return
+        t = time.monotonic()
+        with self._lock:
+            if state.sensor is not sensor:  # replaced meanwhile
+                return
+            if sensor.is_counter:
+                new_energy = state.offset_j + value
+                if power_w is None and t > state.last_t:
+                    power_w = max(0.0, (new_energy - state.energy_j) / (t - state.last_t))
+                state.energy_j = new_energy
+            else:
+                previous = state.last_power_w if state.last_power_w is not None else value
+                state.energy_j += 0.5 * (previous + value) * max(0.0, t - state.last_t)
+            state.last_t = t
+            state.last_power_w = power_w
+
+    def _fail(self, state: _State, exc: BaseException) -> None:
+        """Record a failed read and switch to the sensor's fallback, or mark it lost."""
+        old = state.sensor
+        name = old.info.name
+        try:
+            replacement = old.fallback()
+        except Exception:  # noqa: BLE001
+            replacement = None
+        try:
+            old.close()
+        except Exception:  # noqa: BLE001
+            pass
+        now_unix = time.time()
+        if replacement is None:
+            state.lost_at_unix_s = now_unix
+            self.events.record(
+                "sensor_lost",
+                f"{name} ({old.info.device}) failed ({exc!r}) and has no fallback; its energy "
+                "is counted up to the last good sample and the run log marks it incomplete",
+                name,
+            )
+            return
+        previous_power_w = state.last_power_w
+        state.sensor = replacement
+        state.offset_j = state.energy_j
+        state.last_power_w = None
+        state.methods.append((now_unix, replacement.info.method))
+        del state.methods[:-_MAX_METHOD_HISTORY]
+        self.events.record(
+            "sensor_fallback",
+            f"{name} ({old.info.device}) failed ({exc!r}); measuring it by "
+            f"{replacement.info.method} from now on ({replacement.info.detail or 'no detail'})",
+            name,
+        )
+        # prime the replacement: counters start from the energy counted so far
+        t = time.monotonic()
+        try:
+            value, power_w = self._read(replacement)
+        except Exception as exc2:  # noqa: BLE001
+            state.last_t = t
+            self._fail(state, exc2)
+            return
+        gap_s = max(0.0, t - state.last_t)
+        if previous_power_w is not None and power_w is not None:
+            # the gap since the last good sample, bridged by the trapezoid of the two powers
+            state.energy_j += 0.5 * (previous_power_w + power_w) * gap_s
+        if replacement.is_counter:
+            state.offset_j = state.energy_j - value
+        state.last_t = t
+        state.last_power_w = power_w
+
+    # -- marks (training thread) -----------------------------------------------------------------
+    def mark(self) -> Snapshot:
+        """Cumulative joules of every sensor now, without slow I/O."""
+        t = time.monotonic()
+        t_unix = time.time()
+        powers_now: dict[str, float] = {}
+        for name, state in list(self._states.items()):
+            sensor = state.sensor
+            if state.lost_at_unix_s is None and sensor.cheap_power:
+                try:
+                    powers_now[name] = sensor.read_power_w()
+                except Exception:  # noqa: BLE001 - the thread records real failures
+                    pass
+        energy: dict[str, float] = {}
+        with self._lock:
+            for name, state in self._states.items():
+                energy[name] = self._bridge(state, t, powers_now.get(name))
+        return Snapshot(time_monotonic_s=t, time_unix_s=t_unix, energy_j=energy)
+
+    def _bridge(self, state: _State, t: float, power_now_w: float | None) -> float:
+        """Energy at monotonic time ``t`` from the last sample and the power around it."""
+        if state.lost_at_unix_s is not None or state.last_power_w is None:
+            return state.energy_j
+        dt = t - state.last_t
+        if dt >= 0:
+            p_end = power_now_w if power_now_w is not None else state.last_power_w
+            return state.energy_j + 0.5 * (state.last_power_w + p_end) * dt
+        # the thread sampled after t was taken: step back at the last power
+        return max(0.0, state.energy_j + state.last_power_w * dt)
+
+    def measure(self, start: Snapshot, end: Snapshot) -> Measurement:
+        """The energy per sensor between two snapshots, with the methods used."""
+        energy: dict[str, float] = {}
+        methods: dict[str, str] = {}
+        components: dict[str, str] = {}
+        incomplete: list[str] = []
+        with self._lock:
+            for name, state in self._states.items():
+                e0 = start.energy_j.get(name, 0.0)
+                e1 = end.energy_j.get(name, e0)
+                energy[name] = max(0.0, e1 - e0)
+                used = [m for since, m in state.methods if since <= end.time_unix_s]
+                inside = [m for since, m in state.methods[1:] if start.time_unix_s < since]
+                before = [m for since, m in state.methods if since <= start.time_unix_s]
+                chain = (before[-1:] if before else used[:1]) + inside
+                methods[name] = ">".join(dict.fromkeys(chain)) or state.sensor.info.method
+                components[name] = state.sensor.info.component
+                lost = state.lost_at_unix_s
+                if lost is not None and lost <= end.time_unix_s:
+                    incomplete.append(name)
+        return Measurement(
+            start_unix_s=start.time_unix_s,
+            end_unix_s=end.time_unix_s,
+            duration_s=max(0.0, end.time_monotonic_s - start.time_monotonic_s),
+            energy_j=energy,
+            methods=methods,
+            components=components,
+            incomplete=tuple(incomplete),
+        )
+
+
+_LIVE_METERS: weakref.WeakSet[Meter] = weakref.WeakSet()
+_ATEXIT_REGISTERED = False
+
+
+def _register_atexit(meter: Meter) -> None:
+    global _ATEXIT_REGISTERED
+    _LIVE_METERS.add(meter)
+    if not _ATEXIT_REGISTERED:
+        atexit.register(_stop_all_meters)
+        _ATEXIT_REGISTERED = True
+
+
+def _stop_all_meters() -> None:
+    """Stop every meter's thread at interpreter exit (their trackers may be gone already)."""
+    for meter in list(_LIVE_METERS):
+        meter._stop.set()

@@ -1,0 +1,587 @@
+"""The framework-neutral tracking session: start, epochs, phases, prediction, stop.
+
+:class:`CarbonTracker` is what every integration drives, and what users of carbontracker switch
+to by changing an import: ``epochs``, ``epochs_before_pred``, ``monitor_epochs``, ``log_dir``,
+``epoch_start()``, ``epoch_end()`` and ``stop()`` mean what they mean there. On top:
+
+* ``epoch_end()`` returns the epoch's metrics (keys in :mod:`carbon_callbacks.core.metrics`);
+* ``with tracker.phase("validation"):`` measures a named part of an epoch, and
+  ``with tracker.track("inference"):`` any block of work outside training;
+* every figure is written to a crash-safe run log with its provenance;
+* nothing here ever raises into training after construction: failures are recorded and warned
+  once (see :mod:`carbon_callbacks.core.events`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from carbon_callbacks import __version__
+from carbon_callbacks.core import metrics as keys
+from carbon_callbacks.core.config import CarbonConfig, ConfigError
+from carbon_callbacks.core.events import Event, EventLog
+from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityProvider
+from carbon_callbacks.core.intensity.resolve import resolve_intensity
+from carbon_callbacks.core.meter import Measurement, Meter, Snapshot
+from carbon_callbacks.core.predict import EpochSample, Prediction, predict_run
+from carbon_callbacks.core.records import RunLogWriter, new_run_id, new_run_log_path
+from carbon_callbacks.core.report import fmt, format_final, format_prediction
+from carbon_callbacks.core.sensors.base import Sensor
+from carbon_callbacks.core.units import J_PER_KWH
+
+#: Epochs kept for prediction (older ones are summed, not kept): memory stays bounded.
+_HISTORY_LEN = 4096
+_STATE_VERSION = 1
+
+
+class CarbonTracker:
+    """Measure, predict and log the energy and CO2eq of a run, per epoch.
+
+    Args:
+        epochs: epochs the run will train (for the prediction); ``None`` if unknown.
+        config: a ready :class:`CarbonConfig`; or pass its fields as keyword arguments.
+        sensors: sensors to use instead of discovering them (tests, custom hardware).
+        intensity: an intensity provider instead of resolving one from the settings.
+        **settings: any :class:`CarbonConfig` field (``pue``, ``zone``, ``log_dir``...).
+
+    Raises:
+        ConfigError: at construction, for any invalid or contradictory setting.
+    """
+
+    def __init__(
+        self,
+        epochs: int | None = None,
+        *,
+        config: CarbonConfig | None = None,
+        sensors: list[Sensor] | None = None,
+        intensity: IntensityProvider | None = None,
+        **settings: Any,
+    ):
+        if config is None:
+            config = CarbonConfig.from_kwargs(epochs=epochs, **settings)
+        else:
+            if settings:
+                raise ConfigError(
+                    f"pass either config=CarbonConfig(...) or settings {sorted(settings)}, not both"
+                )
+            if epochs is not None and epochs != config.epochs:
+                config = dataclasses.replace(config, epochs=epochs)  # validated again
+        self.config: CarbonConfig = config
+        self._pending_events: list[Event] = []
+        self._header_written = False
+        self._writer: RunLogWriter | None = None
+        self.events = EventLog(listener=self._on_event)
+        # resolving a static intensity is cheap and offline; it validates the zone now
+        self._intensity: IntensityProvider = intensity or resolve_intensity(config, self.events)
+        self._given_sensors = sensors
+        self.run_id = new_run_id()
+        self._lock = threading.RLock()
+        self._meter: Meter | None = None
+        self.log_path: str | None = None
+        self._started = False
+        self._stopped = False
+        self._start_snap: Snapshot | None = None
+        self._epoch_snap: Snapshot | None = None
+        self._epoch_steps: int | None = None
+        self._phases: list[tuple[str, Snapshot]] = []
+        # totals of this process's segment (a resumed run adds the offsets below)
+        self.epochs_completed = 0
+        self.epochs_monitored = 0
+        self._energy_kwh = 0.0
+        self._co2_g = 0.0
+        self._duration_s = 0.0
+        self._offset = {"energy_kwh": 0.0, "co2_g": 0.0, "duration_s": 0.0, "epochs": 0}
+        self._prior_run_ids: list[str] = []
+        self._history: deque[EpochSample] = deque(maxlen=_HISTORY_LEN)
+        self._steps_done: int | None = None
+        self.prediction: Prediction | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.last_measurement: Measurement | None = None
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def start(self) -> CarbonTracker:
+        """Discover sensors, start the meter and write the run log's header. Idempotent."""
+        with self._lock:
+            if self._started:
+                return self
+            self._started = True
+            try:
+                self._start()
+            except Exception as exc:  # noqa: BLE001 - never break training
+                self.events.record(
+                    "tracker_start_failed",
+                    f"the tracker could not start ({exc!r}); training continues unmeasured",
+                    "tracker",
+                )
+        return self
+
+    def _start(self) -> None:
+        from carbon_callbacks.core.sensors.discovery import discover_sensors
+
+        sensors = self._given_sensors
+        if sensors is None:
+            sensors = discover_sensors(self.config, self.events)
+        if not sensors:
+            self.events.record(
+                "no_sensor",
+                "no energy sensor is available for the chosen components "
+                f"({self.config.components!r}); energy will be reported as unmeasured, not zero",
+                "tracker",
+            )
+        self._meter = Meter(sensors, self.events, interval_s=self.config.interval_s)
+        started_unix = time.time()
+        if self.config.log_dir is not None:
+            path = new_run_log_path(
+                self.config.log_dir, self.config.log_file_prefix, self.run_id, started_unix
+            )
+            self.log_path = str(path)
+            self._writer = RunLogWriter(path, self.events)
+        self._start_snap = self._meter.start()
+        intensity = self._intensity_over(started_unix, started_unix)
+        self._write(
+            {
+                "type": "header",
+                "schema": 1,
+                "package_version": __version__,
+                "run_id": self.run_id,
+                "run_name": self.config.run_name,
+                "started_at_unix_s": started_unix,
+                "started_at": _iso(started_unix),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "config": self.config.to_dict(),
+                "sensors": [i.to_dict() for i in self._meter.sensor_infos],
+                "intensity": intensity.to_dict(),
+                "pue": self.config.pue,
+                "epochs": self.config.epochs,
+                "total_steps": self.config.total_steps,
+                "resumed_from": list(self._prior_run_ids),
+                "offsets": dict(self._offset),
+            }
+        )
+        self._header_written = True
+        for event in self._pending_events:
+            self._write({"type": "event", **event.to_dict()})
+        self._pending_events.clear()
+
+    def stop(self, status: str = "completed") -> dict[str, float]:
+        """Stop measuring, write the footer and print the final report. Idempotent.
+
+        Args:
+            status: ``"completed"``, ``"interrupted"`` (Ctrl-C, SIGTERM, budget) or ``"failed"``.
+
+        Returns:
+            The run's totals (``carbon/energy_kwh``, ``carbon/co2_g``, ``carbon/duration_s``).
+        """
+        with self._lock:
+            if self._stopped or not self._started:
+                self._stopped = True
+                return self.totals()
+            self._stopped = True
+            try:
+                self._stop(status)
+            except Exception as exc:  # noqa: BLE001
+                self.events.record(
+                    "tracker_stop_failed", f"stopping the tracker failed: {exc!r}", "tracker"
+                )
+            finally:
+                if self._meter is not None and self._meter.running:
+                    with contextlib.suppress(Exception):
+                        self._meter.stop()
+                if self._writer is not None:
+                    self._writer.close()
+        return self.totals()
+
+    def _stop(self, status: str) -> None:
+        if self._epoch_snap is not None:
+            # an epoch was open (interrupted): count it as partial, not as an epoch
+            self._epoch_snap = None
+        meter = self._meter
+        if meter is None or self._start_snap is None:
+            return
+        end = meter.stop() or meter.mark()
+        whole = meter.measure(self._start_snap, end)
+        it_energy_j = whole.total_energy_j
+        by_component = {
+            comp: j / J_PER_KWH * self.config.pue
+            for comp, j in whole.energy_j_by_component().items()
+        }
+        self._write(
+            {
+                "type": "footer",
+                "status": status,
+                "ended_at_unix_s": end.time_unix_s,
+                "ended_at": _iso(end.time_unix_s),
+                "duration_s": whole.duration_s,
+                "energy_j": whole.energy_j,
+                "methods": whole.methods,
+                "incomplete": list(whole.incomplete),
+                "session_energy_kwh": it_energy_j / J_PER_KWH * self.config.pue,
+                "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
+                "co2_g": self._offset["co2_g"] + self._co2_g,
+                "epochs_duration_s": self._offset["duration_s"] + self._duration_s,
+                "epochs_completed": self._offset["epochs"] + self.epochs_completed,
+                "epochs_monitored": self.epochs_monitored,
+                "epochs_planned": self.config.epochs,
+                "events_dropped": self.events.dropped,
+            }
+        )
+        if self.config.verbose >= 1:
+            self._print(
+                format_final(
+                    status=status,
+                    duration_s=self._offset["duration_s"] + self._duration_s,
+                    energy_kwh=self._offset["energy_kwh"] + self._energy_kwh,
+                    co2_g=self._offset["co2_g"] + self._co2_g,
+                    energy_kwh_by_component=by_component,
+                    epochs_completed=self._offset["epochs"] + self.epochs_completed,
+                    sensors=meter.sensor_infos,
+                    intensity=self._intensity_over(whole.start_unix_s, whole.end_unix_s),
+                    pue=self.config.pue,
+                    digits=self.config.decimal_precision,
+                    log_path=self.log_path,
+                    events=len(self.events.events),
+                )
+            )
+
+    def __enter__(self) -> CarbonTracker:
+        return self.start()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            status = "completed"
+        elif issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+            status = "interrupted"
+        else:
+            status = "failed"
+        self.stop(status)
+
+    # -- epochs ----------------------------------------------------------------------------------
+    @property
+    def monitoring(self) -> bool:
+        """False once ``monitor_epochs`` epochs were measured (later epochs are only counted)."""
+        limit = self.config.monitor_epochs
+        return limit == -1 or self.epochs_monitored < limit
+
+    def epoch_start(self) -> None:
+        """Mark the start of an epoch (starts the tracker on first use)."""
+        try:
+            self.start()
+            if not self.monitoring or self._meter is None:
+                return
+            self._epoch_snap = self._meter.mark()
+            self._epoch_steps = None
+        except Exception as exc:  # noqa: BLE001
+            self.events.record("hook_failed", f"epoch_start failed: {exc!r}", "tracker")
+
+    def epoch_end(self, steps: int | None = None) -> dict[str, float]:
+        """Mark the end of the epoch; record it; predict when due; return its metrics.
+
+        Args:
+            steps: optimisation steps done in this epoch (for step-based prediction).
+
+        Returns:
+            The metrics (see :mod:`carbon_callbacks.core.metrics`); empty when not measured.
+        """
+        try:
+            return self._epoch_end(steps)
+        except Exception as exc:  # noqa: BLE001
+            self.events.record("hook_failed", f"epoch_end failed: {exc!r}", "tracker")
+            return {}
+
+    def _epoch_end(self, steps: int | None) -> dict[str, float]:
+        with self._lock:
+            start = self._epoch_snap
+            self._epoch_snap = None
+            index = self._offset["epochs"] + self.epochs_completed
+            self.epochs_completed += 1
+            if steps is not None:
+                self._steps_done = (self._steps_done or 0) + steps
+            if start is None or self._meter is None:
+                return {}
+            end = self._meter.mark()
+            m = self._meter.measure(start, end)
+            self.last_measurement = m
+            record, energy_kwh, co2_g, intensity = self._measurement_record(m, "epoch", index)
+            record["steps"] = steps
+            self.epochs_monitored += 1
+            self._energy_kwh += energy_kwh
+            self._co2_g += co2_g
+            self._duration_s += m.duration_s
+            record["cumulative"] = {
+                "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
+                "co2_g": self._offset["co2_g"] + self._co2_g,
+                "duration_s": self._offset["duration_s"] + self._duration_s,
+            }
+            self._write(record)
+            self._history.append(EpochSample(m.duration_s, energy_kwh, co2_g, steps))
+            self._maybe_predict(intensity)
+            metrics = self._metrics(m, energy_kwh, co2_g, intensity)
+            self.last_metrics = metrics
+            if self.config.verbose >= 2:
+                self._print(
+                    f"carbon_callbacks: epoch {index}: {m.duration_s:.2f} s, "
+                    f"{fmt(energy_kwh, self.config.decimal_precision)} kWh, "
+                    f"{fmt(co2_g, self.config.decimal_precision)} gCO2eq"
+                )
+            return metrics
+
+    def _measurement_record(
+        self, m: Measurement, kind: str, epoch: int | None
+    ) -> tuple[dict[str, Any], float, float, IntensityEstimate]:
+        intensity = self._intensity_over(m.start_unix_s, m.end_unix_s)
+        energy_kwh = m.total_energy_j / J_PER_KWH * self.config.pue
+        co2_g = energy_kwh * intensity.intensity_g_per_kwh
+        record: dict[str, Any] = {
+            "type": kind,
+            "epoch": epoch,
+            "start_unix_s": m.start_unix_s,
+            "end_unix_s": m.end_unix_s,
+            "duration_s": m.duration_s,
+            "energy_j": m.energy_j,
+            "methods": m.methods,
+            "energy_kwh": energy_kwh,
+            "co2_g": co2_g,
+            "intensity": intensity.to_dict(),
+            "pue": self.config.pue,
+            "power_w": m.mean_power_w(),
+        }
+        if m.incomplete:
+            record["incomplete"] = list(m.incomplete)
+        return record, energy_kwh, co2_g, intensity
+
+    def _metrics(
+        self, m: Measurement, energy_kwh: float, co2_g: float, intensity: IntensityEstimate
+    ) -> dict[str, float]:
+        power = m.mean_power_w()
+        out = {
+            keys.EPOCH_ENERGY_KWH: energy_kwh,
+            keys.EPOCH_CO2_G: co2_g,
+            keys.EPOCH_DURATION_S: m.duration_s,
+            keys.ENERGY_KWH: self._offset["energy_kwh"] + self._energy_kwh,
+            keys.CO2_G: self._offset["co2_g"] + self._co2_g,
+            keys.INTENSITY_G_PER_KWH: intensity.intensity_g_per_kwh,
+        }
+        if "total" in power:
+            out[keys.POWER_W] = power["total"]
+        for component, key in keys.COMPONENT_POWER.items():
+            if component in power:
+                out[key] = power[component]
+        if self.prediction is not None:
+            out[keys.PRED_ENERGY_KWH] = self.prediction.energy_kwh
+            out[keys.PRED_CO2_G] = self.prediction.co2_g
+            out[keys.PRED_DURATION_S] = self.prediction.duration_s
+        return out
+
+    def _maybe_predict(self, intensity: IntensityEstimate) -> None:
+        cfg = self.config
+        if cfg.epochs_before_pred == 0 or self.epochs_monitored < cfg.epochs_before_pred:
+            return
+        first = self.prediction is None
+        total_epochs = cfg.epochs
+        history = list(self._history)
+        if total_epochs is not None and self._offset["epochs"]:
+            # resumed: the history holds this segment only; predict the rest from it
+            total_epochs = max(total_epochs - self._offset["epochs"], len(history))
+        now = time.time()
+        forecast = None
+        if total_epochs is not None or cfg.total_steps is not None:
+            remaining_s = sum(e.duration_s for e in history) / max(1, len(history))
+            forecast = self._intensity.forecast_over(now, now + remaining_s)
+        applied = forecast or intensity
+        pred = predict_run(
+            history,
+            total_epochs=total_epochs,
+            intensity_g_per_kwh=applied.intensity_g_per_kwh,
+            total_steps=cfg.total_steps,
+            steps_done=self._steps_done,
+        )
+        if pred is None:
+            return
+        if self._offset["epochs"]:
+            pred = _shift_prediction(pred, self._offset, cfg.epochs)
+        self.prediction = pred
+        self._write({"type": "prediction", **pred.to_dict(), "intensity": applied.to_dict()})
+        if first and cfg.verbose >= 1:
+            self._print(format_prediction(pred, applied, cfg.pue, cfg.decimal_precision))
+
+    # -- phases and blocks -----------------------------------------------------------------------
+    def begin_phase(self, name: str) -> None:
+        """Start measuring a named phase (see :meth:`phase`); pair with :meth:`end_phase`."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("a phase needs a non-empty name")
+        self.start()
+        try:
+            if self._meter is not None:
+                self._phases.append((name, self._meter.mark()))
+        except Exception as exc:  # noqa: BLE001
+            self.events.record("hook_failed", f"phase {name!r} start failed: {exc!r}", "tracker")
+
+    def end_phase(self, name: str) -> None:
+        """End the innermost open phase called ``name`` and record it."""
+        for i in range(len(self._phases) - 1, -1, -1):
+            if self._phases[i][0] == name:
+                _, start = self._phases.pop(i)
+                self._end_phase(name, start)
+                return
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Measure a named part of the work (``"validation"``, ``"synthesis"``...).
+
+        Phases inside an epoch are part of the epoch's figures too; phases outside epochs are
+        part of the run's totals (footer) only. Each is recorded with its own energy and CO2.
+        """
+        self.begin_phase(name)
+        try:
+            yield
+        finally:
+            self.end_phase(name)
+
+    track = phase
+
+    def _end_phase(self, name: str, start: Snapshot) -> None:
+        try:
+            with self._lock:
+                if self._meter is None:
+                    return
+                m = self._meter.measure(start, self._meter.mark())
+                epoch = self._offset["epochs"] + self.epochs_completed
+                record, _, _, _ = self._measurement_record(m, "phase", epoch)
+                record["name"] = name
+                record["in_epoch"] = self._epoch_snap is not None
+                self._write(record)
+        except Exception as exc:  # noqa: BLE001
+            self.events.record("hook_failed", f"phase {name!r} end failed: {exc!r}", "tracker")
+
+    def set_planned(self, epochs: int | None = None, total_steps: int | None = None) -> None:
+        """Tell the tracker the run's length once the framework knows it (before the run).
+
+        Values the user gave at construction win; these fill gaps (e.g. Lightning's
+        ``max_epochs``). Invalid values are refused with :class:`ConfigError`.
+        """
+        changes: dict[str, Any] = {}
+        if epochs is not None and self.config.epochs is None:
+            changes["epochs"] = epochs
+        if total_steps is not None and self.config.total_steps is None:
+            changes["total_steps"] = total_steps
+        if changes:
+            self.config = dataclasses.replace(self.config, **changes)
+
+    def record_metric(self, name: str, value: float, epoch: int | None = None) -> None:
+        """Store a performance metric (e.g. final Dice) in the run log for model selection."""
+        self._write({"type": "metric", "name": name, "value": float(value), "epoch": epoch})
+
+    # -- resume ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Cumulative totals to store in a checkpoint (JSON-ready; no tensors, no objects)."""
+        return {
+            "version": _STATE_VERSION,
+            "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
+            "co2_g": self._offset["co2_g"] + self._co2_g,
+            "duration_s": self._offset["duration_s"] + self._duration_s,
+            "epochs": self._offset["epochs"] + self.epochs_completed,
+            "run_ids": [*self._prior_run_ids, self.run_id],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the totals of a checkpointed run. Call before the first epoch."""
+        if not state:
+            return
+        if state.get("version") != _STATE_VERSION:
+            self.events.record(
+                "resume_state_ignored",
+                f"checkpointed carbon state has version {state.get('version')!r}, expected "
+                f"{_STATE_VERSION}; totals restart from zero",
+                "tracker",
+            )
+            return
+        with self._lock:
+            if self.epochs_completed:
+                self.events.record(
+                    "resume_state_late",
+                    "load_state_dict() called after epochs were measured; ignored to avoid "
+                    "counting epochs twice",
+                    "tracker",
+                )
+                return
+            self._offset = {
+                "energy_kwh": float(state["energy_kwh"]),
+                "co2_g": float(state["co2_g"]),
+                "duration_s": float(state["duration_s"]),
+                "epochs": int(state["epochs"]),
+            }
+            self._prior_run_ids = [str(r) for r in state.get("run_ids", [])]
+
+    # -- accessors -------------------------------------------------------------------------------
+    def totals(self) -> dict[str, float]:
+        """Cumulative figures over the measured epochs (resumed segments included)."""
+        return {
+            keys.ENERGY_KWH: self._offset["energy_kwh"] + self._energy_kwh,
+            keys.CO2_G: self._offset["co2_g"] + self._co2_g,
+            keys.DURATION_S: self._offset["duration_s"] + self._duration_s,
+        }
+
+    @property
+    def intensity(self) -> IntensityProvider:
+        """The intensity provider in use."""
+        return self._intensity
+
+    @property
+    def sensors(self) -> list[Any]:
+        """Provenance of the sensors in use (empty before ``start()``)."""
+        return self._meter.sensor_infos if self._meter is not None else []
+
+    # -- internals -------------------------------------------------------------------------------
+    def _intensity_over(self, start_unix_s: float, end_unix_s: float) -> IntensityEstimate:
+        return self._intensity.intensity_over(start_unix_s, end_unix_s)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._writer is not None:
+            self._writer.write(record)
+
+    def _on_event(self, event: Event) -> None:
+        if not self._header_written:
+            self._pending_events.append(event)
+        else:
+            self._write({"type": "event", **event.to_dict()})
+
+    def _print(self, text: str) -> None:
+        try:
+            print(text, file=sys.stdout, flush=True)
+        except Exception:  # noqa: BLE001 - a closed stdout must not break training
+            pass
+
+
+def _iso(unix_s: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(unix_s, tz=dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _shift_prediction(pred: Prediction, offset: dict[str, float], epochs: int | None) -> Prediction:
+    """Add a resumed run's earlier totals to a prediction made from this segment."""
+    e, g, s = offset["energy_kwh"], offset["co2_g"], offset["duration_s"]
+    return dataclasses.replace(
+        pred,
+        after_epochs=pred.after_epochs + int(offset["epochs"]),
+        epochs=epochs,
+        duration_s=pred.duration_s + s,
+        duration_s_low=pred.duration_s_low + s,
+        duration_s_high=pred.duration_s_high + s,
+        energy_kwh=pred.energy_kwh + e,
+        energy_kwh_low=pred.energy_kwh_low + e,
+        energy_kwh_high=pred.energy_kwh_high + e,
+        co2_g=pred.co2_g + g,
+        co2_g_low=pred.co2_g_low + g,
+        co2_g_high=pred.co2_g_high + g,
+    )

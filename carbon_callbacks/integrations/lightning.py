@@ -1,0 +1,100 @@
+"""PyTorch Lightning: ``Trainer(callbacks=[CarbonCallback(...)])``.
+
+Translation only: Lightning hooks -> :class:`~carbon_callbacks.core.tracker.CarbonTracker`
+calls; the tracker's metrics -> ``pl_module.log`` (so they reach every logger the user has:
+TensorBoard, CSV, W&B, MLflow); checkpoint state -> the tracker's ``state_dict``.
+
+Works with ``import lightning`` and with ``import pytorch_lightning`` (whichever is installed;
+``lightning`` first). The epoch window is ``on_train_epoch_start`` -> ``on_train_epoch_end``,
+which in Lightning includes that epoch's validation; validation and the sanity check are also
+recorded as their own phases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from carbon_callbacks.core.config import CarbonConfig
+from carbon_callbacks.core.tracker import CarbonTracker
+
+try:  # the unified package first, then the standalone one
+    from lightning.pytorch import Callback as _Callback
+except ImportError:  # pragma: no cover - exercised where only pytorch_lightning is installed
+    try:
+        from pytorch_lightning import Callback as _Callback
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError(
+            "carbon_callbacks.integrations.lightning needs Lightning: "
+            "pip install 'carbon-callbacks[lightning]'"
+        ) from exc
+
+
+class CarbonCallback(_Callback):
+    """Log energy and CO2eq per epoch as ``carbon/...`` metrics.
+
+    Args:
+        config: a ready :class:`CarbonConfig`, or pass its fields as keyword arguments
+            (``pue``, ``zone``, ``log_dir``, ``epochs``...). ``epochs`` defaults to the
+            Trainer's ``max_epochs``.
+        tracker: a ready tracker (advanced; overrides the settings).
+    """
+
+    def __init__(
+        self,
+        config: CarbonConfig | None = None,
+        *,
+        tracker: CarbonTracker | None = None,
+        **settings: Any,
+    ):
+        super().__init__()
+        self.tracker = tracker or CarbonTracker(config=config, **settings)
+        self._global_step_at_epoch_start = 0
+
+    @property
+    def state_key(self) -> str:
+        return "CarbonCallback"
+
+    # -- run ---------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        max_epochs = trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None
+        max_steps = trainer.max_steps if (trainer.max_steps or 0) > 0 else None
+        self.tracker.set_planned(epochs=max_epochs, total_steps=max_steps)
+        self.tracker.start()
+
+    def on_sanity_check_start(self, trainer: Any, pl_module: Any) -> None:
+        self.tracker.begin_phase("sanity_check")
+
+    def on_sanity_check_end(self, trainer: Any, pl_module: Any) -> None:
+        self.tracker.end_phase("sanity_check")
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._global_step_at_epoch_start = trainer.global_step
+        self.tracker.epoch_start()
+
+    def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.sanity_checking:
+            self.tracker.begin_phase("validation")
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.sanity_checking:
+            self.tracker.end_phase("validation")
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        steps = trainer.global_step - self._global_step_at_epoch_start
+        metrics = self.tracker.epoch_end(steps=steps)
+        for key, value in metrics.items():
+            pl_module.log(key, value, on_step=False, on_epoch=True, logger=bool(trainer.loggers))
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self.tracker.stop("completed")
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        self.tracker.stop(status)
+
+    # -- resume ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return self.tracker.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.tracker.load_state_dict(state_dict)

@@ -1,0 +1,139 @@
+"""The meter: sampling thread, marks, integration on known traces, fallbacks, stopping."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from power_traces import ConstantCounterSensor, TracePowerSensor
+
+from carbon_callbacks.core.events import CarbonCallbacksWarning, EventLog
+from carbon_callbacks.core.meter import Meter
+
+
+def _meter(sensors, interval_s=0.02):
+    return Meter(sensors, EventLog(), interval_s=interval_s)
+
+
+def test_constant_power_integrates_to_power_times_duration():
+    meter = _meter([TracePowerSensor("gpu:0", lambda t: 150.0)])
+    start = meter.start()
+    time.sleep(0.3)
+    m = meter.measure(start, meter.mark())
+    meter.stop()
+    assert m.duration_s == pytest.approx(0.3, abs=0.05)
+    assert m.energy_j["gpu:0"] == pytest.approx(150.0 * m.duration_s, rel=1e-6)
+    assert m.methods == {"gpu:0": "sampled"}
+    assert m.mean_power_w()["gpu"] == pytest.approx(150.0, rel=1e-6)
+
+
+def test_linear_ramp_is_integrated_exactly_by_the_trapezoid_rule():
+    # P(t) = 100 + 200 t: the trapezoid rule is exact for a linear trace
+    sensor = TracePowerSensor("gpu:0", lambda t: 100.0 + 200.0 * t, cheap=True)
+    meter = _meter([sensor], interval_s=0.01)
+    start = meter.start()
+    time.sleep(0.25)
+    end = meter.mark()
+    meter.stop()
+    t0 = start.time_monotonic_s - sensor._t0
+    t1 = end.time_monotonic_s - sensor._t0
+    exact = 100.0 * (t1 - t0) + 100.0 * (t1**2 - t0**2)
+    got = meter.measure(start, end).energy_j["gpu:0"]
+    assert got == pytest.approx(exact, rel=0.02)
+
+
+def test_counter_marks_are_bridged_without_reading_the_counter():
+    sensor = ConstantCounterSensor("gpu:0", 200.0)
+    meter = _meter([sensor], interval_s=10.0)  # the thread will not sample during the test
+    start = meter.start()
+    reads_after_start = sensor.counter_reads
+    time.sleep(0.2)
+    end = meter.mark()
+    assert sensor.counter_reads == reads_after_start  # the mark did no counter read
+    m = meter.measure(start, end)
+    meter.stop()
+    assert m.energy_j["gpu:0"] == pytest.approx(200.0 * m.duration_s, rel=1e-3)
+    assert m.methods["gpu:0"] == "counter"
+
+
+def test_counter_and_power_sensors_together_and_by_component():
+    meter = _meter(
+        [
+            ConstantCounterSensor("gpu:0", 300.0),
+            TracePowerSensor("cpu:model", lambda t: 40.0, component="cpu"),
+            TracePowerSensor("dram:model", lambda t: 5.0, component="dram"),
+        ]
+    )
+    start = meter.start()
+    time.sleep(0.2)
+    m = meter.measure(start, meter.mark())
+    meter.stop()
+    by_comp = m.energy_j_by_component()
+    assert by_comp["gpu"] == pytest.approx(300.0 * m.duration_s, rel=1e-3)
+    assert by_comp["cpu"] == pytest.approx(40.0 * m.duration_s, rel=1e-3)
+    assert by_comp["dram"] == pytest.approx(5.0 * m.duration_s, rel=1e-3)
+    assert m.total_energy_j == pytest.approx(345.0 * m.duration_s, rel=1e-3)
+
+
+def test_failed_counter_falls_back_and_energy_continues():
+    fallback = TracePowerSensor("gpu:0", lambda t: 100.0)
+    sensor = ConstantCounterSensor("gpu:0", 100.0, fail_after=0.1, fallback_sensor=fallback)
+    events = EventLog()
+    meter = Meter([sensor], events, interval_s=0.02)
+    with pytest.warns(CarbonCallbacksWarning, match="measuring it by sampled"):
+        start = meter.start()
+        time.sleep(0.35)
+        end = meter.mark()
+    meter.stop()
+    m = meter.measure(start, end)
+    assert m.methods["gpu:0"] == "counter>sampled"
+    # continuity: no energy lost or double counted across the switch (one interval of slack)
+    assert m.energy_j["gpu:0"] == pytest.approx(100.0 * m.duration_s, abs=100.0 * 0.03)
+    assert [e.kind for e in events.events] == ["sensor_fallback"]
+
+
+def test_lost_sensor_is_flagged_incomplete_and_warned_once():
+    events = EventLog()
+    sensor = TracePowerSensor("gpu:0", lambda t: 100.0, fail_after=0.05)
+    meter = Meter([sensor], events, interval_s=0.01)
+    with pytest.warns(CarbonCallbacksWarning) as record:
+        start = meter.start()
+        time.sleep(0.2)
+        end = meter.mark()
+    meter.stop()
+    m = meter.measure(start, end)
+    assert m.incomplete == ("gpu:0",)
+    assert m.energy_j["gpu:0"] < 100.0 * 0.1  # stopped counting near t = 0.05 s
+    assert len([w for w in record if "no fallback" in str(w.message)]) == 1
+    assert [e.kind for e in events.events] == ["sensor_lost"]
+
+
+def test_thread_stops_on_stop_and_stop_is_idempotent():
+    meter = _meter([TracePowerSensor("gpu:0", lambda t: 1.0)])
+    meter.start()
+    assert meter.running
+    names = {t.name for t in threading.enumerate()}
+    assert "carbon_callbacks-meter" in names
+    meter.stop()
+    assert not meter.running
+    assert meter.stop() is None
+    assert "carbon_callbacks-meter" not in {t.name for t in threading.enumerate()}
+
+
+def test_state_does_not_grow_with_the_number_of_samples():
+    sensor = TracePowerSensor("gpu:0", lambda t: 10.0)
+    meter = _meter([sensor], interval_s=0.01)
+    meter.start()
+    time.sleep(0.1)
+    state = meter._states["gpu:0"]
+    size_before = len(vars(state)), len(state.methods)
+    time.sleep(0.3)
+    assert sensor.reads > 20
+    assert (len(vars(state)), len(state.methods)) == size_before
+    meter.stop()
+
+
+def test_duplicate_sensor_names_are_refused():
+    with pytest.raises(ValueError, match="unique"):
+        _meter([TracePowerSensor("gpu:0", lambda t: 1.0), TracePowerSensor("gpu:0", lambda t: 1.0)])

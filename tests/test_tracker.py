@@ -1,0 +1,227 @@
+"""The tracker: arithmetic against hand-computed values, run log, prediction, resume, bad input."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from power_traces import ConstantCounterSensor, TracePowerSensor
+
+from carbon_callbacks.core import metrics as keys
+from carbon_callbacks.core.config import ConfigError
+from carbon_callbacks.core.records import read_run_log
+from carbon_callbacks.core.tracker import CarbonTracker
+
+GPU_W, CPU_W = 120.0, 30.0
+
+
+def _sensors():
+    return [
+        ConstantCounterSensor("gpu:0", GPU_W),
+        TracePowerSensor("cpu:model", lambda t: CPU_W, component="cpu"),
+    ]
+
+
+def _tracker(tmp_path: Path, **kw) -> CarbonTracker:
+    settings = {
+        "epochs": 4,
+        "log_dir": str(tmp_path),
+        "intensity_g_per_kwh": 250.0,
+        "pue": 1.5,
+        "interval_s": 0.02,
+        "verbose": 0,
+    }
+    settings.update(kw)
+    return CarbonTracker(sensors=_sensors(), **settings)
+
+
+def _run_epochs(tracker: CarbonTracker, n: int, seconds: float = 0.1) -> list[dict]:
+    out = []
+    for _ in range(n):
+        tracker.epoch_start()
+        time.sleep(seconds)
+        out.append(tracker.epoch_end())
+    return out
+
+
+def test_epoch_metrics_match_hand_computed_kwh_pue_and_grams(tmp_path):
+    tracker = _tracker(tmp_path)
+    (m,) = _run_epochs(tracker, 1)
+    tracker.stop()
+    d = m[keys.EPOCH_DURATION_S]
+    expected_kwh = (GPU_W + CPU_W) * d / 3.6e6 * 1.5
+    assert m[keys.EPOCH_ENERGY_KWH] == pytest.approx(expected_kwh, rel=2e-3)
+    assert m[keys.EPOCH_CO2_G] == pytest.approx(m[keys.EPOCH_ENERGY_KWH] * 250.0, rel=1e-12)
+    assert m[keys.INTENSITY_G_PER_KWH] == 250.0
+    assert m[keys.GPU_POWER_W] == pytest.approx(GPU_W, rel=2e-3)
+    assert m[keys.CPU_POWER_W] == pytest.approx(CPU_W, rel=2e-3)
+    assert m[keys.POWER_W] == pytest.approx(GPU_W + CPU_W, rel=2e-3)
+    assert keys.DRAM_POWER_W not in m  # not measured: absent, never a silent zero
+
+
+def test_cumulative_totals_and_run_log_agree(tmp_path):
+    tracker = _tracker(tmp_path)
+    ms = _run_epochs(tracker, 3)
+    tracker.stop()
+    assert ms[-1][keys.ENERGY_KWH] == pytest.approx(sum(m[keys.EPOCH_ENERGY_KWH] for m in ms))
+    assert ms[-1][keys.CO2_G] == pytest.approx(sum(m[keys.EPOCH_CO2_G] for m in ms))
+    log = read_run_log(tracker.log_path)
+    assert log.header["pue"] == 1.5
+    assert log.header["intensity"]["kind"] == "user"
+    assert [s["method"] for s in log.header["sensors"]] == ["counter", "sampled"]
+    assert [e["epoch"] for e in log.epochs] == [0, 1, 2]
+    for rec, m in zip(log.epochs, ms, strict=True):
+        assert rec["energy_kwh"] == m[keys.EPOCH_ENERGY_KWH]
+        assert rec["co2_g"] == m[keys.EPOCH_CO2_G]
+        assert rec["methods"] == {"gpu:0": "counter", "cpu:model": "sampled"}
+        assert sum(rec["energy_j"].values()) / 3.6e6 * 1.5 == pytest.approx(rec["energy_kwh"])
+    assert log.footer["status"] == "completed"
+    assert log.footer["energy_kwh"] == pytest.approx(ms[-1][keys.ENERGY_KWH])
+    assert log.footer["epochs_completed"] == 3
+    # the whole session (gaps between epochs included) is at least the sum of the epochs
+    assert log.footer["session_energy_kwh"] >= log.footer["energy_kwh"] * 0.999
+
+
+def test_prediction_after_epochs_before_pred_and_keys(tmp_path, capsys):
+    tracker = _tracker(tmp_path, epochs_before_pred=2, verbose=1)
+    ms = _run_epochs(tracker, 3)
+    tracker.stop()
+    assert keys.PRED_ENERGY_KWH not in ms[0]
+    assert keys.PRED_ENERGY_KWH in ms[1]
+    # measured so far + remaining x per-epoch: close to 4 x the epoch cost on a flat trace
+    per_epoch = ms[1][keys.EPOCH_ENERGY_KWH]
+    assert ms[1][keys.PRED_ENERGY_KWH] == pytest.approx(4 * per_epoch, rel=0.15)
+    out = capsys.readouterr().out
+    assert "predicted consumption for 4 epoch(s) (after 2 measured)" in out
+    assert "actual consumption (completed, 3 epoch(s))" in out
+    assert "km travelled by car" in out
+    log = read_run_log(tracker.log_path)
+    assert [p["after_epochs"] for p in log.predictions] == [2, 3]
+
+
+def test_phases_are_recorded_with_their_own_energy(tmp_path):
+    tracker = _tracker(tmp_path)
+    tracker.epoch_start()
+    with tracker.phase("validation"):
+        time.sleep(0.05)
+    tracker.epoch_end()
+    with tracker.track("inference"):
+        time.sleep(0.05)
+    tracker.stop()
+    log = read_run_log(tracker.log_path)
+    names = [(p["name"], p["in_epoch"]) for p in log.phases]
+    assert names == [("validation", True), ("inference", False)]
+    for p in log.phases:
+        assert p["energy_kwh"] == pytest.approx(
+            (GPU_W + CPU_W) * p["duration_s"] / 3.6e6 * 1.5, rel=0.05
+        )
+
+
+def test_resume_continues_totals_and_epoch_numbers(tmp_path):
+    first = _tracker(tmp_path)
+    ms = _run_epochs(first, 2)
+    state = first.state_dict()
+    first.stop("interrupted")
+    second = _tracker(tmp_path)
+    second.load_state_dict(state)
+    (m3,) = _run_epochs(second, 1)
+    second.stop()
+    assert m3[keys.ENERGY_KWH] == pytest.approx(ms[-1][keys.ENERGY_KWH] + m3[keys.EPOCH_ENERGY_KWH])
+    log = read_run_log(second.log_path)
+    assert [e["epoch"] for e in log.epochs] == [2]
+    assert log.header["resumed_from"] == [first.run_id]
+    assert log.footer["epochs_completed"] == 3
+
+
+def test_monitor_epochs_stops_measuring_after_n(tmp_path):
+    tracker = _tracker(tmp_path, monitor_epochs=2, epochs_before_pred=1)
+    ms = _run_epochs(tracker, 4, seconds=0.02)
+    tracker.stop()
+    assert [bool(m) for m in ms] == [True, True, False, False]
+    log = read_run_log(tracker.log_path)
+    assert len(log.epochs) == 2
+    assert log.footer["epochs_completed"] == 4 and log.footer["epochs_monitored"] == 2
+
+
+def test_carbontracker_style_usage_and_threads_stop(tmp_path):
+    tracker = CarbonTracker(
+        epochs=2,
+        epochs_before_pred=1,
+        monitor_epochs=-1,
+        log_dir=str(tmp_path),
+        components="gpu",
+        sim_gpu="Test GPU",
+        sim_gpu_watts=200,
+        sim_gpu_util=0.5,
+        intensity_g_per_kwh=100,
+        verbose=0,
+        interval_s=0.02,
+    )
+    for _ in range(2):
+        tracker.epoch_start()
+        time.sleep(0.05)
+        tracker.epoch_end()
+    tracker.stop()
+    log = read_run_log(tracker.log_path)
+    assert [s["method"] for s in log.header["sensors"]] == ["constant"]
+    assert log.epochs[0]["power_w"]["gpu"] == pytest.approx(100.0)
+    assert "carbon_callbacks-meter" not in {t.name for t in threading.enumerate()}
+
+
+def test_context_manager_marks_failure(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        with _tracker(tmp_path) as tracker:
+            tracker.epoch_start()
+            raise RuntimeError("boom")
+    log = read_run_log(tracker.log_path)
+    assert log.footer["status"] == "failed"
+    assert not tracker._meter.running
+
+
+def test_sensor_failing_at_start_never_breaks_the_run(tmp_path):
+    bad = TracePowerSensor("gpu:0", lambda t: 1.0, fail_after=0.0)
+    tracker = CarbonTracker(
+        epochs=1, sensors=[bad], log_dir=str(tmp_path), verbose=0, intensity_g_per_kwh=100
+    )
+    with pytest.warns(UserWarning, match="no fallback"):
+        tracker.epoch_start()
+        m = tracker.epoch_end()
+    tracker.stop()
+    assert m[keys.EPOCH_ENERGY_KWH] == 0.0
+    log = read_run_log(tracker.log_path)
+    assert log.epochs[0]["incomplete"] == ["gpu:0"]
+    assert [e["kind"] for e in log.events] == ["sensor_lost"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"zone": "XX"}, "zone"),
+        ({"pue": 0}, "pue"),
+        ({"pue": -1.2}, "pue"),
+        ({"pue": 0.9}, "pue must be >= 1.0"),
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"epochs": 3, "epochs_before_pred": 5}, "exceeds epochs"),
+        ({"monitor_epochs": 1, "epochs_before_pred": 2}, "monitor_epochs"),
+        ({"components": "tpu"}, "components"),
+        ({"components": "cpu", "gpu_ids": [0]}, "contradicts"),
+        ({"sim_gpu": "X"}, "together"),
+        ({"intensity_g_per_kwh": -5}, "intensity"),
+        ({"interval_s": 0}, "interval_s"),
+        ({"not_a_setting": 1}, "unknown setting"),
+        ({"zone": "DK", "country": "SE"}, "same setting"),
+        ({"log_file_prefix": "../x"}, "log_file_prefix"),
+    ],
+)
+def test_bad_settings_are_refused_at_construction(tmp_path, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        CarbonTracker(log_dir=str(tmp_path), **settings)
+
+
+def test_unwritable_log_dir_is_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match="log_dir"):
+        CarbonTracker(log_dir=str(blocker / "logs"))
