@@ -180,18 +180,25 @@ def main() -> int:
         "driver": pynvml.nvmlSystemGetDriverVersion(),
         "torch": torch.__version__,
     }
+    def save() -> None:
+        with open(args.out, "w") as fh:
+            json.dump(results, fh, indent=1)
+
     long_cfg = dict(n=512, size=256, batch=32, width=32)
     short_cfg = dict(n=64, size=128, batch=32, width=16)
     epochs = 6 if args.quick else 15
     with tempfile.TemporaryDirectory() as tmp:
         results["counter"] = fit(epochs=epochs, carbon={}, log_dir=tmp, **long_cfg)
+        save()
         results["sampled"] = fit(
             epochs=epochs, carbon={"gpu_method": "sampled"}, log_dir=tmp, **long_cfg
         )
+        save()
         results["counter_short_epochs"] = fit(epochs=30, carbon={}, log_dir=tmp, **short_cfg)
         results["sampled_short_epochs"] = fit(
             epochs=30, carbon={"gpu_method": "sampled"}, log_dir=tmp, **short_cfg
         )
+        save()
         overhead: dict[str, list[float]] = {"none": [], "carbon": []}
         for _ in range(args.reps):
             for mode in ("none", "carbon"):
@@ -208,8 +215,7 @@ def main() -> int:
         results["overhead_pct"] = (carbon_med - none_med) / none_med * 100
     results["hook_cost"] = hook_cost_us()
     results["import_ms"] = import_cost_ms()
-    with open(args.out, "w") as fh:
-        json.dump(results, fh, indent=1)
+    save()
     for key in ("counter", "sampled", "counter_short_epochs", "sampled_short_epochs"):
         r = results[key]
         ratios = r["ratio_per_epoch"]
