@@ -137,3 +137,26 @@ def test_state_does_not_grow_with_the_number_of_samples():
 def test_duplicate_sensor_names_are_refused():
     with pytest.raises(ValueError, match="unique"):
         _meter([TracePowerSensor("gpu:0", lambda t: 1.0), TracePowerSensor("gpu:0", lambda t: 1.0)])
+
+
+def test_counters_are_read_every_interval_and_bridged_by_fast_power_samples():
+    # the counter is read once per interval_s; power (cheap) every power_interval_s
+    sensor = ConstantCounterSensor("gpu:0", 250.0)
+    power_reads = []
+    original = sensor.read_power_w
+
+    def counting_power():
+        power_reads.append(time.monotonic())
+        return original()
+
+    sensor.read_power_w = counting_power
+    meter = Meter([sensor], EventLog(), interval_s=0.5, power_interval_s=0.02)
+    start = meter.start()
+    counter_reads_at_start = sensor.counter_reads
+    time.sleep(0.3)
+    end = meter.mark()
+    assert sensor.counter_reads == counter_reads_at_start  # no full read within 0.3 s
+    meter.stop()
+    assert len(power_reads) >= 8  # fast power samples carried the energy meanwhile
+    m = meter.measure(start, end)
+    assert m.energy_j["gpu:0"] == pytest.approx(250.0 * m.duration_s, rel=1e-3)

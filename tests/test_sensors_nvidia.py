@@ -284,8 +284,10 @@ def test_unknown_explicit_gpu_is_a_warning_not_a_crash():
 
 
 def test_index_order_warning_on_mixed_gpus():
-    mixed = [FakeGpu(name="NVIDIA A100-SXM4-40GB", uuid=uuid_for(0)),
-             FakeGpu(name="Tesla T4", uuid=uuid_for(1))]
+    mixed = [
+        FakeGpu(name="NVIDIA A100-SXM4-40GB", uuid=uuid_for(0)),
+        FakeGpu(name="Tesla T4", uuid=uuid_for(1)),
+    ]
     events = EventLog()
     visible_gpus(None, {"CUDA_VISIBLE_DEVICES": "1"}, FakeNvml(mixed), events=events)
     assert [e.kind for e in events.events] == ["gpu_selection"]
@@ -348,8 +350,9 @@ def test_open_gpu_sensors_picks_best_method_per_gpu():
         FakeGpu(uuid=uuid_for(0)),  # counter
         FakeGpu(uuid=uuid_for(1), energy_supported=False),  # sampled
         FakeGpu(uuid=uuid_for(2), energy_supported=False, power_supported=False),  # modelled
-        FakeGpu(name="NVIDIA Mystery X", uuid=uuid_for(3), energy_supported=False,
-                power_supported=False),  # nothing
+        FakeGpu(
+            name="NVIDIA Mystery X", uuid=uuid_for(3), energy_supported=False, power_supported=False
+        ),  # nothing
     ]
     nvml = FakeNvml(fleet)
     events = EventLog()

@@ -1,7 +1,10 @@
 """Background sampling and marks: cumulative joules per sensor, at any instant, cheaply.
 
 One daemon thread reads every sensor each ``interval_s`` seconds: counters (NVML total energy,
-RAPL) are read as they are, power sensors are integrated by the trapezoid rule. A *mark*
+RAPL) are read as they are, power sensors are integrated by the trapezoid rule. Sensors whose
+power costs microseconds to read (NVML) are also read every ``power_interval_s`` (0.1 s): for
+sampled GPUs that is the integration grid, and for counters it carries the energy from the last
+counter read (which re-anchors it) to the present. A *mark*
 (:meth:`Meter.mark`), taken from a training hook, does no slow I/O: it timestamps the instant
 and bridges each sensor's last sample to it with the trapezoid of the last sampled power and,
 where the sensor can read power in microseconds (NVML), the power read at the mark. Reading
@@ -26,6 +29,8 @@ from dataclasses import dataclass, field
 from carbon_callbacks.core.events import EventLog
 from carbon_callbacks.core.sensors.base import Sensor, SensorInfo
 
+#: Seconds between power reads of sensors that read power in microseconds (NVML: ~4 us).
+POWER_INTERVAL_S = 0.1
 #: Method-history entries kept per sensor (fallback chains are at most a few steps long).
 _MAX_METHOD_HISTORY = 8
 
@@ -109,15 +114,25 @@ class Meter:
     Args:
         sensors: the sensors to read; names must be unique.
         events: where failures and fallbacks are recorded (warned once).
-        interval_s: seconds between samples.
+        interval_s: seconds between full reads of every sensor (counters included).
+        power_interval_s: seconds between the power reads of sensors whose power costs
+            microseconds (NVML); between two counter reads these samples carry the energy, so
+            marks are bridged over at most this span.
     """
 
-    def __init__(self, sensors: list[Sensor], events: EventLog, interval_s: float = 1.0):
+    def __init__(
+        self,
+        sensors: list[Sensor],
+        events: EventLog,
+        interval_s: float = 1.0,
+        power_interval_s: float = POWER_INTERVAL_S,
+    ):
         names = [s.info.name for s in sensors]
         if len(set(names)) != len(names):
             raise ValueError(f"sensor names must be unique, got {names}")
         self.events = events
         self.interval_s = float(interval_s)
+        self.power_interval_s = float(power_interval_s)
         self._states: dict[str, _State] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -180,8 +195,14 @@ class Meter:
     # -- sampling (meter thread) ---------------------------------------------------------------
     def _run(self) -> None:
         try:
-            while not self._stop.wait(self.interval_s):
-                self.sample_now()
+            fast = any(st.sensor.cheap_power for st in self._states.values())
+            period = min(self.interval_s, self.power_interval_s) if fast else self.interval_s
+            next_full = time.monotonic() + self.interval_s
+            while not self._stop.wait(period):
+                full = time.monotonic() >= next_full - 1e-3
+                if full:
+                    next_full = time.monotonic() + self.interval_s
+                self.sample_now(power_only=not full)
         except Exception as exc:  # noqa: BLE001 - the thread must end quietly, never kill training
             self.events.record(
                 "meter_stopped",
@@ -190,12 +211,21 @@ class Meter:
                 "meter",
             )
 
-    def sample_now(self) -> None:
-        """Read every live sensor once (normally called by the thread)."""
+    def sample_now(self, power_only: bool = False) -> None:
+        """Read every live sensor once (normally called by the thread).
+
+        Args:
+            power_only: read only the sensors whose power costs microseconds (the thread does
+                this every ``power_interval_s`` between full reads).
+        """
         for state in list(self._states.values()):
             if state.lost_at_unix_s is not None:
                 continue
-            self._sample(state)
+            if power_only:
+                if state.sensor.cheap_power:
+                    self._sample_power(state)
+            else:
+                self._sample(state)
 
     def _read(self, sensor: Sensor) -> tuple[float, float | None]:
         """(value, power_w): value is cumulative J for counters, W for power sensors."""
@@ -228,24 +258,48 @@ class Meter:
 
     def _sample(self, state: _State) -> None:
         sensor = state.sensor
+        t_before = time.monotonic()
         try:
             value, power_w = self._read(sensor)  # slow I/O outside the lock
         except Exception as exc:  # noqa: BLE001
             with self._lock:
                 self._fail(state, exc)
             return
-        t = time.monotonic()
+        t_after = time.monotonic()
         with self._lock:
             if state.sensor is not sensor:  # replaced meanwhile
                 return
             if sensor.is_counter:
+                # a counter re-anchors the energy; its read takes milliseconds, so it is dated
+                # at the middle of the read
+                t = 0.5 * (t_before + t_after)
                 new_energy = state.offset_j + value
                 if power_w is None and t > state.last_t:
                     power_w = max(0.0, (new_energy - state.energy_j) / (t - state.last_t))
                 state.energy_j = new_energy
             else:
+                t = t_after
                 previous = state.last_power_w if state.last_power_w is not None else value
                 state.energy_j += 0.5 * (previous + value) * max(0.0, t - state.last_t)
+            state.last_t = t
+            state.last_power_w = power_w
+
+    def _sample_power(self, state: _State) -> None:
+        """A cheap power read between full reads: integrates power (bridging counters too)."""
+        sensor = state.sensor
+        try:
+            power_w = sensor.read_power_w()
+        except Exception as exc:  # noqa: BLE001
+            if not sensor.is_counter:  # for counters the next full read decides
+                with self._lock:
+                    self._fail(state, exc)
+            return
+        t = time.monotonic()
+        with self._lock:
+            if state.sensor is not sensor:
+                return
+            previous = state.last_power_w if state.last_power_w is not None else power_w
+            state.energy_j += 0.5 * (previous + power_w) * max(0.0, t - state.last_t)
             state.last_t = t
             state.last_power_w = power_w
 

@@ -68,8 +68,10 @@ def _gpu_tokens(name: str) -> list[str]:
 
 def _is_variant_token(token: str) -> bool:
     """Form factor or memory size: tokens that choose among variants of one GPU model."""
-    return token in ("SXM", "PCIE", "NVL") or bool(_MEMORY_TOKEN.match(token)) or token.startswith(
-        "HBM"
+    return (
+        token in ("SXM", "PCIE", "NVL")
+        or bool(_MEMORY_TOKEN.match(token))
+        or token.startswith("HBM")
     )
 
 

@@ -99,6 +99,7 @@ class CarbonTracker:
         self._energy_kwh = 0.0
         self._co2_g = 0.0
         self._duration_s = 0.0
+        self._epoch_j_by_component: dict[str, float] = {}
         self._offset = {"energy_kwh": 0.0, "co2_g": 0.0, "duration_s": 0.0, "epochs": 0}
         self._prior_run_ids: list[str] = []
         self._history: deque[EpochSample] = deque(maxlen=_HISTORY_LEN)
@@ -212,8 +213,7 @@ class CarbonTracker:
         whole = meter.measure(self._start_snap, end)
         it_energy_j = whole.total_energy_j
         by_component = {
-            comp: j / J_PER_KWH * self.config.pue
-            for comp, j in whole.energy_j_by_component().items()
+            comp: j / J_PER_KWH * self.config.pue for comp, j in self._epoch_j_by_component.items()
         }
         self._write(
             {
@@ -317,6 +317,10 @@ class CarbonTracker:
             self._energy_kwh += energy_kwh
             self._co2_g += co2_g
             self._duration_s += m.duration_s
+            for comp, joules in m.energy_j_by_component().items():
+                self._epoch_j_by_component[comp] = (
+                    self._epoch_j_by_component.get(comp, 0.0) + joules
+                )
             record["cumulative"] = {
                 "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
                 "co2_g": self._offset["co2_g"] + self._co2_g,

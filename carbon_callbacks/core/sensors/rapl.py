@@ -133,9 +133,7 @@ def find_rapl_domains(root: str | os.PathLike[str] = RAPL_ROOT) -> list[RaplDoma
                     sub_paths[child] = parent / child
         for sub_zone in sorted(sub_paths, key=lambda z: int(z.rsplit(":", 1)[1])):
             if _zone_label(sub_paths[sub_zone]) == "dram":
-                domains.append(
-                    RaplDomain(sub_zone, sub_paths[sub_zone], "dram", "dram", package)
-                )
+                domains.append(RaplDomain(sub_zone, sub_paths[sub_zone], "dram", "dram", package))
                 break
     domains.sort(key=lambda d: (d.component != "cpu", int(d.package.rsplit("-", 1)[1])))
     return domains
@@ -192,8 +190,7 @@ class RaplSensor(Sensor):
             component=domain.component,
             device=f"RAPL {domain.zone} ({domain.label})",
             method="counter",
-            detail=f"powercap {self._energy_file} (uJ counter, wraps at "
-            f"{self.max_range_uj} uJ)",
+            detail=f"powercap {self._energy_file} (uJ counter, wraps at {self.max_range_uj} uJ)",
         )
 
     @property
@@ -270,9 +267,7 @@ def grant_access_command(
 ) -> str:
     """The shell command that makes the RAPL counters readable for every user (until reboot)."""
     base = str(root).rstrip("/")
-    return (
-        f"sudo chmod a+r {base}/{prefix}:*/energy_uj {base}/{prefix}:*/{prefix}:*/energy_uj"
-    )
+    return f"sudo chmod a+r {base}/{prefix}:*/energy_uj {base}/{prefix}:*/{prefix}:*/energy_uj"
 
 
 def _models(
