@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from carbon_callbacks.core.config import CarbonConfig
 from carbon_callbacks.core.tracker import CarbonTracker
 
@@ -83,7 +85,14 @@ class CarbonCallback(_Callback):
         steps = trainer.global_step - self._global_step_at_epoch_start
         metrics = self.tracker.epoch_end(steps=steps)
         for key, value in metrics.items():
-            pl_module.log(key, value, on_step=False, on_epoch=True, logger=bool(trainer.loggers))
+            # a CPU tensor: a Python float would be copied to the GPU, a synchronising copy
+            pl_module.log(
+                key,
+                torch.tensor(value, dtype=torch.float64),
+                on_step=False,
+                on_epoch=True,
+                logger=bool(trainer.loggers),
+            )
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.stop("completed")
