@@ -87,18 +87,18 @@ def main() -> None:
     thread.join()
     ts = [s[0] for s in samples]
     steps = [ts[k] for k in range(1, len(samples)) if samples[k][1] != samples[k - 1][1]]
-    out["counter_step_s_median"] = statistics.median(b - a for a, b in zip(steps, steps[1:]))
+    out["counter_step_s_median"] = statistics.median(b - a for a, b in zip(steps, steps[1:], strict=False))
 
     def integral(idx: int, t0: float, t1: float) -> float:
         total = 0.0
-        for (ta, *ra), (tb, *rb) in zip(samples, samples[1:]):
+        for (ta, *ra), (tb, *rb) in zip(samples, samples[1:], strict=False):
             lo, hi = max(ta, t0), min(tb, t1)
             if hi > lo and ra[idx - 1] is not None and rb[idx - 1] is not None:
                 total += 0.5 * (ra[idx - 1] + rb[idx - 1]) / 1000.0 * (hi - lo)
         return total
 
     def counter(t: float) -> float:
-        for (ta, ea, *_), (tb, eb, *_) in zip(samples, samples[1:]):
+        for (ta, ea, *_), (tb, eb, *_) in zip(samples, samples[1:], strict=False):
             if ta <= t <= tb:
                 return (ea + (eb - ea) * (t - ta) / (tb - ta)) / 1000.0
         raise ValueError(t)
