@@ -87,7 +87,8 @@ def main() -> None:
     thread.join()
     ts = [s[0] for s in samples]
     steps = [ts[k] for k in range(1, len(samples)) if samples[k][1] != samples[k - 1][1]]
-    out["counter_step_s_median"] = statistics.median(b - a for a, b in zip(steps, steps[1:], strict=False))
+    gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+    out["counter_step_s_median"] = statistics.median(gaps)
 
     def integral(idx: int, t0: float, t1: float) -> float:
         total = 0.0

@@ -89,6 +89,8 @@ class CarbonConfig:
         verbose: 0 silent, 1 prediction and final report, 2 also every epoch.
         ignore_errors: accepted for carbontracker compatibility; this package never exits.
         decimal_precision: significant digits of the figures in console reports.
+        monitor_metric: name of a performance metric the integration records in the run log at
+            the end (its last value, e.g. ``"val/dice"``), for model selection.
     """
 
     epochs: int | None = None
@@ -116,6 +118,7 @@ class CarbonConfig:
     verbose: int = 1
     ignore_errors: bool = True
     decimal_precision: int = 4
+    monitor_metric: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -105,6 +105,10 @@ class CarbonTracker:
         self._history: deque[EpochSample] = deque(maxlen=_HISTORY_LEN)
         self._steps_done: int | None = None
         self.prediction: Prediction | None = None
+        #: True once a budget decided that training should stop; integrations translate it
+        #: into their framework's own stop flag. ``stop_reason`` says why.
+        self.should_stop = False
+        self.stop_reason: str | None = None
         self.last_metrics: dict[str, float] = {}
         self.last_measurement: Measurement | None = None
 

@@ -95,6 +95,9 @@ class CarbonCallback(_Callback):
             )
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        name = self.tracker.config.monitor_metric
+        if name is not None and name in trainer.callback_metrics:
+            self.tracker.record_metric(name, float(trainer.callback_metrics[name]))
         self.tracker.stop("completed")
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
