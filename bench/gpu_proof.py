@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +31,9 @@ from typing import Any
 import lightning.pytorch as pl
 import pynvml
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from counter_poller import energy_at, load_steps  # noqa: E402
 
 from carbon_callbacks.demo import build_unet
 from carbon_callbacks.integrations.lightning import CarbonCallback
@@ -177,7 +182,7 @@ def fit(
         cb = CarbonCallback(log_dir=log_dir, verbose=0, zone="DE", gpu_ids=[0], **carbon)
         callbacks.append(cb)
         if reference:
-            ref = CounterReference(0)
+            ref = CounterReference(0)  # plain reads, for comparison with the poller
             callbacks.append(ref)
     trainer = pl.Trainer(
         max_epochs=epochs,
@@ -189,7 +194,16 @@ def fit(
         enable_model_summary=False,
         callbacks=callbacks,
     )
+    poller = None
+    poll_path = os.path.join(log_dir, f"poll_{time.time_ns()}.txt")
+    if reference:
+        here = os.path.dirname(os.path.abspath(__file__))
+        poller = subprocess.Popen(
+            [sys.executable, os.path.join(here, "counter_poller.py"), poll_path]
+        )
+        time.sleep(1.0)
     trainer.fit(Seg(width), _loader(n, size, batch))
+    time.sleep(0.3)  # let the poller see the step after the last edge
     out: dict[str, Any] = {"epoch_s": timer.epoch_s}
     if cb is not None:
         from carbon_callbacks.core.records import read_run_log
@@ -202,9 +216,18 @@ def fit(
         out["methods"] = log.epochs[0]["methods"]
     if ref is not None:
         out["counter_j"] = ref.deltas_j
-        out["plain_counter_j"] = ref.plain_deltas_j
-        out["ratio_per_epoch"] = [t / r for t, r in zip(tracked, ref.deltas_j, strict=True)]
-        out["ratio_run"] = sum(tracked) / sum(ref.deltas_j)
+        out["plain_ratio_per_epoch"] = [t / r for t, r in zip(tracked, ref.deltas_j, strict=True)]
+    if poller is not None:
+        poller.terminate()
+        poller.wait(timeout=10)
+        times, energy = load_steps(poll_path)
+        fresh = [
+            energy_at(times, energy, e["end_unix_s"]) - energy_at(times, energy, e["start_unix_s"])
+            for e in log.epochs
+        ]
+        out["poller_j"] = fresh
+        out["ratio_per_epoch"] = [t / r for t, r in zip(tracked, fresh, strict=True)]
+        out["ratio_run"] = sum(tracked) / sum(fresh)
     return out
 
 
