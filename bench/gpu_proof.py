@@ -104,6 +104,12 @@ def quiet_span(gpu_method: str, seconds: float = 20.0, idle_s: float = 2.0) -> d
     x = torch.randn(32, 1, 256, 256, device="cuda")
     y = (x > 0.5).float()
     with tempfile.TemporaryDirectory() as tmp:
+        poll_path = os.path.join(tmp, "poll.txt")
+        here = os.path.dirname(os.path.abspath(__file__))
+        poller = subprocess.Popen(
+            [sys.executable, os.path.join(here, "counter_poller.py"), poll_path]
+        )
+        time.sleep(1.0)
         tracker = CarbonTracker(
             log_dir=tmp, verbose=0, zone="DE", gpu_ids=[0], gpu_method=gpu_method
         )
@@ -129,6 +135,10 @@ def quiet_span(gpu_method: str, seconds: float = 20.0, idle_s: float = 2.0) -> d
             time.sleep(idle_s)
         c1 = counter_j()
         tracker.stop()
+        time.sleep(0.3)
+        poller.terminate()
+        poller.wait(timeout=10)
+        times, energy = load_steps(poll_path)
         log = read_run_log(tracker.log_path)
     span = [p for p in log.phases if p["name"] == "span"][0]
     span_j = sum(v for k, v in span["energy_j"].items() if k.startswith("gpu"))
@@ -138,7 +148,15 @@ def quiet_span(gpu_method: str, seconds: float = 20.0, idle_s: float = 2.0) -> d
         "span_counter_j": c1 - c0,
         "span_ratio": span_j / (c1 - c0),
         "span_s": span["duration_s"],
-        "epoch_ratios": [t / r for t, r in zip(epochs_j, epochs_ref, strict=True)],
+        "epoch_ratios_plain": [t / r for t, r in zip(epochs_j, epochs_ref, strict=True)],
+        "epoch_ratios": [
+            t
+            / (
+                energy_at(times, energy, e["end_unix_s"])
+                - energy_at(times, energy, e["start_unix_s"])
+            )
+            for t, e in zip(epochs_j, log.epochs, strict=True)
+        ],
         "methods": span["methods"],
     }
 
