@@ -227,30 +227,39 @@ class Meter:
             else:
                 self._sample(state)
 
-    def _read(self, sensor: Sensor) -> tuple[float, float | None]:
-        """(value, power_w): value is cumulative J for counters, W for power sensors."""
+    def _read(self, sensor: Sensor) -> tuple[float, float | None, float | None]:
+        """(value, power_w, t_valid): value is cumulative J for counters, W for power sensors.
+
+        ``t_valid`` is the monotonic time a counter value stands for when the sensor can date
+        it (a stepping counter: see :mod:`carbon_callbacks.core.sensors.step_clock`), else None.
+        """
         if sensor.is_counter:
-            energy_j = sensor.read_energy_j()
+            dated = getattr(sensor, "read_energy_dated", None)
+            t_valid = None
+            if dated is not None:
+                energy_j, t_valid = dated()
+            else:
+                energy_j = sensor.read_energy_j()
             power_w = None
             if sensor.cheap_power:
                 try:
                     power_w = sensor.read_power_w()
                 except Exception:  # noqa: BLE001 - the counter is what counts
                     power_w = None
-            return energy_j, power_w
+            return energy_j, power_w, t_valid
         power_w = sensor.read_power_w()
-        return power_w, power_w
+        return power_w, power_w, None
 
     def _first_sample(self, state: _State) -> None:
         sensor = state.sensor
         t = time.monotonic()
         try:
-            value, power_w = self._read(sensor)
+            value, power_w, t_valid = self._read(sensor)
         except Exception as exc:  # noqa: BLE001
             state.last_t = t
             self._fail(state, exc)
             return
-        state.last_t = t
+        state.last_t = t if t_valid is None else t_valid
         if sensor.is_counter:
             state.offset_j -= value  # so that offset + counter starts at the energy so far
             state.energy_j = state.offset_j + value
@@ -260,7 +269,7 @@ class Meter:
         sensor = state.sensor
         t_before = time.monotonic()
         try:
-            value, power_w = self._read(sensor)  # slow I/O outside the lock
+            value, power_w, t_valid = self._read(sensor)  # slow I/O outside the lock
         except Exception as exc:  # noqa: BLE001
             with self._lock:
                 self._fail(state, exc)
@@ -271,8 +280,8 @@ class Meter:
                 return
             if sensor.is_counter:
                 # a counter re-anchors the energy; its read takes milliseconds, so it is dated
-                # at the middle of the read
-                t = 0.5 * (t_before + t_after)
+                # at the middle of the read, or at its step when the sensor can tell
+                t = 0.5 * (t_before + t_after) if t_valid is None else t_valid
                 new_energy = state.offset_j + value
                 if power_w is None and t > state.last_t:
                     power_w = max(0.0, (new_energy - state.energy_j) / (t - state.last_t))
@@ -340,7 +349,7 @@ class Meter:
         # prime the replacement: counters start from the energy counted so far
         t = time.monotonic()
         try:
-            value, power_w = self._read(replacement)
+            value, power_w, _ = self._read(replacement)
         except Exception as exc2:  # noqa: BLE001
             state.last_t = t
             self._fail(state, exc2)

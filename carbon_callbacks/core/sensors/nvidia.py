@@ -30,6 +30,7 @@ from typing import Any
 
 from carbon_callbacks.core.events import EventLog
 from carbon_callbacks.core.sensors.base import Sensor, SensorError, SensorInfo
+from carbon_callbacks.core.sensors.step_clock import SteppedCounterClock
 from carbon_callbacks.core.tables import lookup_gpu_tdp_w
 
 #: Event kinds recorded by this module.
@@ -416,6 +417,7 @@ class NvmlGpuSensor(Sensor):
     def _open(self, force_sampled: bool) -> None:
         device = self._device
         self._start_mj: float | None = None
+        self._clock: SteppedCounterClock | None = None
         if not force_sampled:
             try:
                 self._start_mj = float(
@@ -426,7 +428,11 @@ class NvmlGpuSensor(Sensor):
                     raise
         self.is_counter = self._start_mj is not None
         if self.is_counter:
-            method, detail = "counter", "nvmlDeviceGetTotalEnergyConsumption (mJ), delta"
+            method = "counter"
+            detail = (
+                "nvmlDeviceGetTotalEnergyConsumption (mJ), delta; "
+                "values dated at the counter's steps"
+            )
         else:
             self.read_power_w()  # proves power works; raises SensorError otherwise
             why = "forced" if force_sampled else "energy counter not supported"
@@ -457,6 +463,28 @@ class NvmlGpuSensor(Sensor):
                 f"{self._start_mj} mJ): driver reloaded or GPU reset"
             )
         return (now_mj - self._start_mj) / 1000.0
+
+    def read_energy_dated(self) -> tuple[float, float]:
+        """(joules since open, ``time.monotonic()`` at which the counter reached them).
+
+        The counter steps (about every 100 ms on an H100); :class:`SteppedCounterClock` dates
+        each value at its step instead of at the read.
+        """
+        if self._start_mj is None:
+            raise NotImplementedError("this GPU sensor samples power; it has no counter")
+        if self._clock is None:
+            self._clock = SteppedCounterClock(
+                lambda: float(
+                    self._device.call("nvmlDeviceGetTotalEnergyConsumption", "energy counter")
+                )
+            )
+        now_mj, t_valid = self._clock.read_dated()
+        if now_mj < self._start_mj:
+            raise SensorError(
+                f"gpu:{self._device.index} energy counter went backwards ({now_mj} < "
+                f"{self._start_mj} mJ): driver reloaded or GPU reset"
+            )
+        return (now_mj - self._start_mj) / 1000.0, t_valid
 
     def read_power_w(self) -> float:
         """Board power now, in watts."""

@@ -1,0 +1,87 @@
+"""Dating a stepping counter: values are dated at their steps, not at the reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from carbon_callbacks.core.sensors.step_clock import SteppedCounterClock
+
+
+class SteppingCounter:
+    """A simulated clock and a counter of ``power_w`` that steps every ``period_s``.
+
+    Each read advances the clock by ``read_s`` (NVML's counter read takes milliseconds).
+    """
+
+    def __init__(self, period_s=0.1, phase_s=0.037, read_s=0.004, power_w=400.0):
+        self.t = 10.0
+        self.period_s, self.phase_s, self.read_s, self.power_w = period_s, phase_s, read_s, power_w
+        self.reads = 0
+
+    def last_step(self, t):
+        k = (t - self.phase_s) // self.period_s
+        return self.phase_s + k * self.period_s
+
+    def clock(self):
+        return self.t
+
+    def read(self):
+        self.reads += 1
+        self.t += self.read_s / 2
+        value = self.power_w * self.last_step(self.t)  # energy at the last step (J)
+        self.t += self.read_s / 2
+        return value
+
+
+def test_values_are_dated_at_their_step_within_one_read():
+    c = SteppingCounter()
+    clock = SteppedCounterClock(c.read, clock=c.clock)
+    for _ in range(40):
+        c.t += 0.237  # the meter's thread comes back at irregular times
+        value, t_valid = clock.read_dated()
+        # the dated time is the step's time (to within one read), hence value == P x t_valid
+        assert value == pytest.approx(c.power_w * t_valid, abs=c.power_w * c.read_s)
+        assert t_valid <= c.t
+    assert clock.period_s == pytest.approx(0.1, rel=0.02)
+
+
+def test_between_locks_a_read_costs_one_counter_read():
+    c = SteppingCounter()
+    clock = SteppedCounterClock(c.read, clock=c.clock, relock_s=100.0)
+    clock.read_dated()  # locks (polls)
+    reads_after_lock = c.reads
+    for _ in range(20):
+        c.t += 0.5 + 0.013  # never near a step boundary by construction of the margin check
+        clock.read_dated()
+    assert c.reads - reads_after_lock <= 20 + 2 * 30  # at most a re-lock or two
+    assert clock.locks <= 3
+
+
+def test_a_continuous_counter_is_dated_at_the_read():
+    t = [0.0]
+
+    def clock_fn():
+        return t[0]
+
+    def read():  # sampled in the middle of a 4 ms read
+        t[0] += 0.002
+        value = 100.0 * t[0]
+        t[0] += 0.002
+        return value
+
+    clock = SteppedCounterClock(read, clock=clock_fn)
+    value, t_valid = clock.read_dated()
+    assert clock.period_s is None
+    assert value == pytest.approx(100.0 * t_valid, abs=100.0 * 0.004)
+
+
+def test_a_frozen_counter_does_not_hang():
+    t = [0.0]
+
+    def clock_fn():
+        t[0] += 0.001
+        return t[0]
+
+    clock = SteppedCounterClock(lambda: 5.0, clock=clock_fn, poll_budget_s=0.05)
+    value, t_valid = clock.read_dated()
+    assert value == 5.0 and clock.period_s is None
