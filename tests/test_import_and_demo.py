@@ -1,0 +1,58 @@
+"""`import carbon_callbacks` has no side effects; the demo (the main job) runs end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from carbon_callbacks.core.records import read_run_log
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_PROBE = r"""
+import json, socket, sys, threading
+opened = []
+class Guard(socket.socket):
+    def __init__(self, *a, **k):
+        opened.append(a)
+        raise OSError("no socket allowed")
+socket.socket = Guard
+before = set(sys.modules)
+threads_before = threading.active_count()
+import carbon_callbacks
+from carbon_callbacks import CarbonTracker, CarbonConfig  # lazy names resolve too
+new = set(sys.modules) - before
+frameworks = sorted(m for m in new if m.split(".")[0] in
+    {"torch", "lightning", "pytorch_lightning", "keras", "tensorflow", "transformers",
+     "nnunetv2", "wandb", "pynvml", "requests", "matplotlib"})
+print(json.dumps({"frameworks": frameworks, "sockets": len(opened),
+                  "threads": threading.active_count() - threads_before}))
+"""
+
+
+def test_import_has_no_framework_socket_nvml_or_thread():
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"frameworks": [], "sockets": 0, "threads": 0}
+
+
+def test_demo_runs_and_reports_where_its_outputs_are(tmp_path, capsys):
+    from carbon_callbacks.demo import main
+
+    assert (
+        main(["--epochs", "2", "--out", str(tmp_path), "--train-samples", "32", "--size", "32"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "predicted consumption for 2 epoch(s)" in out
+    assert "actual consumption (completed, 2 epoch(s))" in out
+    assert "TensorBoard logs:" in out and "Run log:" in out
+    logs = list((tmp_path / "carbon_logs").glob("*.carbon.jsonl"))
+    assert len(logs) == 1
+    log = read_run_log(logs[0])
+    assert log.complete and len(log.epochs) == 2
+    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
