@@ -89,6 +89,11 @@ class CarbonConfig:
         verbose: 0 silent, 1 prediction and final report, 2 also every epoch.
         ignore_errors: accepted for carbontracker compatibility; this package never exits.
         decimal_precision: significant digits of the figures in console reports.
+        distributed: combine the ranks of a data-parallel run (each rank measures its own GPU,
+            one rank per host measures CPU and DRAM, rank 0 logs the sum). ``None`` (default)
+            does so whenever ``torch.distributed`` is initialised with more than one rank;
+            ``False`` keeps every rank alone.
+        distributed_timeout_s: hard timeout of the tracker's exchanges between ranks (s).
         monitor_metric: name of a performance metric the integration records in the run log at
             the end (its last value, e.g. ``"val/dice"``), for model selection.
     """
@@ -119,6 +124,8 @@ class CarbonConfig:
     ignore_errors: bool = True
     decimal_precision: int = 4
     monitor_metric: str | None = None
+    distributed: bool | None = None
+    distributed_timeout_s: float = 60.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -183,6 +190,9 @@ class CarbonConfig:
         self.interval_s = _positive_float("interval_s", self.interval_s)  # type: ignore[assignment]
         if self.interval_s < 0.01 or self.interval_s > 3600:
             raise ConfigError(f"interval_s must be between 0.01 and 3600 s, got {self.interval_s}")
+        self.distributed_timeout_s = _positive_float(  # type: ignore[assignment]
+            "distributed_timeout_s", self.distributed_timeout_s
+        )
         if self.gpu_method not in ("auto", "sampled"):
             raise ConfigError(f"gpu_method must be 'auto' or 'sampled', got {self.gpu_method!r}")
         if (self.sim_gpu is None) != (self.sim_gpu_watts is None):

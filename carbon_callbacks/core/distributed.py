@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -68,3 +69,87 @@ def sum_across_ranks(values: Mapping[str, float]) -> dict[str, float]:
     tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return dict(zip(keys, tensor.cpu().tolist(), strict=True))
+
+
+# -- ranks and hosts ---------------------------------------------------------------------------
+#: Environment variable that overrides the host name (to simulate several hosts on one machine).
+ENV_HOST = "CARBON_CALLBACKS_HOST"
+
+
+class DistributedError(RuntimeError):
+    """A collective failed or timed out (a rank died, or ranks disagree)."""
+
+
+def host_name() -> str:
+    """This process's host, as used to elect one CPU/DRAM measurer per host."""
+    import socket
+
+    return os.environ.get(ENV_HOST) or socket.gethostname()
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """Where this process stands among the ranks of a run.
+
+    Attributes:
+        rank / world_size: global rank and number of processes.
+        host: this process's host name.
+        host_leader: True on the lowest rank of each host; only it measures CPU and DRAM, which
+            are per-host devices, so nothing is counted twice.
+        hosts: number of distinct hosts.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    host: str = ""
+    host_leader: bool = True
+    hosts: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        """True when there is more than one rank."""
+        return self.world_size > 1
+
+
+class RankGroup:
+    """Collectives of the tracker, on their own gloo group with a hard timeout.
+
+    Built collectively (every rank constructs it at the same point, e.g. at fit start). Using a
+    separate CPU group keeps the tracker's small exchanges off the training's NCCL streams and
+    bounds a hang to ``timeout_s`` when a rank dies: the exchange raises
+    :class:`DistributedError` and the tracker carries on with its own figures.
+    """
+
+    def __init__(self, timeout_s: float = 60.0):
+        import datetime
+
+        dist = _dist()
+        if dist is None:
+            raise DistributedError("torch.distributed is not initialised")
+        self._dist = dist
+        self.group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_s))
+        me = (host_name(), int(dist.get_rank()))
+        everyone = self.gather(me)
+        host = me[0]
+        ranks_here = [r for h, r in everyone if h == host]
+        self.info = RankInfo(
+            rank=me[1],
+            world_size=len(everyone),
+            host=host,
+            host_leader=me[1] == min(ranks_here),
+            hosts=len({h for h, _ in everyone}),
+        )
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank (a collective)."""
+        out: list[Any] = [None] * self._dist.get_world_size(group=self.group)
+        try:
+            self._dist.all_gather_object(out, obj, group=self.group)
+        except Exception as exc:  # noqa: BLE001 - any failure of the collective
+            raise DistributedError(f"exchange between ranks failed: {exc!r}") from exc
+        return out
+
+
+def local_rank_info() -> RankInfo:
+    """Rank information without collectives (from torch.distributed or the environment)."""
+    return RankInfo(rank=rank(), world_size=world_size(), host=host_name())

@@ -28,6 +28,13 @@ from typing import Any
 from carbon_callbacks import __version__
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.config import CarbonConfig, ConfigError
+from carbon_callbacks.core.distributed import (
+    RankGroup,
+    RankInfo,
+    _dist,
+    local_rank_info,
+    world_size,
+)
 from carbon_callbacks.core.events import Event, EventLog
 from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityProvider
 from carbon_callbacks.core.intensity.resolve import resolve_intensity
@@ -105,6 +112,10 @@ class CarbonTracker:
         self._history: deque[EpochSample] = deque(maxlen=_HISTORY_LEN)
         self._steps_done: int | None = None
         self.prediction: Prediction | None = None
+        self.ranks = RankInfo(host_leader=True)
+        self._group: RankGroup | None = None
+        self._gpu_override: int | str | None = None
+        self._verbose = config.verbose
         #: True once a budget decided that training should stop; integrations translate it
         #: into their framework's own stop flag. ``stop_reason`` says why.
         self.should_stop = False
@@ -132,9 +143,13 @@ class CarbonTracker:
     def _start(self) -> None:
         from carbon_callbacks.core.sensors.discovery import discover_sensors
 
+        self._join_ranks()
+        config = self._rank_config()
         sensors = self._given_sensors
         if sensors is None:
-            sensors = discover_sensors(self.config, self.events)
+            sensors = discover_sensors(config, self.events)
+        elif not self.ranks.host_leader:
+            sensors = [s for s in sensors if s.info.component == "gpu"]
         if not sensors:
             self.events.record(
                 "no_sensor",
@@ -144,13 +159,30 @@ class CarbonTracker:
             )
         self._meter = Meter(sensors, self.events, interval_s=self.config.interval_s)
         started_unix = time.time()
-        if self.config.log_dir is not None:
+        if self.config.log_dir is not None and self.ranks.rank == 0:
             path = new_run_log_path(
                 self.config.log_dir, self.config.log_file_prefix, self.run_id, started_unix
             )
             self.log_path = str(path)
             self._writer = RunLogWriter(path, self.events)
         self._start_snap = self._meter.start()
+        sensor_infos = [i.to_dict() for i in self._meter.sensor_infos]
+        if self._group is not None:
+            try:
+                every_rank = self._group.gather(sensor_infos)
+                sensor_infos = [
+                    {**i, "name": f"rank{r}/{i['name']}"}
+                    for r, infos in enumerate(every_rank)
+                    for i in infos
+                ]
+            except Exception as exc:  # noqa: BLE001
+                self._group = None
+                self.events.record(
+                    "ranks_not_combined",
+                    f"the ranks could not exchange their sensors ({exc!r}); each rank reports "
+                    "its own figures",
+                    "distributed",
+                )
         intensity = self._intensity_over(started_unix, started_unix)
         self._write(
             {
@@ -164,13 +196,18 @@ class CarbonTracker:
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "config": self.config.to_dict(),
-                "sensors": [i.to_dict() for i in self._meter.sensor_infos],
+                "sensors": sensor_infos,
                 "intensity": intensity.to_dict(),
                 "pue": self.config.pue,
                 "epochs": self.config.epochs,
                 "total_steps": self.config.total_steps,
                 "resumed_from": list(self._prior_run_ids),
                 "offsets": dict(self._offset),
+                "ranks": {
+                    "world_size": self.ranks.world_size,
+                    "hosts": self.ranks.hosts,
+                    "combined": self._group is not None,
+                },
             }
         )
         self._header_written = True
@@ -239,7 +276,7 @@ class CarbonTracker:
                 "events_dropped": self.events.dropped,
             }
         )
-        if self.config.verbose >= 1:
+        if self._verbose >= 1:
             self._print(
                 format_final(
                     status=status,
@@ -313,7 +350,7 @@ class CarbonTracker:
             if start is None or self._meter is None:
                 return {}
             end = self._meter.mark()
-            m = self._meter.measure(start, end)
+            m = self._combine(self._meter.measure(start, end))
             self.last_measurement = m
             record, energy_kwh, co2_g, intensity = self._measurement_record(m, "epoch", index)
             record["steps"] = steps
@@ -335,7 +372,7 @@ class CarbonTracker:
             self._maybe_predict(intensity)
             metrics = self._metrics(m, energy_kwh, co2_g, intensity)
             self.last_metrics = metrics
-            if self.config.verbose >= 2:
+            if self._verbose >= 2:
                 self._print(
                     f"carbon_callbacks: epoch {index}: {m.duration_s:.2f} s, "
                     f"{fmt(energy_kwh, self.config.decimal_precision)} kWh, "
@@ -419,7 +456,7 @@ class CarbonTracker:
             pred = _shift_prediction(pred, self._offset, cfg.epochs)
         self.prediction = pred
         self._write({"type": "prediction", **pred.to_dict(), "intensity": applied.to_dict()})
-        if first and cfg.verbose >= 1:
+        if first and self._verbose >= 1:
             self._print(format_prediction(pred, applied, cfg.pue, cfg.decimal_precision))
 
     # -- phases and blocks -----------------------------------------------------------------------
@@ -529,6 +566,95 @@ class CarbonTracker:
                 "epochs": int(state["epochs"]),
             }
             self._prior_run_ids = [str(r) for r in state.get("run_ids", [])]
+
+    # -- ranks -----------------------------------------------------------------------------------
+    def set_gpu(self, gpu: int | str) -> None:
+        """Measure this GPU (NVML index or UUID): what the framework put this rank on.
+
+        Integrations call it before ``start()`` under data parallelism, so each rank measures
+        its own device. A ``gpu_ids`` setting given by the user wins.
+        """
+        if self.config.gpu_ids is None:
+            self._gpu_override = gpu
+
+    def _join_ranks(self) -> None:
+        """Find the other ranks (a collective when a process group is initialised)."""
+        if self.config.distributed is False or world_size() <= 1 or _dist() is None:
+            return
+        try:
+            self._group = RankGroup(self.config.distributed_timeout_s)
+            self.ranks = self._group.info
+        except Exception as exc:  # noqa: BLE001
+            self._group = None
+            self.ranks = local_rank_info()
+            self.events.record(
+                "ranks_not_combined",
+                f"the ranks could not be joined ({exc!r}); each rank reports its own figures",
+                "distributed",
+            )
+        if self.ranks.rank != 0:
+            self._verbose = 0  # rank 0 speaks and writes the run log
+
+    def _rank_config(self) -> CarbonConfig:
+        """The settings for discovery on this rank: its own GPU; CPU/DRAM on host leaders."""
+        changes: dict[str, Any] = {}
+        if not self.ranks.host_leader and self.config.components == "all":
+            changes["components"] = "gpu"
+        gpu = self._gpu_override
+        if gpu is None and self.ranks.distributed and self.config.gpu_ids is None:
+            local = os.environ.get("LOCAL_RANK")
+            if local is not None and local.isdigit():
+                gpu = int(local)
+                self.events.record(
+                    "gpu_assumed",
+                    f"rank {self.ranks.rank}: no GPU was named; measuring visible GPU {gpu} "
+                    "(LOCAL_RANK). Integrations name it; with the core API call set_gpu()",
+                    "distributed",
+                )
+        if gpu is not None:
+            changes["gpu_ids"] = [gpu]
+        return dataclasses.replace(self.config, **changes) if changes else self.config
+
+    def _combine(self, m: Measurement) -> Measurement:
+        """Merge every rank's measurement of the same epoch (a collective on all ranks)."""
+        if self._group is None:
+            return m
+        try:
+            parts = self._group.gather(
+                (self.ranks.rank, m.energy_j, m.methods, m.components, m.incomplete)
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._group = None
+            self.events.record(
+                "ranks_not_combined",
+                f"combining the ranks' epoch failed ({exc!r}); from now on each rank reports "
+                "its own figures",
+                "distributed",
+            )
+            return m
+        energy, methods, components, incomplete = {}, {}, {}, []
+        for rank_, e, meth, comp, inc in parts:
+            for name in e:
+                key = f"rank{rank_}/{name}"
+                energy[key], methods[key], components[key] = e[name], meth[name], comp[name]
+            incomplete += [f"rank{rank_}/{n}" for n in inc]
+        return dataclasses.replace(
+            m, energy_j=energy, methods=methods, components=components, incomplete=tuple(incomplete)
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling (spawned workers, ddp_spawn) is allowed before ``start()`` only."""
+        if self._started:
+            raise TypeError("a started CarbonTracker cannot be pickled")
+        state = self.__dict__.copy()
+        for key in ("_lock", "events"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self.events = EventLog(listener=self._on_event)
 
     # -- accessors -------------------------------------------------------------------------------
     def totals(self) -> dict[str, float]:

@@ -61,6 +61,12 @@ class CarbonCallback(_Callback):
         max_epochs = trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None
         max_steps = trainer.max_steps if (trainer.max_steps or 0) > 0 else None
         self.tracker.set_planned(epochs=max_epochs, total_steps=max_steps)
+        device = pl_module.device
+        if device.type == "cuda":  # measure the GPU this rank trains on
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+            if uuid is not None:
+                self.tracker.set_gpu(f"GPU-{uuid}")
         self.tracker.start()
 
     def on_sanity_check_start(self, trainer: Any, pl_module: Any) -> None:
