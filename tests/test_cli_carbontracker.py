@@ -93,7 +93,7 @@ def test_aggregate_follows_carbontrackers_rule(ct_dir, capsys):
     assert rows["303.3"]["basis"] == "measured" and rows["303.3"]["status"] == "interrupted"
     assert rows["404.4"]["basis"] == "predicted" and rows["404.4"]["status"] is None
     assert all(r["source_format"] == "carbontracker" for r in data["runs"])
-    assert "measured by carbontracker" in data["method"]
+    assert "measured by carbontracker 2.4.3 and read from its log files" in data["method"]
     # the intensity it applied, and where
     assert rows["101.1"]["intensity_g_per_kwh"] == pytest.approx(143.3)
     assert rows["101.1"]["intensity_zone"] == "Copenhagen, Capital Region, DK"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cli_logs import hand_written_log, tracker_run
 
-from carbon_callbacks import cli
+from carbon_callbacks import __version__, cli
 from carbon_callbacks.core.intensity.static import zone_value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +87,7 @@ def test_report_json_totals_follow_the_logs(three_runs, capsys):
     assert rows["unet-dk"]["km_by_car"] == pytest.approx(_footer(a)["co2_g"] / 106.8)
     assert data["statement"].startswith("The training of models in this work is estimated to use")
     assert "1 predicted for their whole length" in data["method"]
+    assert data["method"].startswith(f"Energy was measured with carbon_callbacks {__version__} (")
     units = [e["unit"] for e in data["equivalents"]]
     assert units[0] == "km" and "1.5 °C" in units[-1]
 

@@ -32,6 +32,7 @@ computed, else carbontracker's documented constant 1.58, labelled as assumed.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -195,10 +196,13 @@ def pair_carbontracker_files(files: Iterable[PathLike]) -> list[CarbontrackerLog
 
 def find_carbontracker_logs(folder: PathLike) -> list[CarbontrackerLogPair]:
     """carbontracker log pairs under ``folder`` (searched recursively; links not followed)."""
-    root = Path(folder)
-    files = [
-        p for p in root.rglob("*carbontracker*.log") if p.is_file() and is_carbontracker_log(p)
-    ]
+    files = []
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        dirs.sort()
+        for name in names:
+            path = Path(root) / name
+            if is_carbontracker_log(path) and path.is_file():
+                files.append(path)
     return pair_carbontracker_files(files)
 
 

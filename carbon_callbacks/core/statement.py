@@ -116,6 +116,7 @@ class RunRow:
         run_id: the run id from the log.
         path: the log file.
         source_format: ``"carbon_callbacks"`` or ``"carbontracker"``.
+        writer_version: version of the package that wrote the log, or None.
         started_at: ISO-8601 start time (UTC for run logs; local time for carbontracker logs).
         status: the footer's status (``completed``/``interrupted``/``failed``) or None.
         basis: ``measured``, ``predicted`` or ``partial`` (see
@@ -142,6 +143,7 @@ class RunRow:
     run_id: str | None
     path: str
     source_format: str
+    writer_version: str | None
     started_at: str | None
     status: str | None
     basis: str
@@ -307,6 +309,15 @@ def component_methods(log: RunLog) -> dict[str, list[str]]:
     return out
 
 
+def _text(value: Any) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _versions(rows: list[RunRow]) -> str:
+    found = sorted({r.writer_version for r in rows if r.writer_version})
+    return f" {', '.join(found)}" if found else ""
+
+
 def _intensity_of(log: RunLog) -> dict[str, Any]:
     """The header's intensity, unless the epochs used others (then ``zone``/``source`` say
     ``mixed``)."""
@@ -346,6 +357,11 @@ def _row(figure: RunFigure, log: RunLog, car_basis: str, notes: list[str]) -> Ru
         run_id=log.run_id,
         path=str(log.path),
         source_format=source_format,
+        writer_version=_text(
+            log.header.get("carbontracker_version")
+            if source_format == "carbontracker"
+            else log.header.get("package_version")
+        ),
         started_at=log.header.get("started_at"),
         status=figure.status,
         basis=figure.basis,
@@ -407,13 +423,14 @@ def _method_paragraph(rows: list[RunRow], by_basis: dict[str, int], car_basis: s
             for comp, how in sorted(methods.items())
         )
         parts.append(
-            f"Energy was measured with carbon_callbacks {__version__} over every epoch "
+            f"Energy was measured with carbon_callbacks{_versions(native)} "
             f"({described or 'no component measured'})."
         )
     if foreign:
         parts.append(
-            f"{len(foreign)} run(s) were measured by carbontracker and read from its log files "
-            "(its energy is mean sampled power x epoch duration, with its own PUE)."
+            f"{len(foreign)} run(s) were measured by carbontracker{_versions(foreign)} and read "
+            "from its log files (its energy is mean sampled power x epoch duration, with its "
+            "own PUE)."
         )
     pues = sorted({round(r.pue, 3) for r in rows if r.pue is not None})
     if pues:
