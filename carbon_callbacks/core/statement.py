@@ -89,7 +89,7 @@ def paper_number(value: float) -> str:
     if value == 0:
         return "0"
     if abs(value) >= 0.1:
-        return f"{value:,.3f}"
+        return f"{value:.3f}"
     return f"{value:.3g}"
 
 
@@ -520,9 +520,9 @@ _TABLE: list[tuple[str, Any]] = [
     ("Epochs", lambda r: "-" if r.epochs is None else str(r.epochs)),
     ("Duration", lambda r: format_duration(r.duration_s)),
     ("kWh", lambda r: sig(r.energy_kwh)),
-    ("GPU kWh", lambda r: sig(r.energy_kwh_gpu)),
-    ("CPU kWh", lambda r: sig(r.energy_kwh_cpu)),
-    ("DRAM kWh", lambda r: sig(r.energy_kwh_dram)),
+    ("meas. GPU kWh", lambda r: sig(r.energy_kwh_gpu)),
+    ("meas. CPU kWh", lambda r: sig(r.energy_kwh_cpu)),
+    ("meas. DRAM kWh", lambda r: sig(r.energy_kwh_dram)),
     ("gCO2eq", lambda r: sig(r.co2_g)),
     ("g/kWh", lambda r: f"{sig(r.intensity_g_per_kwh)} {r.intensity_zone or ''}".strip()),
     ("PUE", lambda r: sig(r.pue, 3)),
