@@ -6,7 +6,9 @@ used and where the factor comes from, so a report can print both.
 Caveats a report should keep: car figures are tailpipe CO2 per km measured on a test cycle (not
 CO2eq, not real-world driving), and the NEDC (to 2020) and WLTP (from 2021) cycles are not
 comparable. EPA revises its equivalences every year; the figures here are those in the
-project's reference data (``data/SOURCES.md``).
+project's reference data (``data/SOURCES.md``). The per-capita 1.5 °C budget share divides a
+published global budget (Lamboll et al. 2023) equally by people and years: that division is a
+choice, stated in the figure's source (see :data:`BUDGET_1P5C_T_PER_CAPITA_YEAR`).
 """
 
 from __future__ import annotations
