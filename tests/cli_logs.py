@@ -179,6 +179,7 @@ def carbontracker_pair(
     with_prediction: bool = True,
     epochs_before_pred: int = 1,
     wrap_gpu_array: bool = False,
+    state_pue: bool = True,
 ) -> dict:
     """Write carbontracker's standard and output logs for one tracker.
 
@@ -194,6 +195,13 @@ def carbontracker_pair(
         "i7-10700K CPU @ 3.80GHz.",
         f"{_stamp(t)} - Monitoring thread started.",
     ]
+    if state_pue:  # version 2.x states its PUE at start
+        std.insert(
+            1,
+            f"{_stamp(t)} - Only predicted and actual consumptions are multiplied by a PUE "
+            f"coefficient of {pue} (Daniel Bizo, 2023, Uptime Institute Global Data Center "
+            "Survey).",
+        )
     out: list[str] = [
         f"{_stamp(t)} - CarbonTracker: The following components were found: GPU with device(s) "
         "NVIDIA GeForce RTX 3090. CPU with device(s) cpu:0."

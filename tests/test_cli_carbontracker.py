@@ -97,9 +97,41 @@ def test_aggregate_follows_carbontrackers_rule(ct_dir, capsys):
     # the intensity it applied, and where
     assert rows["101.1"]["intensity_g_per_kwh"] == pytest.approx(143.3)
     assert rows["101.1"]["intensity_zone"] == "Copenhagen, Capital Region, DK"
-    # PUE implied by its actual kWh over mean power x duration: its hard-coded 1.58
-    assert rows["101.1"]["pue"] == pytest.approx(1.58, rel=1e-6)
-    assert rows["404.4"]["pue"] == CARBONTRACKER_PUE and "assumed" in rows["404.4"]["pue_detail"]
+    # the PUE its log states
+    assert rows["101.1"]["pue"] == pytest.approx(1.58)
+    assert rows["101.1"]["pue_detail"].startswith("stated in the carbontracker log")
+
+
+def test_pue_implied_by_the_figures_or_assumed(tmp_path):
+    """Without the PUE line (versions before 2.x), the PUE is its actual kWh over mean power x
+    duration; without an actual block, carbontracker's documented constant, labelled assumed."""
+    carbontracker_pair(
+        tmp_path,
+        "1_2024-01-01T000000Z_",
+        epoch_powers=[(60.0, [250.0], [40.0])] * 2,
+        planned=2,
+        actual_epochs=2,
+        pue=1.67,
+        state_pue=False,
+    )
+    carbontracker_pair(
+        tmp_path,
+        "2_2024-01-01T000000Z_",
+        epoch_powers=[(60.0, [250.0], [40.0])] * 2,
+        planned=4,
+        actual_epochs=None,
+        state_pue=False,
+    )
+    implied = read_carbontracker_log(
+        partner_of(tmp_path / "1_2024-01-01T000000Z_carbontracker.log")
+    )
+    assert implied.header["pue"] == pytest.approx(1.67, rel=1e-6)
+    assert implied.header["pue_detail"].startswith("implied by the log")
+    assumed = read_carbontracker_log(
+        partner_of(tmp_path / "2_2024-01-01T000000Z_carbontracker.log")
+    )
+    assert assumed.header["pue"] == CARBONTRACKER_PUE
+    assert assumed.header["pue_detail"].startswith("assumed")
 
 
 def test_per_epoch_power_and_energy_by_component(ct_dir):

@@ -13,7 +13,8 @@ What is taken from them:
   ``Time:`` (``H:MM:SS[.ffffff]``, possibly ``D day(s), H:MM:SS``), ``Energy: X kWh`` (PUE
   included by carbontracker), ``CO2eq: Y g`` and optional equivalents. The last block of each
   kind counts.
-- standard log: ``carbontracker version V``; ``The following components were found: GPU with
+- standard log: ``carbontracker version V``; ``... multiplied by a PUE coefficient of P``;
+  ``The following components were found: GPU with
   device(s) A, B. CPU with device(s) cpu:0.``; per epoch ``Epoch N:``, ``Duration: H:MM:SS``
   and ``Average power usage (W) for gpu: [w1 w2]`` (a NumPy array print, possibly wrapped over
   lines, or ``None`` when no sample was taken); ``Training was interrupted``; ``Average carbon
@@ -25,8 +26,8 @@ a footer, so :func:`~carbon_callbacks.core.records.aggregate_runs` counts it by 
 carbontracker's own aggregate: the actual figures when every planned epoch was monitored or the
 run was stopped early, else the prediction. Provenance is kept: per-epoch energy is
 carbontracker's own method (mean sampled power x epoch duration, per component) and is labelled
-so; the PUE is the one implied by the log (actual kWh over the epochs' IT energy) when it can be
-computed, else carbontracker's documented constant 1.58, labelled as assumed.
+so; the PUE is the one the log states (version 2.x), else the one implied by it (actual kWh over
+the epochs' IT energy), else carbontracker's documented constant 1.58, labelled as assumed.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ _OTHER_INTENSITY = re.compile(
     re.IGNORECASE,
 )
 _DEFAULTED = re.compile(r"Defaulted to|default", re.IGNORECASE)
+_PUE_LINE = re.compile(r"PUE coefficient of " + _NUMBER, re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,8 @@ class StandardLogInfo:
 
     Attributes:
         version: carbontracker's version, or None.
+        pue: the PUE coefficient it states (``... multiplied by a PUE coefficient of 1.58``),
+            or None (versions before 2.x do not state it).
         devices: component (``"gpu"``, ``"cpu"``) -> device names.
         epochs: per logged epoch: ``(number, duration_s or None, {component: [W per device]})``.
         interrupted: True when ``Training was interrupted`` was logged (``stop()`` early).
@@ -147,6 +151,7 @@ class StandardLogInfo:
     """
 
     version: str | None = None
+    pue: float | None = None
     devices: dict[str, list[str]] = field(default_factory=dict)
     epochs: list[tuple[int, float | None, dict[str, list[float]]]] = field(default_factory=list)
     interrupted: bool = False
@@ -337,6 +342,8 @@ def parse_standard_log(text: str) -> StandardLogInfo:
             pending_power = None
         if info.version is None and (m := _VERSION.search(line)) is not None:
             info.version = m.group(1)
+        if info.pue is None and (m := _PUE_LINE.search(line)) is not None:
+            info.pue = _float(m.group(1))
         if (m := _COMPONENTS.search(line)) is not None:
             for comp, devices in _COMPONENT.findall(m.group(1)):
                 info.devices[comp.lower()] = [d.strip() for d in devices.split(",") if d.strip()]
@@ -426,7 +433,10 @@ def read_carbontracker_log(pair: CarbontrackerLogPair) -> RunLog:
     it_kwh = sum(sum(e[3].values()) for e in counted) / J_PER_KWH
     pue: float = CARBONTRACKER_PUE
     pue_detail = f"assumed: carbontracker's hard-coded PUE {CARBONTRACKER_PUE} (version 2.x)"
-    if actual is not None and actual.energy_kwh is not None and it_kwh > 0:
+    if std.pue is not None and 1.0 <= std.pue <= 3.0:
+        pue = std.pue
+        pue_detail = "stated in the carbontracker log (its hard-coded PUE coefficient)"
+    elif actual is not None and actual.energy_kwh is not None and it_kwh > 0:
         implied = actual.energy_kwh / it_kwh
         if 1.0 <= implied <= 3.0:
             pue = implied
