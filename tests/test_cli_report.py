@@ -317,3 +317,28 @@ def test_optional_command_modules_register_their_subcommands(monkeypatch, capsys
     assert "cli_intensity.register failed" in capsys.readouterr().err
     # the built-in commands still work next to a broken add-on
     assert cli.main(["estimate", "--gpu", "T4", "--hours", "1"]) == 0
+
+
+def test_phases_outside_epochs_are_named_not_silently_dropped(tmp_path, capsys):
+    """The run's totals count epochs; work measured with track() outside epochs is reported."""
+    import time
+
+    from power_traces import ConstantCounterSensor
+
+    from carbon_callbacks.core.tracker import CarbonTracker
+
+    tracker = CarbonTracker(
+        log_dir=tmp_path,
+        zone="DK",
+        verbose=0,
+        interval_s=0.05,
+        sensors=[ConstantCounterSensor("gpu:0", 100.0)],
+    )
+    with tracker.track("inference"):
+        time.sleep(0.2)
+    tracker.stop()
+    code, out, err = _run_cli(capsys, "report", str(tmp_path), "-f", "json")
+    assert code == 0
+    (row,) = json.loads(out)["runs"]
+    assert "1 phase(s) measured outside epochs (inference" in row["notes"]
+    assert "not in the run's totals" in err

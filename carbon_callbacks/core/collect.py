@@ -88,6 +88,18 @@ def _damage_notes(log: RunLog) -> list[str]:
     missing = log.epoch_sums().get("missing_values", 0)
     if missing:
         notes.append(f"{missing} missing value(s) in epoch records")
+    outside = [p for p in log.phases if p.get("in_epoch") is False]
+    outside_kwh = sum(
+        float(p["energy_kwh"])
+        for p in outside
+        if isinstance(p.get("energy_kwh"), (int, float)) and not isinstance(p["energy_kwh"], bool)
+    )
+    if outside:
+        names = sorted({str(p.get("name")) for p in outside})
+        notes.append(
+            f"{len(outside)} phase(s) measured outside epochs ({', '.join(names)}; "
+            f"{outside_kwh:.4g} kWh) are not in the run's totals, which count epochs"
+        )
     return notes
 
 
