@@ -665,6 +665,28 @@ class CarbonTracker:
             keys.DURATION_S: self._offset["duration_s"] + self._duration_s,
         }
 
+    def epoch_so_far(self) -> dict[str, float] | None:
+        """Duration (s), energy (kWh, PUE included) and CO2eq (g) of the open epoch, read now.
+
+        For progress displays: a meter mark (no slow I/O), nothing is recorded. ``None`` when
+        no epoch is open or nothing is measured. Never raises.
+        """
+        try:
+            with self._lock:
+                start, meter = self._epoch_snap, self._meter
+                if start is None or meter is None:
+                    return None
+                m = meter.measure(start, meter.mark())
+            energy_kwh = m.total_energy_j / J_PER_KWH * self.config.pue
+            intensity = self._intensity_over(m.start_unix_s, m.end_unix_s)
+            return {
+                "duration_s": m.duration_s,
+                "energy_kwh": energy_kwh,
+                "co2_g": energy_kwh * intensity.intensity_g_per_kwh,
+            }
+        except Exception:  # noqa: BLE001 - a progress read must never break anything
+            return None
+
     @property
     def intensity(self) -> IntensityProvider:
         """The intensity provider in use."""
