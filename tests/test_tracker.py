@@ -225,3 +225,28 @@ def test_unwritable_log_dir_is_refused(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match="log_dir"):
         CarbonTracker(log_dir=str(blocker / "logs"))
+
+
+def test_work_outside_epochs_and_a_partial_epoch_count_in_the_totals(tmp_path):
+    tracker = _tracker(tmp_path)
+    with tracker.track("preprocessing"):
+        with tracker.phase("inner"):  # nested: counted once, through its parent
+            time.sleep(0.05)
+    (m,) = _run_epochs(tracker, 1)
+    tracker.epoch_start()
+    time.sleep(0.05)
+    tracker.stop("interrupted")  # the open epoch is measured as a partial epoch
+    log = read_run_log(tracker.log_path)
+    counted = {p["name"]: p["counted"] for p in log.phases}
+    assert counted == {"inner": False, "preprocessing": True, "partial_epoch": True}
+    expected = sum(p["energy_kwh"] for p in log.phases if p["counted"]) + m[keys.EPOCH_ENERGY_KWH]
+    assert log.footer["energy_kwh"] == pytest.approx(expected)
+    assert log.footer["epochs_completed"] == 1
+
+
+def test_a_run_of_tracked_blocks_only_has_totals(tmp_path):
+    tracker = _tracker(tmp_path)
+    with tracker.track("inference"):
+        time.sleep(0.1)
+    totals = tracker.stop()
+    assert totals[keys.ENERGY_KWH] == pytest.approx((GPU_W + CPU_W) * 0.1 / 3.6e6 * 1.5, rel=0.1)

@@ -40,7 +40,13 @@ from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityPro
 from carbon_callbacks.core.intensity.resolve import resolve_intensity
 from carbon_callbacks.core.meter import Measurement, Meter, Snapshot
 from carbon_callbacks.core.predict import EpochSample, Prediction, predict_run
-from carbon_callbacks.core.records import RunLogWriter, new_run_id, new_run_log_path
+from carbon_callbacks.core.records import (
+    SCHEMA_VERSION,
+    RunLogWriter,
+    new_run_id,
+    new_run_log_path,
+    utc_iso,
+)
 from carbon_callbacks.core.report import fmt, format_final, format_prediction
 from carbon_callbacks.core.sensors.base import Sensor
 from carbon_callbacks.core.units import J_PER_KWH
@@ -187,12 +193,12 @@ class CarbonTracker:
         self._write(
             {
                 "type": "header",
-                "schema": 1,
+                "schema": SCHEMA_VERSION,
                 "package_version": __version__,
                 "run_id": self.run_id,
                 "run_name": self.config.run_name,
                 "started_at_unix_s": started_unix,
-                "started_at": _iso(started_unix),
+                "started_at": utc_iso(started_unix),
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "config": self.config.to_dict(),
@@ -244,9 +250,15 @@ class CarbonTracker:
         return self.totals()
 
     def _stop(self, status: str) -> None:
-        if self._epoch_snap is not None:
-            # an epoch was open (interrupted): count it as partial, not as an epoch
-            self._epoch_snap = None
+        if self._epoch_snap is not None and self._meter is not None:
+            # an epoch was open (interrupted, failed): its energy counts, as a partial epoch
+            start, self._epoch_snap = self._epoch_snap, None
+            m = self._meter.measure(start, self._meter.mark())
+            epoch = self._offset["epochs"] + self.epochs_completed
+            record, energy_kwh, co2_g, _ = self._measurement_record(m, "phase", epoch)
+            record.update(name="partial_epoch", in_epoch=False, counted=True)
+            self._add_to_totals(m, energy_kwh, co2_g)
+            self._write(record)
         meter = self._meter
         if meter is None or self._start_snap is None:
             return
@@ -261,7 +273,7 @@ class CarbonTracker:
                 "type": "footer",
                 "status": status,
                 "ended_at_unix_s": end.time_unix_s,
-                "ended_at": _iso(end.time_unix_s),
+                "ended_at": utc_iso(end.time_unix_s),
                 "duration_s": whole.duration_s,
                 "energy_j": whole.energy_j,
                 "methods": whole.methods,
@@ -270,6 +282,7 @@ class CarbonTracker:
                 "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
                 "co2_g": self._offset["co2_g"] + self._co2_g,
                 "epochs_duration_s": self._offset["duration_s"] + self._duration_s,
+                "totals_scope": "epochs, partial epochs and tracked work outside epochs",
                 "epochs_completed": self._offset["epochs"] + self.epochs_completed,
                 "epochs_monitored": self.epochs_monitored,
                 "epochs_planned": self.config.epochs,
@@ -355,13 +368,7 @@ class CarbonTracker:
             record, energy_kwh, co2_g, intensity = self._measurement_record(m, "epoch", index)
             record["steps"] = steps
             self.epochs_monitored += 1
-            self._energy_kwh += energy_kwh
-            self._co2_g += co2_g
-            self._duration_s += m.duration_s
-            for comp, joules in m.energy_j_by_component().items():
-                self._epoch_j_by_component[comp] = (
-                    self._epoch_j_by_component.get(comp, 0.0) + joules
-                )
+            self._add_to_totals(m, energy_kwh, co2_g)
             record["cumulative"] = {
                 "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
                 "co2_g": self._offset["co2_g"] + self._co2_g,
@@ -379,6 +386,13 @@ class CarbonTracker:
                     f"{fmt(co2_g, self.config.decimal_precision)} gCO2eq"
                 )
             return metrics
+
+    def _add_to_totals(self, m: Measurement, energy_kwh: float, co2_g: float) -> None:
+        self._energy_kwh += energy_kwh
+        self._co2_g += co2_g
+        self._duration_s += m.duration_s
+        for comp, joules in m.energy_j_by_component().items():
+            self._epoch_j_by_component[comp] = self._epoch_j_by_component.get(comp, 0.0) + joules
 
     def _measurement_record(
         self, m: Measurement, kind: str, epoch: int | None
@@ -501,9 +515,14 @@ class CarbonTracker:
                     return
                 m = self._meter.measure(start, self._meter.mark())
                 epoch = self._offset["epochs"] + self.epochs_completed
-                record, _, _, _ = self._measurement_record(m, "phase", epoch)
+                record, energy_kwh, co2_g, _ = self._measurement_record(m, "phase", epoch)
                 record["name"] = name
                 record["in_epoch"] = self._epoch_snap is not None
+                # work outside epochs (and outside other phases) counts in the run's totals;
+                # phases inside an epoch are already part of it
+                record["counted"] = not record["in_epoch"] and not self._phases
+                if record["counted"]:
+                    self._add_to_totals(m, energy_kwh, co2_g)
                 self._write(record)
         except Exception as exc:  # noqa: BLE001
             self.events.record("hook_failed", f"phase {name!r} end failed: {exc!r}", "tracker")
@@ -716,12 +735,6 @@ class CarbonTracker:
             print(text, file=sys.stdout, flush=True)
         except Exception:  # noqa: BLE001 - a closed stdout must not break training
             pass
-
-
-def _iso(unix_s: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(unix_s, tz=dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _shift_prediction(pred: Prediction, offset: dict[str, float], epochs: int | None) -> Prediction:
