@@ -192,6 +192,15 @@ def test_source_without_forecast_values_gives_no_forecast():
     assert p.forecast_over(0, 600) is None
 
 
+def test_a_stale_forecast_is_no_forecast():
+    p = provider(ListSource(FetchResult(pts((0, 300, 100.0), kind="forecast"))))
+    p.refresh_once()
+    assert p.forecast_over(300, 900) is None
+    partly = p.forecast_over(200, 700)  # 100 s forecast, one slot (300 s) held, 100 s annual
+    assert [s.note[:4] for s in partly.segments] == ["", "held", "beyo"]
+    assert partly.kind == "mixed"
+
+
 def test_stalled_server_never_delays_an_answer():
     api = FakeApi()
     api.route(r"^/dataset/", Response(stall=True))
@@ -265,3 +274,39 @@ def test_no_thread_at_construction_when_asked_and_start_is_idempotent():
     p.close()
     p.start()  # not after close
     assert not p.running
+
+
+def test_the_same_failure_at_another_time_is_still_recorded_once():
+    errors = [
+        FetchError(f"server error (HTTP 503) from http://x/intensity/2024-05-01T1{i}:30Z/fw48h")
+        for i in range(4)
+    ]
+    partial = [
+        FetchResult(
+            pts((0, 60, 5.0)), [f"CO2Emis failed: HTTP 500 from http://x?start=2024-05-0{i}"]
+        )
+        for i in range(1, 4)
+    ]
+    events = EventLog()
+    p = provider(ListSource(*errors, *partial), events)
+    for _ in range(7):
+        p.refresh_once()
+    kinds = [e.kind for e in events.events]
+    assert kinds == ["intensity_live_error", "intensity_live_partial", "intensity_live_recovered"]
+    assert "repeated" not in events.events[0].message
+
+
+def test_importing_opens_nothing_and_starts_no_thread():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading\n"
+        "import carbon_callbacks\n"
+        "from carbon_callbacks.core.intensity import resolve, live, schedule, location\n"
+        "carbon_callbacks.best_start\n"
+        "assert 'requests' not in sys.modules, 'requests imported at import'\n"
+        "assert threading.active_count() == 1\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr

@@ -289,3 +289,14 @@ def test_loopback_http_is_accepted_for_tests_only():
 
 def test_location_module_imports_nothing_heavy():
     assert location.IP_CONNECT_TIMEOUT_S + location.IP_READ_TIMEOUT_S <= 3.0
+
+
+def test_live_settings_unused_because_live_is_off_are_named():
+    events = EventLog()
+    est = zone_of(
+        cfg(zone="GB", gb_postcode="RG10", offline=False, live_intensity=False), {}, events
+    )
+    assert est == zone_value("GB")
+    (event,) = events.events
+    assert event.kind == "intensity_live_offline"
+    assert "live_intensity=False: gb_postcode not used" in event.message

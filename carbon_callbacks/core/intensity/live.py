@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import datetime as _dt
 import math
+import re
 import threading
 import time
 import weakref
@@ -148,6 +149,16 @@ def intensity_value(raw: Any, *, field_name: str) -> float | None:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{field_name} is not a finite number >= 0: {raw!r}")
     return value
+
+
+_QUERY = re.compile(r"\?\S*")
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-]\d{2}:?\d{2})?")
+
+
+def failure_key(message: str) -> str:
+    """A message with its changing parts (query strings, times) blanked: the same failure on
+    every refresh gets the same key, so it is recorded once."""
+    return _TIME.sub("<time>", _QUERY.sub("", message))
 
 
 _LIVE_PROVIDERS: weakref.WeakSet[LiveIntensityProvider] = weakref.WeakSet()
@@ -294,8 +305,9 @@ class LiveIntensityProvider(IntensityProvider):
         self.refreshes += 1
         self.last_success_unix_s = now
         for problem in result.problems:
-            if problem not in self._problems_seen:
-                self._problems_seen.add(problem)
+            key = failure_key(problem)
+            if key not in self._problems_seen and len(self._problems_seen) < 100:
+                self._problems_seen.add(key)
                 self._record(EVENT_PARTIAL, problem)
         if self._failures:
             self._record(
@@ -304,6 +316,7 @@ class LiveIntensityProvider(IntensityProvider):
                 f"again after {self._failures} failed refresh(es)",
                 warn=False,
             )
+            self._started_event = True
         elif not self._started_event:
             self._started_event = True
             self._record(EVENT_STARTED, self._summary(stamped), warn=False)
@@ -334,7 +347,7 @@ class LiveIntensityProvider(IntensityProvider):
             )
             return None
         self.state = "failing"
-        if message != self._last_error:
+        if failure_key(message) != self._last_error:
             repeats = (
                 f" (the previous failure repeated {self._repeats} time(s))"
                 if (self._repeats)
@@ -345,7 +358,7 @@ class LiveIntensityProvider(IntensityProvider):
                 f"live carbon intensity for {self.zone} could not be refreshed: {message}"
                 f"{repeats}; {self._meanwhile()} and retrying",
             )
-            self._last_error = message
+            self._last_error = failure_key(message)
             self._repeats = 0
         else:
             self._repeats += 1
@@ -404,16 +417,17 @@ class LiveIntensityProvider(IntensityProvider):
         )
 
     def forecast_over(self, start_unix_s: float, end_unix_s: float) -> IntensityEstimate | None:
-        """Intensity over a future window from the forecast held, or ``None`` without one.
+        """Intensity over a future window from the forecast held, or ``None`` without one (or
+        when the forecast held ends before the window starts).
 
         Where the forecast ends before the window does, the rest is the zone's annual average,
         labelled ``"beyond the forecast horizon"``, and one event says so.
         """
         horizon = self.timeline.last_end_unix_s("forecast")
-        if horizon is None:
-            return None
         if end_unix_s < start_unix_s:
             start_unix_s, end_unix_s = end_unix_s, start_unix_s
+        if horizon is None or horizon <= start_unix_s:
+            return None  # no forecast, or only a stale one: the caller keeps the current value
         before, inside = self.timeline.window(start_unix_s, end_unix_s)
         if horizon < end_unix_s and not self._short_warned:
             self._short_warned = True

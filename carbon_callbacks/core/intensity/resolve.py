@@ -376,29 +376,34 @@ def live_source_for(config: CarbonConfig) -> Any:
 
 
 def _note_unused_live_settings(config: CarbonConfig, events: EventLog) -> None:
-    """One event naming live settings an offline run does not use (never silently)."""
-    if config.offline is not True:
+    """One event naming live settings the run will not use (offline, or live_intensity=False):
+    never silently."""
+    offline = config.offline is not False
+    if not offline and config.live_intensity is not False:
         return
-    unused = [
-        name
-        for name, used in (
-            (f"live_intensity={config.live_intensity!r}", bool(config.live_intensity)),
-            ("electricitymaps_token", bool(config.electricitymaps_token)),
-            ("electricitymaps_zone", config.electricitymaps_zone is not None),
-            ("electricitymaps_lat_lon", config.electricitymaps_lat_lon is not None),
-            ("gb_region", config.gb_region is not None),
-            ("gb_postcode", config.gb_postcode is not None),
-            ("ip_geolocation=True", config.ip_geolocation),
-        )
-        if used
+    candidates = [
+        (f"live_intensity={config.live_intensity!r}", bool(config.live_intensity)),
+        ("electricitymaps_token", bool(config.electricitymaps_token)),
+        ("electricitymaps_zone", config.electricitymaps_zone is not None),
+        ("electricitymaps_lat_lon", config.electricitymaps_lat_lon is not None),
+        ("gb_region", config.gb_region is not None),
+        ("gb_postcode", config.gb_postcode is not None),
     ]
-    if unused:
-        events.record(
-            EVENT_LIVE_OFFLINE,
-            f"offline (offline=True or $CARBON_CALLBACKS_OFFLINE): {', '.join(unused)} "
-            "not used and no network is touched; the packaged annual average applies",
-            EVENT_SOURCE,
-        )
+    if offline:
+        candidates.append(("ip_geolocation=True", config.ip_geolocation))
+    unused = [name for name, used in candidates if used]
+    if not unused:
+        return
+    why = (
+        "offline (offline=True or $CARBON_CALLBACKS_OFFLINE)" if offline else "live_intensity=False"
+    )
+    events.record(
+        EVENT_LIVE_OFFLINE,
+        f"{why}: {', '.join(unused)} not used"
+        + (" and no network is touched" if offline else "")
+        + "; the packaged annual average applies",
+        EVENT_SOURCE,
+    )
 
 
 def _us_states_by_name() -> dict[str, str]:
