@@ -300,3 +300,10 @@ def test_live_settings_unused_because_live_is_off_are_named():
     (event,) = events.events
     assert event.kind == "intensity_live_offline"
     assert "live_intensity=False: gb_postcode not used" in event.message
+
+
+def test_a_stated_value_wins_over_live_and_says_so():
+    events = EventLog()
+    est = zone_of(cfg(zone="DK1", live_intensity=True, intensity_g_per_kwh=42.0), {}, events)
+    assert est.intensity_g_per_kwh == 42.0 and est.kind == "user"
+    assert [e.kind for e in events.events] == ["intensity_live_unavailable"]

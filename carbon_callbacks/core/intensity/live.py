@@ -276,11 +276,17 @@ class LiveIntensityProvider(IntensityProvider):
 
     def _run(self) -> None:
         delay = 0.0
-        while not self._stop.wait(delay):
-            next_delay = self.refresh_once()
-            if next_delay is None:
-                break
-            delay = next_delay
+        try:
+            while not self._stop.wait(delay):
+                next_delay = self.refresh_once()
+                if next_delay is None:
+                    break
+                delay = next_delay
+        except Exception as exc:  # noqa: BLE001 - never die unannounced
+            self.state = "disabled"
+            self._record(EVENT_DISABLED, f"live carbon intensity for {self.zone} stopped: {exc!r}")
+        finally:
+            self._ready.set()
 
     def refresh_once(self) -> float | None:
         """One refresh (on the calling thread); returns the seconds until the next one, or

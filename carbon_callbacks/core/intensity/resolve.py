@@ -479,6 +479,13 @@ def resolve_intensity(
     _note_unused_live_settings(config, events)
     if config.intensity_g_per_kwh is not None:
         label = validate_zone(config.zone) if config.zone is not None else None
+        if config.live_intensity and config.offline is False:
+            events.record(
+                EVENT_LIVE_UNAVAILABLE,
+                f"intensity_g_per_kwh={config.intensity_g_per_kwh:g} is given, so "
+                f"live_intensity={config.live_intensity!r} is not used",
+                EVENT_SOURCE,
+            )
         return UserIntensityProvider(
             config.intensity_g_per_kwh, label, source="user-stated value (intensity_g_per_kwh)"
         )
