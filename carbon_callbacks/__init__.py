@@ -10,10 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["CarbonTracker", "CarbonConfig", "read_run_log", "aggregate_runs", "__version__"]
+__all__ = [
+    "CarbonTracker",
+    "CarbonConfig",
+    "read_run_log",
+    "aggregate_runs",
+    "best_start",
+    "__version__",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from carbon_callbacks.core.config import CarbonConfig
+    from carbon_callbacks.core.intensity.schedule import best_start
     from carbon_callbacks.core.records import aggregate_runs, read_run_log
     from carbon_callbacks.core.tracker import CarbonTracker
 
@@ -22,6 +30,7 @@ _LAZY = {
     "CarbonConfig": "carbon_callbacks.core.config",
     "read_run_log": "carbon_callbacks.core.records",
     "aggregate_runs": "carbon_callbacks.core.records",
+    "best_start": "carbon_callbacks.core.intensity.schedule",
 }
 
 

@@ -398,20 +398,21 @@ def test_live_provider_failure_degrades_to_table_with_one_event(registry):
 
 
 def test_live_only_zone_uses_its_offline_zone(registry):
+    # SE4 (a Swedish bidding zone) is in no table and has no built-in live source
     with pytest.raises(UnknownZoneError):
-        validate_zone("DK1")
+        validate_zone("SE4")
     with pytest.raises(ConfigError, match="offline_zone"):
-        resolve.register_live_provider("DK1", lambda z, c, e: _FakeLive("DK"))
-    registry("DK1", lambda z, c, e: _FakeLive("DK"), offline_zone="DK")
-    assert validate_zone("dk1") == "DK1"
-    assert "DK1" in resolve.live_zones()
+        resolve.register_live_provider("SE4", lambda z, c, e: _FakeLive("SE"))
+    registry("SE4", lambda z, c, e: _FakeLive("SE"), offline_zone="SE")
+    assert validate_zone("se4") == "SE4"
+    assert "SE4" in resolve.live_zones()
     events = EventLog()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CarbonCallbacksWarning)
-        provider = resolve_intensity(_config(zone="DK1", offline=True), events, env={})
-    assert provider.intensity_over(0, 1) == zone_value("DK")
+        provider = resolve_intensity(_config(zone="SE4", offline=True), events, env={})
+    assert provider.intensity_over(0, 1) == zone_value("SE")
     assert [e.kind for e in events.events] == ["intensity_offline_substitute"]
-    assert "DK1" in events.events[0].message and "DK" in events.events[0].message
+    assert "SE4" in events.events[0].message and "SE" in events.events[0].message
 
 
 def test_offline_resolution_opens_no_socket(monkeypatch, registry):

@@ -22,6 +22,16 @@ ENV_ZONE = "CARBON_CALLBACKS_ZONE"
 ENV_INTENSITY = "CARBON_CALLBACKS_INTENSITY_G_PER_KWH"
 ENV_OFFLINE = "CARBON_CALLBACKS_OFFLINE"
 ENV_PUE = "CARBON_CALLBACKS_PUE"
+ENV_ELECTRICITYMAPS_TOKEN = "CARBON_CALLBACKS_ELECTRICITYMAPS_TOKEN"
+
+#: Values of ``live_intensity`` that name one provider.
+LIVE_PROVIDERS = ("energidataservice", "gb", "electricitymaps")
+#: Default base URLs of the live providers.
+ENERGIDATASERVICE_URL = "https://api.energidataservice.dk"
+GB_CARBON_INTENSITY_URL = "https://api.carbonintensity.org.uk"
+ELECTRICITYMAPS_URL = "https://api.electricitymaps.com/v3"
+IP_GEOLOCATION_URL = "https://ipinfo.io/json"
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 _COMPONENTS = ("all", "gpu", "cpu")
 _TRUE = {"1", "true", "yes", "on"}
@@ -77,8 +87,9 @@ class CarbonConfig:
         zone: where the electricity comes from: ISO 3166 alpha-2 country (``"DK"``) or US state
             (``"US-CA"``). Falls back to ``$CARBON_CALLBACKS_ZONE``, then to the world average
             (labelled as a fallback).
-        offline: when True no socket is ever opened. ``None`` reads ``$CARBON_CALLBACKS_OFFLINE``
-            (default True until live providers are configured).
+        offline: when True no socket is ever opened. ``None`` reads ``$CARBON_CALLBACKS_OFFLINE``;
+            when that is unset too, the network is allowed only if a setting asks for it
+            (``live_intensity`` or ``ip_geolocation``), else offline.
         interval_s: seconds between the meter's samples (default 1.0).
         gpu_method: ``"auto"`` (NVML's energy counter where supported, else sampled power) or
             ``"sampled"`` (force power sampling, e.g. to compare the two methods).
@@ -96,6 +107,24 @@ class CarbonConfig:
         distributed_timeout_s: hard timeout of the tracker's exchanges between ranks (s).
         monitor_metric: name of a performance metric the integration records in the run log at
             the end (its last value, e.g. ``"val/dice"``), for model selection.
+        live_intensity: ``None`` (default): live values when the network is allowed
+            (``offline=False``) and the zone has a live source (DK, DK1, DK2 and GB without a
+            key; any zone with an Electricity Maps token); ``True``: require them (implies
+            ``offline=False`` unless offline is set); ``False``: never; or a provider name,
+            ``"energidataservice"``, ``"gb"`` or ``"electricitymaps"``.
+        electricitymaps_token: Electricity Maps API token; ``None`` reads
+            ``$CARBON_CALLBACKS_ELECTRICITYMAPS_TOKEN``. Never shown in reprs or logs.
+        electricitymaps_zone: the zone code to ask Electricity Maps for when it differs from
+            ``zone`` (e.g. ``"US-CAL-CISO"``); ``electricitymaps_lat_lon``: a (lat, lon) instead.
+        electricitymaps_base_url / energidataservice_base_url / gb_base_url: the providers'
+            addresses (https; plain http only to a loopback host, for tests).
+        gb_region / gb_postcode: a GB region id (1-17) or an outward postcode for the regional
+            forecast of the GB Carbon Intensity API (imply ``zone="GB"``).
+        cloud_region: a cloud region name (``"eu-west-1"``, ``"gcp:europe-west1"``) for the
+            location when no zone is given; else read from environment variables.
+        ip_geolocation: opt in to one IP geolocation lookup when no zone is known (allows the
+            network for it unless offline is set, without turning live values on:
+            ``live_intensity`` then defaults to False); ``ip_geolocation_url`` is the service.
     """
 
     epochs: int | None = None
@@ -126,6 +155,18 @@ class CarbonConfig:
     monitor_metric: str | None = None
     distributed: bool | None = None
     distributed_timeout_s: float = 60.0
+    live_intensity: bool | str | None = None
+    electricitymaps_token: str | None = field(default=None, repr=False)
+    electricitymaps_zone: str | None = None
+    electricitymaps_lat_lon: tuple[float, float] | None = None
+    electricitymaps_base_url: str = ELECTRICITYMAPS_URL
+    energidataservice_base_url: str = ENERGIDATASERVICE_URL
+    gb_base_url: str = GB_CARBON_INTENSITY_URL
+    gb_region: int | None = None
+    gb_postcode: str | None = None
+    cloud_region: str | None = None
+    ip_geolocation: bool = False
+    ip_geolocation_url: str = IP_GEOLOCATION_URL
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -184,9 +225,20 @@ class CarbonConfig:
             self.intensity_g_per_kwh = number
         if self.zone is not None:
             self.zone = normalise_zone(self.zone)
+        self._validate_intensity_sources()
         if self.offline is None:
             env = _env_flag(ENV_OFFLINE)
-            self.offline = True if env is None else env
+            if env is not None:
+                self.offline = env
+            elif self.live_intensity:
+                self.offline = False
+            elif self.ip_geolocation:
+                # the network for the one lookup, not for live values (ask with live_intensity)
+                self.offline = False
+                if self.live_intensity is None:
+                    self.live_intensity = False
+            else:
+                self.offline = True
         self.interval_s = _positive_float("interval_s", self.interval_s)  # type: ignore[assignment]
         if self.interval_s < 0.01 or self.interval_s > 3600:
             raise ConfigError(f"interval_s must be between 0.01 and 3600 s, got {self.interval_s}")
@@ -240,6 +292,84 @@ class CarbonConfig:
                 f"(it becomes part of a file name), got {self.log_file_prefix!r}"
             )
 
+    def _validate_intensity_sources(self) -> None:
+        """Live providers, location and the token: shapes only (zones are checked later)."""
+        live = self.live_intensity
+        if not (live is None or isinstance(live, bool) or live in LIVE_PROVIDERS):
+            raise ConfigError(
+                f"live_intensity must be None, True, False or one of {LIVE_PROVIDERS}, got {live!r}"
+            )
+        if self.electricitymaps_token is None:
+            env_token = os.environ.get(ENV_ELECTRICITYMAPS_TOKEN, "").strip()
+            if env_token:
+                _check_token(env_token, f"environment variable {ENV_ELECTRICITYMAPS_TOKEN}")
+                self.electricitymaps_token = env_token
+        else:
+            _check_token(self.electricitymaps_token, "electricitymaps_token")
+        if live == "electricitymaps" and not self.electricitymaps_token:
+            raise ConfigError(
+                "live_intensity='electricitymaps' needs a token: set electricitymaps_token or "
+                f"the environment variable {ENV_ELECTRICITYMAPS_TOKEN}"
+            )
+        if self.electricitymaps_zone is not None:
+            self.electricitymaps_zone = normalise_zone(self.electricitymaps_zone)
+        if self.electricitymaps_lat_lon is not None:
+            try:
+                lat, lon = (float(v) for v in self.electricitymaps_lat_lon)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    "electricitymaps_lat_lon must be (latitude, longitude) in degrees, "
+                    f"got {self.electricitymaps_lat_lon!r}"
+                ) from None
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                raise ConfigError(
+                    f"electricitymaps_lat_lon=({lat}, {lon}) is outside -90..90, -180..180"
+                )
+            if self.electricitymaps_zone is not None:
+                raise ConfigError("give electricitymaps_zone or electricitymaps_lat_lon, not both")
+            self.electricitymaps_lat_lon = (lat, lon)
+        for name in (
+            "electricitymaps_base_url",
+            "energidataservice_base_url",
+            "gb_base_url",
+            "ip_geolocation_url",
+        ):
+            setattr(self, name, _check_url(name, getattr(self, name)))
+        if self.gb_region is not None and self.gb_postcode is not None:
+            raise ConfigError("give gb_region or gb_postcode, not both")
+        if self.gb_region is not None and (
+            isinstance(self.gb_region, bool)
+            or not isinstance(self.gb_region, int)
+            or not 1 <= self.gb_region <= 17
+        ):
+            raise ConfigError(
+                "gb_region must be a GB Carbon Intensity API region id 1-17, "
+                f"got {self.gb_region!r}"
+            )
+        if self.gb_postcode is not None:
+            if not isinstance(self.gb_postcode, str) or not re.fullmatch(
+                r"[A-Za-z]{1,2}[0-9][A-Za-z0-9]?( ?[0-9][A-Za-z]{2})?", self.gb_postcode.strip()
+            ):
+                raise ConfigError(
+                    f"gb_postcode={self.gb_postcode!r} is not a UK postcode: give the outward "
+                    "code, e.g. 'RG10' or 'SW1A' (only that part is ever sent)"
+                )
+        if self.gb_region is not None or self.gb_postcode is not None:
+            if self.zone is None:
+                self.zone = "GB"
+            elif self.zone != "GB":
+                raise ConfigError(
+                    f"gb_region/gb_postcode are for zone 'GB', but zone={self.zone!r}: drop one"
+                )
+        if self.cloud_region is not None and (
+            not isinstance(self.cloud_region, str) or not self.cloud_region.strip()
+        ):
+            raise ConfigError(
+                f"cloud_region must be a region name such as 'eu-west-1', got {self.cloud_region!r}"
+            )
+        if not isinstance(self.ip_geolocation, bool):
+            raise ConfigError(f"ip_geolocation must be True or False, got {self.ip_geolocation!r}")
+
     # -- helpers ----------------------------------------------------------------------------
     @property
     def measures_gpu(self) -> bool:
@@ -255,6 +385,8 @@ class CarbonConfig:
         """JSON-ready settings, as stored in the run log's header."""
         out = asdict(self)
         out["gpu_ids"] = list(self.gpu_ids) if self.gpu_ids is not None else None
+        if self.electricitymaps_token:  # say that one was set, never what it is
+            out["electricitymaps_token"] = "***"
         return out
 
     @classmethod
@@ -293,6 +425,41 @@ def normalise_zone(zone: str) -> str:
     if not re.fullmatch(r"[A-Z0-9]{2,8}(-[A-Z0-9]{1,8})*", code):
         raise ConfigError(f"zone must be a code such as 'DK', 'US-CA' or 'DK1', got {zone!r}")
     return code
+
+
+def _check_token(token: Any, where: str) -> None:
+    """Refuse a token that cannot be one (the message never repeats the token)."""
+    if not isinstance(token, str):
+        raise ConfigError(f"{where} must be text, got a {type(token).__name__}")
+    if not 8 <= len(token) <= 512:
+        raise ConfigError(
+            f"{where} does not look like an API token ({len(token)} characters; expected "
+            "8 to 512): copy it again from your Electricity Maps account"
+        )
+    if not all(33 <= ord(ch) <= 126 for ch in token):
+        raise ConfigError(
+            f"{where} holds spaces, quotes or other characters a token cannot have (a stray "
+            "newline or 'Bearer ' prefix?): give the bare token"
+        )
+
+
+def _check_url(name: str, url: Any) -> str:
+    """An https URL, or http to a loopback host (tests); no credentials in it."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str):
+        raise ConfigError(f"{name} must be a URL, got {url!r}")
+    parts = urlsplit(url.strip())
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("https", "http") or not host:
+        raise ConfigError(f"{name} must be an https:// URL, got {url!r}")
+    if parts.scheme == "http" and host not in _LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"{name}={url!r}: plain http is accepted only for a loopback host; use https://"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(f"{name} must not hold credentials; use the token setting instead")
+    return url.strip().rstrip("/")
 
 
 def check_writable_dir(path: str) -> None:

@@ -93,7 +93,9 @@ class CarbonTracker:
         self._header_written = False
         self._writer: RunLogWriter | None = None
         self.events = EventLog(listener=self._on_event)
-        # resolving a static intensity is cheap and offline; it validates the zone now
+        # resolving is cheap and validates the zone now; a live provider fetches on its own
+        # thread (never on this one) and is closed by stop()
+        self._owns_intensity = intensity is None
         self._intensity: IntensityProvider = intensity or resolve_intensity(config, self.events)
         self._given_sensors = sensors
         self.run_id = new_run_id()
@@ -233,6 +235,7 @@ class CarbonTracker:
         with self._lock:
             if self._stopped or not self._started:
                 self._stopped = True
+                self._close_intensity()
                 return self.totals()
             self._stopped = True
             try:
@@ -247,7 +250,14 @@ class CarbonTracker:
                         self._meter.stop()
                 if self._writer is not None:
                     self._writer.close()
+                self._close_intensity()
         return self.totals()
+
+    def _close_intensity(self) -> None:
+        """Stop a live provider's refresh thread (only one this tracker resolved itself)."""
+        if self._owns_intensity:
+            with contextlib.suppress(Exception):
+                self._intensity.close()
 
     def _stop(self, status: str) -> None:
         if self._epoch_snap is not None and self._meter is not None:
@@ -451,21 +461,33 @@ class CarbonTracker:
         if total_epochs is not None and self._offset["epochs"]:
             # resumed: the history holds this segment only; predict the rest from it
             total_epochs = max(total_epochs - self._offset["epochs"], len(history))
-        now = time.time()
-        forecast = None
-        if total_epochs is not None or cfg.total_steps is not None:
-            remaining_s = sum(e.duration_s for e in history) / max(1, len(history))
-            forecast = self._intensity.forecast_over(now, now + remaining_s)
-        applied = forecast or intensity
-        pred = predict_run(
-            history,
-            total_epochs=total_epochs,
-            intensity_g_per_kwh=applied.intensity_g_per_kwh,
-            total_steps=cfg.total_steps,
-            steps_done=self._steps_done,
-        )
+
+        def run(intensity_g_per_kwh: float) -> Prediction | None:
+            return predict_run(
+                history,
+                total_epochs=total_epochs,
+                intensity_g_per_kwh=intensity_g_per_kwh,
+                total_steps=cfg.total_steps,
+                steps_done=self._steps_done,
+            )
+
+        pred = run(intensity.intensity_g_per_kwh)
         if pred is None:
             return
+        # the remaining energy is used over the predicted remaining time: apply the forecast
+        # over that span where the source has one (time-weighted; labelled beyond its horizon)
+        applied = intensity
+        remaining_s = pred.duration_s - sum(e.duration_s for e in history)
+        if remaining_s > 0:
+            now = time.time()
+            try:
+                forecast = self._intensity.forecast_over(now, now + remaining_s)
+            except Exception as exc:  # noqa: BLE001 - a forecast must not cost the epoch
+                forecast = None
+                self.events.record("forecast_failed", f"forecast_over failed: {exc!r}", "tracker")
+            if forecast is not None:
+                applied = forecast
+                pred = run(forecast.intensity_g_per_kwh) or pred
         if self._offset["epochs"]:
             pred = _shift_prediction(pred, self._offset, cfg.epochs)
         self.prediction = pred

@@ -1,5 +1,14 @@
-"""Carbon intensity of electricity: packaged tables, user values and (later) live providers."""
+"""Carbon intensity of electricity: packaged tables, user values, live providers, location,
+forecasts and carbon-aware start times (see ``docs/intensity.md``).
 
-from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityProvider
+Importing this package opens no socket and starts no thread; the live providers' modules import
+``requests`` only when they make a request.
+"""
 
-__all__ = ["IntensityEstimate", "IntensityProvider"]
+from carbon_callbacks.core.intensity.base import (
+    IntensityEstimate,
+    IntensityProvider,
+    IntensitySegment,
+)
+
+__all__ = ["IntensityEstimate", "IntensityProvider", "IntensitySegment"]

@@ -4,7 +4,8 @@ A provider answers one question: what was (or will be) the carbon intensity of t
 used in a zone over a time window? The answer carries its provenance: the value in gCO2eq/kWh,
 the zone, the source, the basis (lifecycle or direct emissions), whether it is a measurement, a
 forecast, an annual average, a user-stated value or a labelled fallback, and the year or the
-time span it stands for.
+time span it stands for. A live value that changed within the window also lists the
+:class:`IntensitySegment` values it was time-weighted from.
 """
 
 from __future__ import annotations
@@ -13,10 +14,44 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any
 
-#: Allowed values of :attr:`IntensityEstimate.kind`.
-KINDS = ("measured", "forecast", "annual_average", "user", "fallback")
+#: Allowed values of :attr:`IntensityEstimate.kind`. ``"mixed"``: a time-weighted value whose
+#: segments are of different kinds (e.g. measured, then a held or annual value for a gap).
+KINDS = ("measured", "forecast", "annual_average", "user", "fallback", "mixed")
 #: Allowed values of :attr:`IntensityEstimate.basis`.
 BASES = ("lifecycle", "direct", "unknown")
+
+
+@dataclass(frozen=True)
+class IntensitySegment:
+    """One stretch of a window over which a single intensity value applied.
+
+    Attributes:
+        start_unix_s / end_unix_s: the stretch (seconds since the Unix epoch, UTC).
+        intensity_g_per_kwh: grams CO2eq per kWh applied over it.
+        kind: ``"measured"``, ``"forecast"``, ``"annual_average"``, ``"user"``, ``"fallback"``, or
+            ``"mixed"`` for a stretch merged from values of different kinds.
+        source: the dataset or table it came from.
+        basis: ``"lifecycle"``, ``"direct"`` or ``"unknown"``.
+        value_start_unix_s / value_end_unix_s: the time slot the published value is for (a
+            held value's slot lies before the stretch), ``None`` for annual values.
+        note: why this value was used where it is not the slot's own value, e.g. ``"held"`` (the
+            last value, carried over a gap) or ``"no live value yet"``; else ``""``.
+    """
+
+    start_unix_s: float
+    end_unix_s: float
+    intensity_g_per_kwh: float
+    kind: str
+    source: str
+    basis: str = "unknown"
+    value_start_unix_s: float | None = None
+    value_end_unix_s: float | None = None
+    note: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the stretch in seconds."""
+        return self.end_unix_s - self.start_unix_s
 
 
 @dataclass(frozen=True)
@@ -31,7 +66,9 @@ class IntensityEstimate:
         basis: ``"lifecycle"``, ``"direct"`` or ``"unknown"``.
         kind: ``"measured"``, ``"forecast"``, ``"annual_average"``, ``"user"`` or ``"fallback"``.
         year: the year an annual average stands for, else ``None``.
-        start_unix_s / end_unix_s: the time span live values cover, else ``None``.
+        start_unix_s / end_unix_s: the window a live value was computed for, else ``None``.
+        segments: for live values, the values applied over the window, oldest first; the
+            estimate is their time-weighted mean. Empty for values that do not vary in time.
     """
 
     intensity_g_per_kwh: float
@@ -42,6 +79,7 @@ class IntensityEstimate:
     year: int | None = None
     start_unix_s: float | None = None
     end_unix_s: float | None = None
+    segments: tuple[IntensitySegment, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -57,8 +95,10 @@ class IntensityEstimate:
         return self.kind == "fallback"
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dict."""
-        return asdict(self)
+        """Return a JSON-ready dict (``segments`` as a list of dicts)."""
+        out = asdict(self)
+        out["segments"] = list(out["segments"])
+        return out
 
     def describe(self) -> str:
         """One line for reports, e.g. ``"DK 150.0 g/kWh (annual average 2024, Ember ...)"``."""

@@ -3,21 +3,38 @@
 Precedence, first match wins:
 
 1. ``config.intensity_g_per_kwh``: a user-stated value (labelled with ``config.zone`` if given);
-2. ``config.zone``: the zone's provider (country ``"DK"``, US state ``"US-CA"``, ``"WORLD"``);
+2. ``config.zone`` (``gb_region``/``gb_postcode`` imply ``"GB"``): the zone's provider
+   (country ``"DK"``, US state ``"US-CA"``, grid zone ``"DK1"``, ``"WORLD"``);
 3. ``$CARBON_CALLBACKS_INTENSITY_G_PER_KWH`` (labelled with ``$CARBON_CALLBACKS_ZONE`` if set);
 4. ``$CARBON_CALLBACKS_ZONE``;
-5. the world average, labelled as a fallback, with one ``intensity_fallback`` warning event that
-   says how to set the zone. (Opt-in IP geolocation, a later feature, would slot in before this.)
+5. the cloud region: the ``cloud_region`` setting, else ``AWS_REGION``, ``AWS_DEFAULT_REGION``,
+   ``GOOGLE_CLOUD_REGION``, ``CLOUD_RUN_REGION``, ``FUNCTION_REGION``, ``REGION_NAME`` through the
+   packaged map (no metadata server is called); announced with one event;
+6. IP geolocation, only with ``ip_geolocation=True`` and the network allowed (one lookup per
+   process, short timeouts, the result announced);
+7. the world average, labelled as a fallback, with one ``intensity_fallback`` warning event that
+   says how to set the zone.
 
 An unknown zone, from a setting or the environment, is refused with :class:`ConfigError` (an
 :class:`~carbon_callbacks.core.intensity.static.UnknownZoneError`) that suggests close matches.
 
-Live providers (Energi Data Service for DK1/DK2, the GB Carbon Intensity API, Electricity Maps)
-plug in through :func:`register_live_provider`. A registered factory is called only when the run
-allows the network (``config.offline`` is False); with ``offline=True`` nothing here, nor any
-factory, is called that could open a socket. A factory must not block: it returns a provider that
-fetches on its own background thread. If it raises, the run degrades to the packaged annual
-average with one warning event. This module itself opens no connection.
+**Live values** (see ``docs/intensity.md``). The zone's live provider is used only when the run
+allows the network (``config.offline`` is False: the default only when ``live_intensity`` or
+``ip_geolocation`` asks for it) and ``live_intensity`` is not False:
+
+- Energi Data Service for ``DK1``, ``DK2`` and ``DK``, the GB Carbon Intensity API for ``GB``
+  (both key-less, built in);
+- any zone with an Electricity Maps token (``electricitymaps_token`` or
+  ``$CARBON_CALLBACKS_ELECTRICITYMAPS_TOKEN``);
+- a provider registered with :func:`register_live_provider` (it wins over the built-in one).
+
+``live_intensity=True`` (or a provider name) with a zone set explicitly and no live source for it
+is refused at construction; for a zone found from the cloud region or IP, it degrades to the
+annual average with one event. With ``offline=True`` nothing here, nor any factory, is called
+that could open a socket, and any live setting that is therefore unused is named in one event. A
+factory must not block: it returns a provider that fetches on its own background thread. If it
+raises, the run degrades to the packaged annual average with one warning event. This module
+itself opens no connection, except the opt-in IP lookup.
 """
 
 from __future__ import annotations
@@ -27,17 +44,20 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from carbon_callbacks.core.config import ENV_INTENSITY, ENV_ZONE, CarbonConfig, ConfigError
 from carbon_callbacks.core.config import normalise_zone as _normalise_zone
 from carbon_callbacks.core.events import EventLog
 from carbon_callbacks.core.intensity.base import IntensityProvider
+from carbon_callbacks.core.intensity.http import FetchError, HttpClient
 from carbon_callbacks.core.intensity.static import (
     WORLD_INTENSITY_G_PER_KWH,
     WORLD_YEAR,
     StaticIntensityProvider,
     UserIntensityProvider,
     known_zones,
+    load_us_state_table,
     unknown_zone_error,
 )
 
@@ -45,7 +65,18 @@ from carbon_callbacks.core.intensity.static import (
 EVENT_FALLBACK = "intensity_fallback"
 EVENT_LIVE_FAILED = "intensity_live_failed"
 EVENT_OFFLINE_SUBSTITUTE = "intensity_offline_substitute"
+EVENT_LIVE_UNAVAILABLE = "intensity_live_unavailable"
+EVENT_LIVE_OFFLINE = "intensity_live_offline"
+EVENT_LOCATION = "intensity_location"
 EVENT_SOURCE = "intensity"
+
+#: Key-less live zones built in: zone -> (provider, packaged zone used offline or ``None``).
+BUILTIN_LIVE_ZONES = {
+    "DK": ("energidataservice", None),
+    "DK1": ("energidataservice", "DK"),
+    "DK2": ("energidataservice", "DK"),
+    "GB": ("gb", None),
+}
 
 #: ``factory(zone, config, events) -> provider``; must not block or fetch on the caller's thread.
 LiveProviderFactory = Callable[[str, CarbonConfig, EventLog], IntensityProvider]
@@ -105,9 +136,9 @@ def unregister_live_provider(zone: str) -> None:
 
 
 def live_zones() -> set[str]:
-    """Zones that have a registered live provider."""
+    """Zones that have a live provider: registered ones and the built-in key-less ones."""
     with _LIVE_LOCK:
-        return set(_LIVE)
+        return set(_LIVE) | set(BUILTIN_LIVE_ZONES)
 
 
 def validate_zone(zone: str, *, setting: str = "zone") -> str:
@@ -155,38 +186,275 @@ def _env_intensity_g_per_kwh(raw: str) -> float:
     return value
 
 
-def _zone_provider(zone: str, config: CarbonConfig, events: EventLog) -> IntensityProvider:
-    """The provider for a validated zone: live when allowed and registered, else the table."""
-    with _LIVE_LOCK:
-        spec = _LIVE.get(zone)
-    if spec is not None and config.offline is False:
-        try:
-            return spec.factory(zone, config, events)
-        except Exception as exc:  # noqa: BLE001 - a live source must never stop the run
-            events.record(
-                EVENT_LIVE_FAILED,
-                f"live carbon intensity for {zone} could not start ({exc}); "
-                "using the packaged annual average instead",
-                EVENT_SOURCE,
-            )
-    if spec is not None and spec.offline_zone is not None:
+def _static_for(
+    zone: str, spec: LiveProviderSpec | None, config: CarbonConfig, events: EventLog
+) -> IntensityProvider:
+    offline_zone = spec.offline_zone if spec is not None else None
+    if spec is None and zone in BUILTIN_LIVE_ZONES:
+        offline_zone = BUILTIN_LIVE_ZONES[zone][1]
+    if offline_zone is not None:
         events.record(
             EVENT_OFFLINE_SUBSTITUTE,
             f"zone {zone} has only a live source; using the annual average of "
-            f"{spec.offline_zone} from the packaged table"
+            f"{offline_zone} from the packaged table"
             + (" (offline=True)" if config.offline is not False else ""),
             EVENT_SOURCE,
         )
-        return StaticIntensityProvider(spec.offline_zone)
+        return StaticIntensityProvider(offline_zone)
     return StaticIntensityProvider(zone)
 
 
-def _record_fallback_once(events: EventLog) -> None:
+def _zone_provider(
+    zone: str, config: CarbonConfig, events: EventLog, *, explicit: bool = True
+) -> IntensityProvider:
+    """The provider for a validated zone: live when allowed and available, else the table.
+
+    Args:
+        explicit: the zone came from a setting or ``$CARBON_CALLBACKS_ZONE`` (a live request
+            that cannot be met is then refused, not degraded).
+    """
+    with _LIVE_LOCK:
+        spec = _LIVE.get(zone)
+    if config.offline is not False or config.live_intensity is False:
+        return _static_for(zone, spec, config, events)
+    choice, reason = _live_choice(zone, spec, config)
+    if choice is None:
+        if config.live_intensity:
+            if explicit:
+                raise ConfigError(reason)
+            events.record(
+                EVENT_LIVE_UNAVAILABLE, f"{reason}; using the annual average", EVENT_SOURCE
+            )
+        return _static_for(zone, spec, config, events)
+    try:
+        if isinstance(choice, LiveProviderSpec):
+            return choice.factory(zone, config, events)
+        return live_provider(choice, zone, config, events)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a live source must never stop the run
+        events.record(
+            EVENT_LIVE_FAILED,
+            f"live carbon intensity for {zone} could not start ({exc}); "
+            "using the packaged annual average instead",
+            EVENT_SOURCE,
+        )
+    return _static_for(zone, spec, config, events)
+
+
+def _live_choice(
+    zone: str, spec: LiveProviderSpec | None, config: CarbonConfig
+) -> tuple[str | LiveProviderSpec | None, str]:
+    """What serves ``zone`` live under the settings: a built-in provider's name, a registered
+    spec, or ``None`` and why not."""
+    mode = config.live_intensity
+    builtin = BUILTIN_LIVE_ZONES.get(zone, (None, None))[0]
+    if mode in ("energidataservice", "gb"):
+        if builtin != mode:
+            served = sorted(z for z, (p, _) in BUILTIN_LIVE_ZONES.items() if p == mode)
+            return None, (
+                f"live_intensity={mode!r} serves zone(s) {served}, not zone {zone!r}: set the "
+                "zone accordingly, or live_intensity=True to pick the zone's own source"
+            )
+        return mode, ""
+    if mode != "electricitymaps":
+        if spec is not None:
+            return spec, ""
+        if builtin is not None:
+            return builtin, ""
+    if not config.electricitymaps_token:
+        return None, (
+            f"no live carbon intensity for zone {zone!r} without a key: Energi Data Service "
+            "serves DK, DK1 and DK2 and the GB Carbon Intensity API serves GB; for other zones "
+            "set electricitymaps_token (or $CARBON_CALLBACKS_ELECTRICITYMAPS_TOKEN), or leave "
+            "live_intensity unset to use the annual average"
+        )
+    if zone == "WORLD":
+        return None, "zone 'WORLD' has no live source; give the zone of your electricity"
+    if (
+        zone.startswith("US-")
+        and config.electricitymaps_zone is None
+        and config.electricitymaps_lat_lon is None
+    ):
+        return None, (
+            f"Electricity Maps names US grids by balancing authority, not by state: for zone "
+            f"{zone!r} set electricitymaps_zone (e.g. 'US-CAL-CISO') or electricitymaps_lat_lon"
+        )
+    return "electricitymaps", ""
+
+
+def build_live_source(
+    choice: str, zone: str | None, config: CarbonConfig
+) -> tuple[Any, str | None]:
+    """The :class:`~carbon_callbacks.core.intensity.live.LiveSource` of a built-in provider and
+    the packaged zone for its fallback (``None``: the world average).
+
+    Args:
+        choice: ``"energidataservice"``, ``"gb"`` or ``"electricitymaps"``.
+        zone: our zone code (``None`` only for Electricity Maps with its own zone or position).
+    """
+    if choice == "energidataservice":
+        from carbon_callbacks.core.intensity.energidataservice import EnergiDataServiceSource
+
+        assert zone is not None
+        source = EnergiDataServiceSource(zone, base_url=config.energidataservice_base_url)
+        return source, BUILTIN_LIVE_ZONES[zone][1] or zone
+    if choice == "gb":
+        from carbon_callbacks.core.intensity.gb import GBCarbonIntensitySource
+
+        source = GBCarbonIntensitySource(
+            region_id=config.gb_region, postcode=config.gb_postcode, base_url=config.gb_base_url
+        )
+        return source, "GB"
+    if choice == "electricitymaps":
+        from carbon_callbacks.core.intensity.electricitymaps import (
+            ElectricityMapsSource,
+            electricitymaps_zone,
+        )
+
+        if not config.electricitymaps_token:
+            raise ConfigError("Electricity Maps needs electricitymaps_token")
+        em_zone = config.electricitymaps_zone
+        if em_zone is None and config.electricitymaps_lat_lon is None and zone is not None:
+            em_zone = electricitymaps_zone(zone)
+        source = ElectricityMapsSource(
+            config.electricitymaps_token,
+            zone=em_zone,
+            lat_lon=config.electricitymaps_lat_lon if em_zone is None else None,
+            label=em_zone or zone,
+            base_url=config.electricitymaps_base_url,
+        )
+        static_zone = (BUILTIN_LIVE_ZONES.get(zone, (None, None))[1] or zone) if zone else None
+        return source, static_zone
+    raise ValueError(f"unknown live provider {choice!r}")
+
+
+def live_provider(
+    choice: str, zone: str | None, config: CarbonConfig, events: EventLog
+) -> IntensityProvider:
+    """A built-in live provider, refreshing on its own thread (see :func:`build_live_source`)."""
+    from carbon_callbacks.core.intensity.live import LiveIntensityProvider
+
+    source, static_zone = build_live_source(choice, zone, config)
+    fallback = (
+        StaticIntensityProvider(static_zone)
+        if static_zone is not None
+        else StaticIntensityProvider.world_fallback()
+    )
+    client = HttpClient(offline=config.offline is not False)
+    return LiveIntensityProvider(source, fallback, events, client=client)
+
+
+def live_source_for(config: CarbonConfig) -> Any:
+    """The live source for ``config.zone`` (or its Electricity Maps zone/position), for one-off
+    fetches such as :func:`~carbon_callbacks.core.intensity.schedule.best_start`.
+
+    Raises:
+        ConfigError: no zone, an unknown zone, or no live source for it under the settings.
+    """
+    if config.zone is None:
+        if config.electricitymaps_token and (
+            config.electricitymaps_zone is not None or config.electricitymaps_lat_lon is not None
+        ):
+            return build_live_source("electricitymaps", None, config)[0]
+        raise ConfigError(
+            "give the zone to plan for: zone='DK1', 'DK2', 'DK' or 'GB' (no key needed), or a "
+            "zone with an Electricity Maps token"
+        )
+    zone = validate_zone(config.zone)
+    with _LIVE_LOCK:
+        spec = _LIVE.get(zone)
+    choice, reason = _live_choice(zone, spec, config)
+    if choice is None:
+        raise ConfigError(reason)
+    if isinstance(choice, LiveProviderSpec):
+        raise ConfigError(
+            f"zone {zone!r} is served by a registered custom provider; planning uses the "
+            "built-in providers only (set live_intensity to one of them)"
+        )
+    return build_live_source(choice, zone, config)[0]
+
+
+def _note_unused_live_settings(config: CarbonConfig, events: EventLog) -> None:
+    """One event naming live settings the run will not use (offline, or live_intensity=False):
+    never silently."""
+    offline = config.offline is not False
+    if not offline and config.live_intensity is not False:
+        return
+    candidates = [
+        (f"live_intensity={config.live_intensity!r}", bool(config.live_intensity)),
+        ("electricitymaps_token", bool(config.electricitymaps_token)),
+        ("electricitymaps_zone", config.electricitymaps_zone is not None),
+        ("electricitymaps_lat_lon", config.electricitymaps_lat_lon is not None),
+        ("gb_region", config.gb_region is not None),
+        ("gb_postcode", config.gb_postcode is not None),
+    ]
+    if offline:
+        candidates.append(("ip_geolocation=True", config.ip_geolocation))
+    unused = [name for name, used in candidates if used]
+    if not unused:
+        return
+    why = (
+        "offline (offline=True or $CARBON_CALLBACKS_OFFLINE)" if offline else "live_intensity=False"
+    )
+    events.record(
+        EVENT_LIVE_OFFLINE,
+        f"{why}: {', '.join(unused)} not used"
+        + (" and no network is touched" if offline else "")
+        + "; the packaged annual average applies",
+        EVENT_SOURCE,
+    )
+
+
+def _us_states_by_name() -> dict[str, str]:
+    return {entry.name.upper(): zone for zone, entry in load_us_state_table().items()}
+
+
+def _locate(
+    config: CarbonConfig, events: EventLog, env: Mapping[str, str]
+) -> tuple[str | None, str]:
+    """Zone from the cloud region, then opt-in IP geolocation; else ``(None, why)``."""
+    from carbon_callbacks.core.intensity.location import cloud_region_location, ip_location
+
+    location = cloud_region_location(config.cloud_region, env)
+    if location is not None:
+        events.record(
+            EVENT_LOCATION,
+            f"zone {location.zone} taken from the cloud region, {location.detail}; if this "
+            "machine is not in that region, set zone (or $CARBON_CALLBACKS_ZONE)",
+            EVENT_SOURCE,
+        )
+        return location.zone, ""
+    if not config.ip_geolocation:
+        return None, ""
+    if config.offline is not False:
+        return None, "ip_geolocation=True was not used because the run is offline"
+    try:
+        found = ip_location(
+            config.ip_geolocation_url,
+            known_zones(),
+            _us_states_by_name(),
+            offline=False,
+        )
+    except FetchError as exc:
+        return None, f"IP geolocation failed ({exc})"
+    events.record(
+        EVENT_LOCATION,
+        f"zone {found.zone} from IP geolocation: {found.detail}. This locates where your "
+        "network meets the internet (VPN, proxy, campus), not necessarily this machine; set "
+        "zone to be sure",
+        EVENT_SOURCE,
+    )
+    return found.zone, ""
+
+
+def _record_fallback_once(events: EventLog, reason: str = "") -> None:
     if any(e.kind == EVENT_FALLBACK for e in events.events):
         return
     events.record(
         EVENT_FALLBACK,
-        f"no location given: using the world average {WORLD_INTENSITY_G_PER_KWH:g} gCO2eq/kWh "
+        (f"{reason}; " if reason else "")
+        + f"no location given: using the world average {WORLD_INTENSITY_G_PER_KWH:g} gCO2eq/kWh "
         f"({WORLD_YEAR}), which can be several times off for your grid. Set zone='DK' "
         "(ISO 3166-1 alpha-2 country) or zone='US-CA' (US state), or the environment variable "
         f"{ENV_ZONE}; or give the value with intensity_g_per_kwh / {ENV_INTENSITY}",
@@ -200,15 +468,24 @@ def resolve_intensity(
     """The intensity provider for a run, by the precedence in the module docstring.
 
     Args:
-        config: the run's settings (``intensity_g_per_kwh``, ``zone``, ``offline``).
+        config: the run's settings (``intensity_g_per_kwh``, ``zone``, ``offline``, the live
+            and location settings).
         events: where the fallback warning (at most one per log) and degradations go.
         env: environment variables (default ``os.environ``; tests pass a dict).
 
     Raises:
         ConfigError: an unknown zone, or an unparsable ``$CARBON_CALLBACKS_INTENSITY_G_PER_KWH``.
     """
+    _note_unused_live_settings(config, events)
     if config.intensity_g_per_kwh is not None:
         label = validate_zone(config.zone) if config.zone is not None else None
+        if config.live_intensity and config.offline is False:
+            events.record(
+                EVENT_LIVE_UNAVAILABLE,
+                f"intensity_g_per_kwh={config.intensity_g_per_kwh:g} is given, so "
+                f"live_intensity={config.live_intensity!r} is not used",
+                EVENT_SOURCE,
+            )
         return UserIntensityProvider(
             config.intensity_g_per_kwh, label, source="user-stated value (intensity_g_per_kwh)"
         )
@@ -225,5 +502,15 @@ def resolve_intensity(
         )
     if zone is not None:
         return _zone_provider(zone, config, events)
-    _record_fallback_once(events)
+    located, why = _locate(config, events, env)
+    if located is not None:
+        return _zone_provider(validate_zone(located), config, events, explicit=False)
+    if (
+        (config.electricitymaps_zone is not None or config.electricitymaps_lat_lon is not None)
+        and config.electricitymaps_token
+        and config.offline is False
+        and config.live_intensity is not False
+    ):
+        return live_provider("electricitymaps", None, config, events)
+    _record_fallback_once(events, why)
     return StaticIntensityProvider.world_fallback()
