@@ -91,7 +91,10 @@ def format_final(
         describe_sensors(sensors),
     ]
     if events:
-        lines.append(f"  {events} degradation(s) recorded: see the run log's event records")
+        lines.append(
+            f"  {events} event(s) recorded (degradations and notes): see the run log's "
+            "event records"
+        )
     if log_path:
         lines.append(f"  Run log: {log_path}")
     return "\n".join(lines)

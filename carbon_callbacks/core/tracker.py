@@ -90,6 +90,7 @@ class CarbonTracker:
                 config = dataclasses.replace(config, epochs=epochs)  # validated again
         self.config: CarbonConfig = config
         self._pending_events: list[Event] = []
+        self._events_lock = threading.Lock()
         self._header_written = False
         self._writer: RunLogWriter | None = None
         self.events = EventLog(listener=self._on_event)
@@ -218,10 +219,11 @@ class CarbonTracker:
                 },
             }
         )
-        self._header_written = True
-        for event in self._pending_events:
+        with self._events_lock:  # events from other threads wait for the swap
+            self._header_written = True
+            pending, self._pending_events = self._pending_events, []
+        for event in pending:
             self._write({"type": "event", **event.to_dict()})
-        self._pending_events.clear()
 
     def stop(self, status: str = "completed") -> dict[str, float]:
         """Stop measuring, write the footer and print the final report. Idempotent.
@@ -688,13 +690,14 @@ class CarbonTracker:
         if self._started:
             raise TypeError("a started CarbonTracker cannot be pickled")
         state = self.__dict__.copy()
-        for key in ("_lock", "events"):
+        for key in ("_lock", "events", "_events_lock"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
+        self._events_lock = threading.Lock()
         self.events = EventLog(listener=self._on_event)
 
     # -- accessors -------------------------------------------------------------------------------
@@ -747,10 +750,11 @@ class CarbonTracker:
             self._writer.write(record)
 
     def _on_event(self, event: Event) -> None:
-        if not self._header_written:
-            self._pending_events.append(event)
-        else:
-            self._write({"type": "event", **event.to_dict()})
+        with self._events_lock:
+            if not self._header_written:
+                self._pending_events.append(event)
+                return
+        self._write({"type": "event", **event.to_dict()})
 
     def _print(self, text: str) -> None:
         try:
