@@ -1,10 +1,9 @@
 """Keras 3 (any backend): ``model.fit(..., callbacks=[CarbonCallback(...), CSVLogger(...)])``.
 
-Translation only: Keras hooks -> :class:`~carbon_callbacks.core.tracker.CarbonTracker` calls; the
-tracker's metrics -> the epoch's ``logs`` dict, so History and every callback placed *after* this
-one (CSVLogger, EarlyStopping, TensorBoard, W&B) see them; a budget decision ->
-``model.stop_training``. Keras hands one ``logs`` dict to the callbacks in list order, so a
-callback placed before this one never sees the carbon keys: a warning says so at train begin.
+Translation only: Keras hooks -> :class:`~carbon_callbacks.core.tracker.CarbonTracker` calls;
+its metrics -> the epoch's ``logs`` dict, which Keras hands to the callbacks in list order: History
+and the callbacks placed *after* this one (CSVLogger, EarlyStopping, TensorBoard, W&B) see them,
+those before it do not (a warning at train begin says so); a budget -> ``model.stop_training``.
 
 Every key this callback logs is in ``logs`` from the first epoch on (CSVLogger fixes its columns
 there): a value not available yet (the prediction keys before the first prediction) is NaN.
@@ -30,15 +29,7 @@ from carbon_callbacks.integrations._tensorboard import ScalarWriter
 #: Callbacks that read the epoch's logs: they must stand after this one.
 _LOG_READERS = tuple(
     getattr(keras.callbacks, name)
-    for name in (
-        "CSVLogger",
-        "TensorBoard",
-        "EarlyStopping",
-        "ModelCheckpoint",
-        "ReduceLROnPlateau",
-        "RemoteMonitor",
-    )
-    if hasattr(keras.callbacks, name)
+    for name in "CSVLogger TensorBoard EarlyStopping ModelCheckpoint ReduceLROnPlateau".split()
 )
 #: Top-level packages whose Keras callbacks log metrics (W&B, MLflow, ...).
 _LOGGER_PACKAGES = {"wandb", "mlflow", "comet_ml", "neptune", "clearml", "dvclive"}
@@ -67,12 +58,7 @@ class CarbonCallback(keras.callbacks.Callback):
         super().__init__()
         self.tracker = tracker or CarbonTracker(config=config, **settings)
         if tensorboard_dir is not None:
-            if importlib.util.find_spec("tensorboard") is None:
-                raise ConfigError(
-                    "tensorboard_dir needs the tensorboard package: pip install tensorboard "
-                    "(or pass tensorboard_dir=None)"
-                )
-            check_writable_dir(str(tensorboard_dir))
+            _check_tensorboard_dir(str(tensorboard_dir))
         self.tensorboard_dir = None if tensorboard_dir is None else str(tensorboard_dir)
         self._writer: ScalarWriter | None = None
         self._keys: tuple[str, ...] = ()
@@ -138,6 +124,16 @@ class CarbonCallback(keras.callbacks.Callback):
             "training and the other logs continue",
             "keras",
         )
+
+
+def _check_tensorboard_dir(path: str) -> None:
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("tensorboard_dir needs the tensorboard package: pip install tensorboard")
+    try:
+        check_writable_dir(path)
+    except ConfigError as exc:  # the same check as log_dir's, named after this setting
+        detail = str(exc).split(";")[0].replace("log_dir", "tensorboard_dir", 1)
+        raise ConfigError(f"{detail}; use a writable folder or tensorboard_dir=None") from None
 
 
 def _log_readers_before(callback: CarbonCallback) -> list[str]:
