@@ -66,7 +66,8 @@ class CarbonCallback(TrainerCallback):
         self._budget_stopped = False
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.trainer = self.trainer or _running_trainer()
+        if self.trainer is None:
+            self.trainer = _running_trainer()
         if self.trainer is None:
             self.tracker.events.record(
                 "no_trainer",
