@@ -1,0 +1,155 @@
+"""Hugging Face transformers: ``Trainer(..., callbacks=[CarbonCallback(...)])``.
+
+Translation only: Trainer hooks -> :class:`~carbon_callbacks.core.tracker.CarbonTracker` calls;
+the tracker's metrics -> ``trainer.log`` (so they reach ``state.log_history`` and every
+``report_to`` integration: TensorBoard, W&B, MLflow...); a budget decision ->
+``control.should_training_stop``.
+
+The epoch window is ``on_epoch_begin`` -> that epoch's evaluation, when one runs after the
+epoch (``eval_strategy="epoch"``; the Trainer runs it after ``on_epoch_end``), else
+``on_epoch_end``; evaluation is also recorded as its own ``"evaluation"`` phase. Under
+``torch.distributed`` every rank measures; world process zero logs the sum over ranks and writes
+the run log (the other ranks build their tracker with ``log_dir=None, verbose=0``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from typing import Any
+
+from transformers import Trainer, TrainerCallback
+
+from carbon_callbacks.core import distributed
+from carbon_callbacks.core import metrics as keys
+from carbon_callbacks.core.config import CarbonConfig
+from carbon_callbacks.core.tracker import CarbonTracker
+
+#: Keys whose per-rank values add up; durations and intensity are world process zero's.
+_SUMMED = tuple(
+    k
+    for k in keys.ALL_KEYS
+    if k not in (keys.EPOCH_DURATION_S, keys.INTENSITY_G_PER_KWH, keys.PRED_DURATION_S)
+)
+_STOP = "stop_votes"
+
+
+class CarbonCallback(TrainerCallback):
+    """Log energy and CO2eq per epoch as ``carbon/...`` metrics through ``trainer.log``.
+
+    Args:
+        config: a ready :class:`CarbonConfig`, or pass its fields as keyword arguments
+            (``pue``, ``zone``, ``log_dir``...). ``epochs``/``total_steps`` default to the
+            Trainer's plan.
+        tracker: a ready tracker (advanced; overrides the settings).
+        trainer: the Trainer; found automatically when ``train()`` starts if not given.
+    """
+
+    def __init__(
+        self,
+        config: CarbonConfig | None = None,
+        *,
+        tracker: CarbonTracker | None = None,
+        trainer: Trainer | None = None,
+        **settings: Any,
+    ):
+        if tracker is None and not distributed.is_rank_zero():  # no run log, no report here
+            if config is not None:
+                config = dataclasses.replace(config, log_dir=None, verbose=0)
+            else:
+                settings = {**settings, "log_dir": None, "verbose": 0}
+        self.tracker = tracker or CarbonTracker(config=config, **settings)
+        self.trainer = trainer
+        self._epoch_first_step = 0
+        self._epoch_steps: int | None = None  # set while the epoch waits for its evaluation
+        self._budget_stopped = False
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer is None:
+            self.trainer = _running_trainer()
+        if self.trainer is None:
+            self.tracker.events.record(
+                "no_trainer",
+                "the Trainer was not found: carbon metrics go to the run log only; pass "
+                "CarbonCallback(trainer=trainer) or set callback.trainer = trainer",
+                "huggingface",
+            )
+        if args.max_steps > 0 or not float(args.num_train_epochs).is_integer():
+            self.tracker.set_planned(total_steps=state.max_steps)  # predict from steps
+        else:
+            self.tracker.set_planned(epochs=state.num_train_epochs, total_steps=state.max_steps)
+        self.tracker.start()
+        if args.eval_on_start:
+            self.tracker.begin_phase("evaluation")
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._end_waiting_epoch(state, control)  # its evaluation never came
+        self._epoch_first_step = state.global_step
+        self.tracker.epoch_start()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_evaluate:  # set by DefaultFlowCallback, which runs first
+            self.tracker.begin_phase("evaluation")
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        steps = state.global_step - self._epoch_first_step
+        if control.should_evaluate:  # this epoch's evaluation comes next: it belongs to it
+            self._epoch_steps = steps
+            self.tracker.begin_phase("evaluation")
+        else:
+            self._end_epoch(steps, state, control)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.tracker.end_phase("evaluation")
+        self._end_waiting_epoch(state, control)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._end_waiting_epoch(state, control)
+        name = self.tracker.config.monitor_metric
+        values = [log[name] for log in state.log_history if name is not None and name in log]
+        if values and state.is_world_process_zero:
+            self.tracker.record_metric(name, float(values[-1]))
+        self.tracker.stop("interrupted" if self._budget_stopped else "completed")
+
+    def _end_waiting_epoch(self, state: Any, control: Any) -> None:
+        if self._epoch_steps is not None:
+            steps, self._epoch_steps = self._epoch_steps, None
+            self._end_epoch(steps, state, control)
+
+    def _end_epoch(self, steps: int, state: Any, control: Any) -> None:
+        metrics = self.tracker.epoch_end(steps=steps)
+        own = {key: metrics.get(key, math.nan) for key in _SUMMED}
+        summed = distributed.sum_across_ranks({**own, _STOP: float(self.tracker.should_stop)})
+        if summed.pop(_STOP) > 0:  # any rank's budget stops every rank (the same decision)
+            control.should_training_stop = self._budget_stopped = True
+            if state.is_world_process_zero and self.tracker.config.verbose >= 1:
+                reason = self.tracker.stop_reason or "the budget of another rank"
+                print(f"carbon_callbacks: stopping training: {reason}")
+        if not state.is_world_process_zero or self.trainer is None or not metrics:
+            return
+        logged = {key: summed.get(key, value) for key, value in metrics.items()}
+        if any(math.isnan(v) for v in logged.values()):
+            self.tracker.events.record(
+                "rank_metrics_missing",
+                "a rank had no value for some carbon keys this epoch; they are not logged",
+                "huggingface",
+            )
+            logged = {key: value for key, value in logged.items() if not math.isnan(value)}
+        should_log = control.should_log  # trainer.log resets it: keep the epoch's loss log
+        self.trainer.log(logged)
+        control.should_log = self.trainer.control.should_log = should_log
+
+
+def _running_trainer() -> Trainer | None:
+    """The Trainer whose ``train()`` called this hook (three frames up: handler, loop)."""
+    frame = inspect.currentframe()
+    try:
+        for _ in range(8):
+            frame = frame.f_back if frame is not None else None
+            owner = frame.f_locals.get("self") if frame is not None else None
+            if isinstance(owner, Trainer):
+                return owner
+        return None
+    finally:
+        del frame

@@ -1,0 +1,287 @@
+"""Real Hugging Face Trainer runs on a tiny BERT built from a config (CPU, no hub download)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from carbon_expect import expected_series, same  # noqa: E402
+from power_traces import ConstantCounterSensor  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from carbon_callbacks.core import metrics as keys  # noqa: E402
+from carbon_callbacks.core.config import CarbonConfig, ConfigError  # noqa: E402
+from carbon_callbacks.core.records import read_run_log  # noqa: E402
+from carbon_callbacks.core.tracker import CarbonTracker  # noqa: E402
+from carbon_callbacks.integrations.huggingface import CarbonCallback  # noqa: E402
+
+EPOCHS = 3
+STEPS_PER_EPOCH = 4  # 16 samples, batch 4
+EXPECTED_KEYS = (
+    *keys.EPOCH_KEYS,
+    keys.POWER_W,
+    keys.GPU_POWER_W,
+    keys.CPU_POWER_W,
+    *keys.PREDICTION_KEYS,
+)
+
+
+def tiny_model():
+    """A 1-layer BERT classifier built from a config: nothing is downloaded."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
+    return transformers.BertForSequenceClassification(config)
+
+
+class Tokens(torch.utils.data.Dataset):
+    """``n`` random token sequences of length 8; the label is the first token's parity."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.x = torch.randint(0, 50, (n, 8), generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.x[i], "labels": int(self.x[i, 0] % 2)}
+
+
+def _tracker(tmp_path: Path, cls=CarbonTracker, **kw) -> CarbonTracker:
+    settings = {"log_dir": str(tmp_path / "carbon"), "zone": "DK", "verbose": 0}
+    settings.update(kw)
+    sensors = [
+        ConstantCounterSensor("gpu:fake", 50.0, component="gpu"),
+        ConstantCounterSensor("cpu:fake", 20.0, component="cpu"),
+    ]
+    return cls(sensors=sensors, **settings)
+
+
+def _trainer(tmp_path: Path, callback, evaluate=True, **args):
+    settings = {
+        "output_dir": str(tmp_path / "out"),
+        "num_train_epochs": EPOCHS,
+        "per_device_train_batch_size": 4,
+        "logging_strategy": "epoch",
+        "eval_strategy": "epoch" if evaluate else "no",
+        "save_strategy": "no",
+        "report_to": ["tensorboard"],
+        "use_cpu": True,
+        "disable_tqdm": True,
+    }
+    settings.update(args)
+    return transformers.Trainer(
+        model=tiny_model(),
+        args=transformers.TrainingArguments(**settings),
+        train_dataset=Tokens(16),
+        eval_dataset=Tokens(8, seed=1) if evaluate else None,
+        callbacks=[callback],
+    )
+
+
+def _scalars(log_dir: Path, tag: str) -> list[tuple[int, float]]:
+    ea = EventAccumulator(str(log_dir))
+    ea.Reload()
+    return [(e.step, e.value) for e in ea.Scalars(tag)]
+
+
+def test_epoch_run_logs_carbon_beside_loss_in_tensorboard_and_log_history(tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    cb = CarbonCallback(tracker=_tracker(tmp_path, monitor_metric="eval_loss"))
+    trainer = _trainer(tmp_path, cb)  # no trainer reference given: found when train() starts
+    trainer.train()
+
+    log = read_run_log(cb.tracker.log_path)
+    assert len(log.epochs) == EPOCHS and log.footer["status"] == "completed"
+    assert log.header["epochs"] == EPOCHS
+    steps = [STEPS_PER_EPOCH * (i + 1) for i in range(EPOCHS)]
+    # the epoch's loss log is kept (trainer.log from a hook would otherwise cancel it)
+    assert [s for s, _ in _scalars(tmp_path / "tb", "train/loss")] == steps
+    for key in EXPECTED_KEYS:
+        logged = _scalars(tmp_path / "tb", "train/" + key)
+        assert [s for s, _ in logged] == steps, key
+        assert [v for _, v in logged] == pytest.approx(expected_series(log, key), rel=1e-6), key
+    carbon_rows = [r for r in trainer.state.log_history if keys.ENERGY_KWH in r]
+    assert [r["epoch"] for r in carbon_rows] == [1.0, 2.0, 3.0]
+    for key in EXPECTED_KEYS:
+        assert same([r[key] for r in carbon_rows], expected_series(log, key)), key
+    # evaluation: its own phase, inside its epoch's window (it runs after on_epoch_end)
+    evals = [p for p in log.phases if p["name"] == "evaluation"]
+    assert [p["epoch"] for p in evals] == list(range(EPOCHS))
+    for epoch, phase in zip(log.epochs, evals, strict=True):
+        assert phase["in_epoch"]
+        assert epoch["start_unix_s"] <= phase["start_unix_s"] <= phase["end_unix_s"]
+        assert phase["end_unix_s"] <= epoch["end_unix_s"]
+    last_eval_loss = [r["eval_loss"] for r in trainer.state.log_history if "eval_loss" in r][-1]
+    assert [(m["name"], m["value"]) for m in log.metrics] == [("eval_loss", last_eval_loss)]
+
+
+def test_epoch_loss_log_is_kept_when_carbon_is_logged_from_on_epoch_end(tmp_path, monkeypatch):
+    # no evaluation: trainer.log runs inside on_epoch_end, before the Trainer logs the loss
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    cb = CarbonCallback(tracker=_tracker(tmp_path))
+    trainer = _trainer(tmp_path, cb, evaluate=False, num_train_epochs=2)
+    trainer.train()
+    steps = [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+    assert [s for s, _ in _scalars(tmp_path / "tb", "train/loss")] == steps
+    assert [s for s, _ in _scalars(tmp_path / "tb", "train/" + keys.CO2_G)] == steps
+    assert [r["step"] for r in trainer.state.log_history if "loss" in r] == steps
+
+
+def test_step_based_run_predicts_from_steps(tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    cb = CarbonCallback(tracker=_tracker(tmp_path))
+    trainer = _trainer(
+        tmp_path, cb, evaluate=False, max_steps=10, logging_strategy="steps", logging_steps=5
+    )
+    trainer.train()
+    log = read_run_log(cb.tracker.log_path)
+    assert log.header["epochs"] is None and log.header["total_steps"] == 10
+    assert [e["steps"] for e in log.epochs] == [4, 4, 2]  # the last epoch cut by max_steps
+    first = log.predictions[0]
+    per_step_kwh = log.epochs[0]["energy_kwh"] / 4
+    assert first["after_epochs"] == 1 and "step" in first["method"]
+    assert first["energy_kwh"] == pytest.approx(log.epochs[0]["energy_kwh"] + 6 * per_step_kwh)
+    assert [s for s, _ in _scalars(tmp_path / "tb", "train/loss")] == [5, 10]
+    assert [s for s, _ in _scalars(tmp_path / "tb", "train/" + keys.ENERGY_KWH)] == [4, 8, 10]
+
+
+class _StopAfterTwoEpochs(CarbonTracker):
+    """Stands in for a budget (another module): decides to stop after the second epoch."""
+
+    def epoch_end(self, steps=None):
+        metrics = super().epoch_end(steps)
+        if self.epochs_completed == 2:
+            self.should_stop, self.stop_reason = True, "test budget of 2 epochs reached"
+        return metrics
+
+
+@pytest.mark.parametrize("evaluate", [False, True], ids=["no-eval", "eval-each-epoch"])
+def test_budget_stop_sets_should_training_stop(tmp_path, capsys, evaluate):
+    cb = CarbonCallback(tracker=_tracker(tmp_path, cls=_StopAfterTwoEpochs, verbose=1))
+    trainer = _trainer(tmp_path, cb, evaluate=evaluate, num_train_epochs=5, report_to="none")
+    trainer.train()
+    assert trainer.state.epoch == 2.0 and trainer.state.global_step == 2 * STEPS_PER_EPOCH
+    assert "stopping training: test budget of 2 epochs reached" in capsys.readouterr().out
+    log = read_run_log(cb.tracker.log_path)
+    assert len(log.epochs) == 2 and log.footer["status"] == "interrupted"
+
+
+def test_other_ranks_build_a_tracker_that_writes_no_run_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    cb = CarbonCallback(log_dir=str(tmp_path / "carbon"), zone="DK")
+    assert cb.tracker.config.log_dir is None and cb.tracker.config.verbose == 0
+    config = CarbonConfig(log_dir=str(tmp_path / "carbon"), zone="DK", pue=1.2)
+    cb = CarbonCallback(config)
+    assert cb.tracker.config.log_dir is None and cb.tracker.config.pue == 1.2
+    monkeypatch.setenv("RANK", "0")
+    assert CarbonCallback(config).tracker.config.log_dir == str(tmp_path / "carbon")
+
+
+def test_bad_settings_are_refused_when_built_with_the_core_message():
+    with pytest.raises(ConfigError) as core:
+        CarbonTracker(log_dir=None, zone="DK", interval_s=0)
+    with pytest.raises(ConfigError) as ours:
+        CarbonCallback(log_dir=None, zone="DK", interval_s=0)
+    assert str(ours.value) == str(core.value)
+
+
+_TWO_RANKS = """
+import json, os, sys
+import torch
+from test_huggingface import Tokens, tiny_model
+from transformers import Trainer, TrainingArguments
+
+from carbon_callbacks.integrations.huggingface import CarbonCallback
+
+out, rank = sys.argv[1], int(os.environ["RANK"])
+# each rank "draws" a known power: 10 W on rank 0, 30 W on rank 1
+cb = CarbonCallback(log_dir=out + "/carbon", components="cpu", sim_cpu="test cpu",
+                    sim_cpu_tdp=20.0 * (1 + 2 * rank), sim_cpu_util=0.5, zone="DK", verbose=1)
+measured = []  # this rank's own figures, per epoch
+own = cb.tracker.epoch_end
+def epoch_end(steps=None):
+    metrics = own(steps)
+    measured.append(metrics)
+    if rank == 1 and cb.tracker.epochs_completed == 2:  # only rank 1's budget says stop
+        cb.tracker.should_stop, cb.tracker.stop_reason = True, "rank 1 budget"
+    return metrics
+cb.tracker.epoch_end = epoch_end
+args = TrainingArguments(output_dir=out, num_train_epochs=4, per_device_train_batch_size=4,
+                         logging_strategy="epoch", eval_strategy="no", save_strategy="no",
+                         report_to="none", use_cpu=True, disable_tqdm=True)
+trainer = Trainer(model=tiny_model(), args=args, train_dataset=Tokens(32), callbacks=[cb])
+trainer.train()
+result = {"log_history": trainer.state.log_history, "epoch": trainer.state.epoch,
+          "log_path": cb.tracker.log_path, "measured": measured}
+json.dump(result, open(f"{out}/rank{rank}.json", "w"))
+torch.distributed.destroy_process_group()  # a clean exit for the gloo threads
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+def test_two_ranks_log_the_sum_once_and_stop_together(tmp_path):
+    script = tmp_path / "two_ranks.py"
+    script.write_text(textwrap.dedent(_TWO_RANKS))
+    here = Path(__file__).resolve().parent
+    path = os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])
+    env = {
+        **os.environ,
+        "PYTHONPATH": path,
+        "OMP_NUM_THREADS": "1",
+        "MASTER_ADDR": "127.0.0.1",
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    done = subprocess.run(
+        [*command, str(script), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["epoch"] == ranks[1]["epoch"] == 2.0  # both stopped, none hung
+    assert done.stdout.count("stopping training: the budget of another rank") == 1
+    # only world process zero logs and writes a run log
+    assert ranks[1]["log_path"] is None
+    assert not [r for r in ranks[1]["log_history"] if keys.ENERGY_KWH in r]
+    assert glob.glob(str(tmp_path / "carbon" / "*.carbon.jsonl")) == [ranks[0]["log_path"]]
+    logged = [r for r in ranks[0]["log_history"] if keys.ENERGY_KWH in r]
+    assert len(logged) == 2
+    assert read_run_log(ranks[0]["log_path"]).footer["status"] == "interrupted"
+    summed = (keys.EPOCH_ENERGY_KWH, keys.EPOCH_CO2_G, keys.ENERGY_KWH, keys.PRED_CO2_G)
+    for epoch, row in enumerate(logged):
+        mine, theirs = ranks[0]["measured"][epoch], ranks[1]["measured"][epoch]
+        assert row[keys.POWER_W] == pytest.approx(10.0 + 30.0, rel=1e-6)  # known powers
+        assert row[keys.CPU_POWER_W] == pytest.approx(40.0, rel=1e-6)
+        for key in summed:
+            assert row[key] == pytest.approx(mine[key] + theirs[key], rel=1e-12), key
+        for key in (keys.EPOCH_DURATION_S, keys.INTENSITY_G_PER_KWH, keys.PRED_DURATION_S):
+            assert row[key] == mine[key], key  # world process zero's, not summed

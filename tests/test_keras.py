@@ -1,0 +1,219 @@
+"""Real Keras 3 fits on the torch backend (CPU): carbon keys in History, CSVLogger, TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+
+if "keras" not in sys.modules:  # the backend is fixed when keras is first imported
+    os.environ["KERAS_BACKEND"] = "torch"
+    os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="keras_home_"))
+keras = pytest.importorskip("keras")
+if keras.backend.backend() != "torch":
+    pytest.skip("keras was imported earlier with another backend", allow_module_level=True)
+
+import numpy as np  # noqa: E402
+from carbon_expect import expected_series, same  # noqa: E402
+from power_traces import ConstantCounterSensor  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from carbon_callbacks.core import metrics as keys  # noqa: E402
+from carbon_callbacks.core.config import ConfigError  # noqa: E402
+from carbon_callbacks.core.events import CarbonCallbacksWarning  # noqa: E402
+from carbon_callbacks.core.records import read_run_log  # noqa: E402
+from carbon_callbacks.core.tracker import CarbonTracker  # noqa: E402
+from carbon_callbacks.integrations.keras import CarbonCallback  # noqa: E402
+
+EPOCHS = 3
+# a GPU and a CPU at known power: every power key, and values independent of this machine
+EXPECTED_KEYS = (
+    *keys.EPOCH_KEYS,
+    keys.POWER_W,
+    keys.GPU_POWER_W,
+    keys.CPU_POWER_W,
+    *keys.PREDICTION_KEYS,
+)
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 4), dtype=np.float32)
+    return x, x.sum(axis=1, keepdims=True)
+
+
+def _model():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def _tracker(tmp_path: Path, cls=CarbonTracker, **kw) -> CarbonTracker:
+    settings = {"log_dir": str(tmp_path / "carbon"), "zone": "DK", "verbose": 0}
+    settings.update(kw)
+    sensors = [
+        ConstantCounterSensor("gpu:fake", 50.0, component="gpu"),
+        ConstantCounterSensor("cpu:fake", 20.0, component="cpu"),
+    ]
+    return cls(sensors=sensors, **settings)
+
+
+def _fit(callbacks, epochs=EPOCHS):
+    x, y = _data()
+    return _model().fit(
+        x, y, epochs=epochs, batch_size=8, validation_split=0.25, verbose=0, callbacks=callbacks
+    )
+
+
+def test_every_carbon_key_is_in_history_and_csv_for_every_epoch(tmp_path):
+    # the first prediction after 2 epochs: epoch 0 carries NaN in the prediction columns
+    cb = CarbonCallback(tracker=_tracker(tmp_path, epochs_before_pred=2))
+    csv_path = tmp_path / "metrics.csv"
+    history = _fit([cb, keras.callbacks.CSVLogger(str(csv_path))])
+
+    log = read_run_log(cb.tracker.log_path)
+    assert len(log.epochs) == EPOCHS and log.footer["status"] == "completed"
+    assert log.header["epochs"] == EPOCHS  # taken from fit(epochs=...)
+    rows = list(csv.DictReader(open(csv_path)))
+    assert len(rows) == EPOCHS
+    for key in EXPECTED_KEYS:
+        expected = expected_series(log, key)
+        assert same(history.history[key], expected), key
+        assert same([float(r[key]) for r in rows], expected), key  # a column from epoch 0 on
+    for key in keys.PREDICTION_KEYS:
+        assert math.isnan(history.history[key][0]) and not math.isnan(history.history[key][1])
+    assert history.history[keys.GPU_POWER_W] == pytest.approx([50.0] * EPOCHS, rel=1e-3)
+    assert {"loss", "val_loss"} <= set(rows[0])  # Keras' own columns are kept
+
+
+def test_own_tensorboard_output_without_tensorflow(tmp_path):
+    cb = CarbonCallback(tracker=_tracker(tmp_path), tensorboard_dir=tmp_path / "tb")
+    history = _fit([cb])
+    ea = EventAccumulator(str(tmp_path / "tb"))
+    ea.Reload()
+    for key in (*EXPECTED_KEYS, "loss", "val_loss"):
+        events = ea.Scalars(key)
+        assert [e.step for e in events] == list(range(EPOCHS)), key
+        assert [e.value for e in events] == pytest.approx(history.history[key], rel=1e-6), key
+    assert "carbon_callbacks-meter" not in {t.name for t in threading.enumerate()}
+
+
+class _StopAfterTwoEpochs(CarbonTracker):
+    """Stands in for a budget (another module): decides to stop after the second epoch."""
+
+    def epoch_end(self, steps=None):
+        metrics = super().epoch_end(steps)
+        if self.epochs_completed == 2:
+            self.should_stop, self.stop_reason = True, "test budget of 2 epochs reached"
+        return metrics
+
+
+def test_budget_stop_ends_fit_early(tmp_path, capsys):
+    cb = CarbonCallback(tracker=_tracker(tmp_path, cls=_StopAfterTwoEpochs, verbose=1))
+    history = _fit([cb], epochs=6)
+    assert len(history.epoch) == 2
+    assert "stopping training: test budget of 2 epochs reached" in capsys.readouterr().out
+    log = read_run_log(cb.tracker.log_path)
+    assert len(log.epochs) == 2 and log.footer["status"] == "interrupted"
+
+
+def test_warns_when_a_logging_callback_stands_before_it(tmp_path):
+    cb = CarbonCallback(tracker=_tracker(tmp_path))
+    early = keras.callbacks.CSVLogger(str(tmp_path / "early.csv"))
+    with pytest.warns(CarbonCallbacksWarning, match=r"before CarbonCallback \(CSVLogger\)"):
+        _fit([early, cb], epochs=1)
+    assert keys.ENERGY_KWH not in open(tmp_path / "early.csv").readline()
+    kinds = [e["kind"] for e in read_run_log(cb.tracker.log_path).events]
+    assert "callback_order" in kinds
+
+    ok = CarbonCallback(tracker=_tracker(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CarbonCallbacksWarning)
+        _fit([ok, keras.callbacks.CSVLogger(str(tmp_path / "late.csv"))], epochs=1)
+
+
+def test_monitor_metric_is_recorded_at_train_end(tmp_path):
+    cb = CarbonCallback(tracker=_tracker(tmp_path, monitor_metric="val_loss"))
+    history = _fit([cb])
+    metrics = read_run_log(cb.tracker.log_path).metrics
+    assert [m["name"] for m in metrics] == ["val_loss"]
+    assert metrics[0]["value"] == pytest.approx(history.history["val_loss"][-1])
+
+
+def test_settings_path_and_early_stopping_on_a_carbon_key(tmp_path):
+    # settings as keyword arguments, real sensors of this machine; EarlyStopping reads a key
+    cb = CarbonCallback(log_dir=str(tmp_path / "carbon"), zone="DK", interval_s=0.05, verbose=0)
+    stop = keras.callbacks.EarlyStopping(monitor=keys.EPOCH_CO2_G, patience=0, mode="min")
+    history = _fit([cb, stop], epochs=2)
+    assert len(history.history[keys.EPOCH_CO2_G]) == len(history.epoch)
+    assert read_run_log(cb.tracker.log_path).header["intensity"]["zone"] == "DK"
+
+
+def test_bad_settings_are_refused_when_built_with_the_core_message(tmp_path):
+    with pytest.raises(ConfigError) as core:
+        CarbonTracker(log_dir=None, zone="DK", pue=0.5)
+    with pytest.raises(ConfigError) as ours:
+        CarbonCallback(log_dir=None, zone="DK", pue=0.5)
+    assert str(ours.value) == str(core.value)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        CarbonCallback(log_dir=None, zone="DK", tensorbord_dir="typo")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(
+        ConfigError, match="tensorboard_dir .* cannot be created.*tensorboard_dir=None"
+    ):
+        CarbonCallback(log_dir=None, zone="DK", tensorboard_dir=blocker / "tb")
+
+
+_TF_SCRIPT = """
+import os, sys
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import numpy as np, keras
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
+from carbon_callbacks.integrations.keras import CarbonCallback
+out = sys.argv[1]
+x = np.random.default_rng(0).random((32, 4), dtype=np.float32)
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+model.compile(optimizer="sgd", loss="mse")
+cb = CarbonCallback(log_dir=None, zone="DK", verbose=0, interval_s=0.05)
+tb = keras.callbacks.TensorBoard(out, write_graph=False)
+h = model.fit(x, x.sum(1, keepdims=True), epochs=3, verbose=0, callbacks=[cb, tb])
+ea = EventAccumulator(os.path.join(out, "train"))
+ea.Reload()
+events = ea.Tensors("epoch_carbon/epoch_energy_kwh")
+values = [float(tensor_util.make_ndarray(e.tensor_proto)) for e in events]
+assert [e.step for e in events] == [0, 1, 2], events
+assert np.allclose(values, h.history["carbon/epoch_energy_kwh"], rtol=1e-6), values
+print("ok")
+"""
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="tensorflow-cpu is not installed (about 274 MB wheel; CI does not install it)",
+)
+def test_tensorflow_backend_keras_tensorboard_shows_carbon_curves(tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "KERAS_HOME": str(tmp_path / "kh")}
+    script = tmp_path / "tf_run.py"
+    script.write_text(textwrap.dedent(_TF_SCRIPT))
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "tb")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
