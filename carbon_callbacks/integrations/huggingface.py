@@ -8,13 +8,13 @@ the tracker's metrics -> ``trainer.log`` (so they reach ``state.log_history`` an
 The epoch window is ``on_epoch_begin`` -> that epoch's evaluation, when one runs after the
 epoch (``eval_strategy="epoch"``; the Trainer runs it after ``on_epoch_end``), else
 ``on_epoch_end``; evaluation is also recorded as its own ``"evaluation"`` phase. Under
-``torch.distributed`` every rank measures; world process zero logs the sum over ranks and writes
-the run log (the other ranks build their tracker with ``log_dir=None, verbose=0``).
+``torch.distributed`` every rank measures its own GPU (named here from ``args.device``); the
+tracker combines the ranks, world process zero logs the sums and writes the run log, and a budget
+stop on any rank stops every rank.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 from typing import Any
@@ -22,16 +22,9 @@ from typing import Any
 from transformers import Trainer, TrainerCallback
 
 from carbon_callbacks.core import distributed
-from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.config import CarbonConfig
 from carbon_callbacks.core.tracker import CarbonTracker
 
-#: Keys whose per-rank values add up; durations and intensity are world process zero's.
-_SUMMED = tuple(
-    k
-    for k in keys.ALL_KEYS
-    if k not in (keys.EPOCH_DURATION_S, keys.INTENSITY_G_PER_KWH, keys.PRED_DURATION_S)
-)
 _STOP = "stop_votes"
 
 
@@ -54,11 +47,6 @@ class CarbonCallback(TrainerCallback):
         trainer: Trainer | None = None,
         **settings: Any,
     ):
-        if tracker is None and not distributed.is_rank_zero():  # no run log, no report here
-            if config is not None:
-                config = dataclasses.replace(config, log_dir=None, verbose=0)
-            else:
-                settings = {**settings, "log_dir": None, "verbose": 0}
         self.tracker = tracker or CarbonTracker(config=config, **settings)
         self.trainer = trainer
         self._epoch_first_step = 0
@@ -79,6 +67,14 @@ class CarbonCallback(TrainerCallback):
             self.tracker.set_planned(total_steps=state.max_steps)  # predict from steps
         else:
             self.tracker.set_planned(epochs=state.num_train_epochs, total_steps=state.max_steps)
+        device = getattr(args, "device", None)
+        if getattr(device, "type", None) == "cuda":  # measure the GPU this rank trains on
+            import torch
+
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+            if uuid is not None:
+                self.tracker.set_gpu(f"GPU-{uuid}")
         self.tracker.start()
         if args.eval_on_start:
             self.tracker.begin_phase("evaluation")
@@ -118,24 +114,16 @@ class CarbonCallback(TrainerCallback):
             self._end_epoch(steps, state, control)
 
     def _end_epoch(self, steps: int, state: Any, control: Any) -> None:
-        metrics = self.tracker.epoch_end(steps=steps)
-        own = {key: metrics.get(key, math.nan) for key in _SUMMED}
-        summed = distributed.sum_across_ranks({**own, _STOP: float(self.tracker.should_stop)})
-        if summed.pop(_STOP) > 0:  # any rank's budget stops every rank (the same decision)
+        metrics = self.tracker.epoch_end(steps=steps)  # already combined over the ranks
+        votes = distributed.sum_across_ranks({_STOP: float(self.tracker.should_stop)})
+        if votes[_STOP] > 0:  # any rank's budget stops every rank (the same decision)
             control.should_training_stop = self._budget_stopped = True
             if state.is_world_process_zero and self.tracker.config.verbose >= 1:
                 reason = self.tracker.stop_reason or "the budget of another rank"
                 print(f"carbon_callbacks: stopping training: {reason}")
         if not state.is_world_process_zero or self.trainer is None or not metrics:
             return
-        logged = {key: summed.get(key, value) for key, value in metrics.items()}
-        if any(math.isnan(v) for v in logged.values()):
-            self.tracker.events.record(
-                "rank_metrics_missing",
-                "a rank had no value for some carbon keys this epoch; they are not logged",
-                "huggingface",
-            )
-            logged = {key: value for key, value in logged.items() if not math.isnan(value)}
+        logged = {key: value for key, value in metrics.items() if not math.isnan(value)}
         should_log = control.should_log  # trainer.log resets it: keep the epoch's loss log
         self.trainer.log(logged)
         control.should_log = self.trainer.control.should_log = should_log
