@@ -250,3 +250,14 @@ def test_a_run_of_tracked_blocks_only_has_totals(tmp_path):
         time.sleep(0.1)
     totals = tracker.stop()
     assert totals[keys.ENERGY_KWH] == pytest.approx((GPU_W + CPU_W) * 0.1 / 3.6e6 * 1.5, rel=0.1)
+
+
+def test_a_plan_that_contradicts_the_settings_is_recorded_not_raised(tmp_path):
+    tracker = CarbonTracker(
+        sensors=_sensors(), log_dir=str(tmp_path), epochs_before_pred=3, verbose=0,
+        intensity_g_per_kwh=100,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="plan"):
+        tracker.set_planned(epochs=2)
+    assert tracker.config.epochs is None
+    assert [e.kind for e in tracker.events.events] == ["plan_not_applied"]

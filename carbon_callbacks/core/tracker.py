@@ -555,15 +555,25 @@ class CarbonTracker:
         """Tell the tracker the run's length once the framework knows it (before the run).
 
         Values the user gave at construction win; these fill gaps (e.g. Lightning's
-        ``max_epochs``). Invalid values are refused with :class:`ConfigError`.
+        ``max_epochs``). A plan that contradicts the settings (e.g. fewer epochs than
+        ``epochs_before_pred``) is not applied and is recorded; training is never stopped here.
         """
         changes: dict[str, Any] = {}
         if epochs is not None and self.config.epochs is None:
             changes["epochs"] = epochs
         if total_steps is not None and self.config.total_steps is None:
             changes["total_steps"] = total_steps
-        if changes:
+        if not changes:
+            return
+        try:
             self.config = dataclasses.replace(self.config, **changes)
+        except ConfigError as exc:  # the framework's plan contradicts a setting: say so, go on
+            self.events.record(
+                "plan_not_applied",
+                f"the framework's plan {changes} was not applied: {exc}; predictions use the "
+                "settings given",
+                "tracker",
+            )
 
     def record_metric(self, name: str, value: float, epoch: int | None = None) -> None:
         """Store a performance metric (e.g. final Dice) in the run log for model selection."""
