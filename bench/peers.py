@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from counter_poller import energy_at, load_steps  # noqa: E402
