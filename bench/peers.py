@@ -71,10 +71,11 @@ class CarbonTrackerCB(Windows):
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self.t.epoch_start()
+        self.thread = self.t.tracker  # carbontracker deletes it after its last monitored epoch
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self.t.epoch_end()
-        thread = self.t.tracker
+        thread = self.thread
         start = thread.cur_epoch_time
         gpu = [c for c in thread.components if c.name == "gpu"][0]
         kwh = gpu.energy_usage(thread.epoch_times)[-1]
@@ -96,9 +97,8 @@ class ZeusCB(Windows):
         self.t0 = time.time()
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        t1 = time.time()
-        result = self.m.end_window("epoch")
-        self.rows.append((self.t0, t1, float(result.gpu_energy[0])))
+        result = self.m.end_window("epoch")  # synchronises CUDA, then reads the counter
+        self.rows.append((self.t0, time.time(), float(result.gpu_energy[0])))
 
 
 def run(mode: str, epochs: int, tmp: str) -> dict[str, Any]:
