@@ -53,8 +53,8 @@ def test_between_locks_a_read_costs_one_counter_read():
     for _ in range(20):
         c.t += 0.5 + 0.013  # never near a step boundary by construction of the margin check
         clock.read_dated()
-    assert c.reads - reads_after_lock <= 20 + 2 * 30  # at most a re-lock or two
-    assert clock.locks <= 3
+    assert c.reads - reads_after_lock <= 20 + 5 * 30  # a few re-locks while the period firms up
+    assert clock.locks <= 6
 
 
 def test_a_continuous_counter_is_dated_at_the_read():
@@ -85,3 +85,19 @@ def test_a_frozen_counter_does_not_hang():
     clock = SteppedCounterClock(lambda: 5.0, clock=clock_fn, poll_budget_s=0.05)
     value, t_valid = clock.read_dated()
     assert value == 5.0 and clock.period_s is None
+
+
+def test_dating_stays_precise_over_a_long_run_with_jittery_reads():
+    import random
+
+    rng = random.Random(1)
+    c = SteppingCounter(period_s=0.1003, phase_s=0.011)
+    clock = SteppedCounterClock(c.read, clock=c.clock)
+    worst = 0.0
+    for _ in range(600):  # a minute of reads, once per ~0.1 s with jitter
+        c.t += 0.05 + rng.random() * 0.1
+        c.read_s = 0.003 + rng.random() * 0.002
+        value, t_valid = clock.read_dated()
+        worst = max(worst, abs(value - c.power_w * t_valid) / c.power_w)
+    assert worst < 0.012  # dated within 12 ms (three reads) of the step: never a step off
+    assert clock.period_s == pytest.approx(0.1003, rel=1e-3)

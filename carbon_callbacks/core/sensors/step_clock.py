@@ -53,6 +53,8 @@ class SteppedCounterClock:
         self._last_read_mid: float | None = None
         self.locks = 0
         self._read_s = 0.0
+        self._origin_t: float | None = None  # the first step seen: the period's baseline
+        self._relock_after_s = 1.0  # grows as the period gets more precise
 
     def _timed_read(self) -> tuple[float, float]:
         t0 = self._clock()
@@ -65,7 +67,11 @@ class SteppedCounterClock:
         """(value, clock time at which the counter reached it)."""
         value, t = self._timed_read()
         period = self.period_s
-        if period is not None and self._step_t is not None and t - self._locked_at < self.relock_s:
+        if (
+            period is not None
+            and self._step_t is not None
+            and t - self._locked_at < self._relock_after_s
+        ):
             n = math.floor((t - self._step_t) / period)
             predicted = self._step_t + n * period
             age = t - predicted
@@ -108,12 +114,19 @@ class SteppedCounterClock:
                 self.period_s = None
                 self._last_value = anchor_value
                 return anchor_value, anchor_t
+            self._origin_t = t1
+            self._relock_after_s = min(self.relock_s, 8 * self.period_s)
         else:
-            steps = round((t1 - previous_step) / period)
+            # Count the steps since the first one seen. The count is unambiguous while the
+            # period's error over the baseline stays under half a step, so the baseline (and
+            # with it the time between locks) grows by a safe factor at each lock.
+            origin = self._origin_t if self._origin_t is not None else previous_step
+            steps = round((t1 - origin) / period)
             if steps >= 1:
-                estimate = (t1 - previous_step) / steps
-                if abs(estimate - period) < 0.25 * period:
-                    self.period_s = estimate  # a long baseline: a precise period
+                estimate = (t1 - origin) / steps
+                if abs(estimate - period) < 0.1 * period:
+                    self.period_s = estimate
+                    self._relock_after_s = min(self.relock_s, 2.5 * (t1 - origin))
         self._step_t = anchor_t
         self._locked_at = anchor_t
         self._last_value = anchor_value
