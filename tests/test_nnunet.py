@@ -148,11 +148,11 @@ def test_every_epoch_has_the_carbon_keys_in_the_logger_equal_to_the_run_log(carb
         assert store[keys.EPOCH_ENERGY_KWH][i] == pytest.approx(record["energy_kwh"], rel=1e-12)
         assert store[keys.EPOCH_CO2_G][i] == pytest.approx(record["co2_g"], rel=1e-12)
         assert store[keys.ENERGY_KWH][i] == pytest.approx(record["cumulative"]["energy_kwh"])
-        assert store[keys.GPU_POWER_W][i] == pytest.approx(GPU_W, rel=1e-6)
-        assert store[keys.CPU_POWER_W][i] == pytest.approx(CPU_W, rel=1e-6)
+        assert store[keys.GPU_POWER_W][i] == pytest.approx(GPU_W, rel=1e-3)
+        assert store[keys.CPU_POWER_W][i] == pytest.approx(CPU_W, rel=1e-3)
         # constant 250 W: the energy is the measured epoch time x 250 W
         kwh = (GPU_W + CPU_W) * store[keys.EPOCH_DURATION_S][i] / 3.6e6
-        assert store[keys.EPOCH_ENERGY_KWH][i] == pytest.approx(kwh, rel=1e-6)
+        assert store[keys.EPOCH_ENERGY_KWH][i] == pytest.approx(kwh, rel=1e-3)
         assert store[keys.INTENSITY_G_PER_KWH][i] == pytest.approx(
             record["intensity"]["intensity_g_per_kwh"]
         )
