@@ -26,6 +26,7 @@ import pytest
 
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.config import ConfigError
+from carbon_callbacks.core.events import CarbonCallbacksWarning
 from carbon_callbacks.core.records import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 from carbon_callbacks.integrations import nnunet as integ
@@ -251,7 +252,8 @@ def test_resume_from_a_checkpoint_without_carbon_keys(carbon_run, tmp_path):
     path = tmp_path / "stock_checkpoint.pth"
     torch.save(stock, path)
     trainer = _build(_carbon_class("CarbonFromStock", epochs=3))
-    trainer.load_checkpoint(str(path))
+    with pytest.warns(CarbonCallbacksWarning, match="no carbon totals"):
+        trainer.load_checkpoint(str(path))
     trainer.run_training()
     store = _store(trainer)
     assert {len(v) for v in store.values()} == {3}

@@ -770,13 +770,15 @@ def _patch_from_env() -> None:
         patch(**settings_from_env())
 
 
-def patch(**settings: Any) -> str:
+def patch(*, target: str = "auto", **settings: Any) -> str:
     """Measure every nnU-Net trainer of this process (and of its DDP children). Idempotent.
 
-    nnU-Net v2 (``nnunetv2`` 2.6 to 2.8) is patched where installed, else nnU-Net v1 (``nnunet``
-    1.7.x). ``settings`` are any :class:`~carbon_callbacks.core.config.CarbonConfig` fields
-    (JSON-serialisable: they travel to DDP children in ``$CARBON_CALLBACKS_NNUNET_SETTINGS``);
-    they are validated now.
+    Args:
+        target: ``"auto"`` patches nnU-Net v2 (``nnunetv2`` 2.6 to 2.8) where installed, else
+            nnU-Net v1 (``nnunet`` 1.7.x); ``"nnunetv2"`` or ``"nnunet"`` picks one.
+        **settings: any :class:`~carbon_callbacks.core.config.CarbonConfig` field,
+            JSON-serialisable (they travel to DDP children in
+            ``$CARBON_CALLBACKS_NNUNET_SETTINGS``); validated now.
 
     Returns:
         ``"nnunetv2 <version>"`` or ``"nnunet <version>"``: what was patched.
@@ -785,9 +787,11 @@ def patch(**settings: Any) -> str:
         NnUNetVersionError: nnU-Net is missing or its version is not supported.
         ConfigError: a setting is invalid.
     """
+    if target not in ("auto", "nnunetv2", "nnunet"):
+        raise ConfigError(f"target must be 'auto', 'nnunetv2' or 'nnunet', got {target!r}")
     v2 = _installed_version("nnunetv2")
     v1 = _installed_version("nnunet")
-    if v2 is not None or v1 is None:
+    if target == "nnunetv2" or (target == "auto" and (v2 is not None or v1 is None)):
         check_v2_version(v2)
         flavour = "nnunetv2"
     else:
@@ -808,27 +812,37 @@ def patch(**settings: Any) -> str:
             f"{ENV_SETTINGS}): {exc}"
         ) from None
     if is_patched():
+        if _patched_state["flavour"] != flavour:
+            raise RuntimeError(
+                f"{_patched_state['what']} is patched already; call unpatch() before patching "
+                f"{flavour}"
+            )
         if _patched_state.get("settings") != merged:
             os.environ[ENV_SETTINGS] = encoded
             _patched_state["settings"] = merged
         return _patched_state["what"]
-    _patched_state["env_before"] = os.environ.get(ENV_SETTINGS)
-    if flavour == "nnunetv2":
-        from nnunetv2.run import run_training as run_module
-        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    try:
+        if flavour == "nnunetv2":
+            from nnunetv2.run import run_training as run_module
+            from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-        for name, method in _v2_wrappers(nnUNetTrainer).items():
-            _set(nnUNetTrainer, name, method)
-        _set(run_module, "run_ddp", _run_ddp_patched)
-        what = f"nnunetv2 {v2}"
-    else:
-        from carbon_callbacks.integrations import nnunet_v1
+            for name, method in _v2_wrappers(nnUNetTrainer).items():
+                _set(nnUNetTrainer, name, method)
+            _set(run_module, "run_ddp", _run_ddp_patched)
+            what = f"nnunetv2 {v2}"
+        else:
+            from carbon_callbacks.integrations import nnunet_v1
 
-        for owner, name, method in nnunet_v1.wrappers():
-            _set(owner, name, method)
-        what = f"nnunet {v1}"
+            for owner, name, method in nnunet_v1.wrappers():
+                _set(owner, name, method)
+            what = f"nnunet {v1}"
+    except BaseException:
+        unpatch()  # nothing half-patched
+        raise
+    _patched_state.update(
+        what=what, settings=merged, flavour=flavour, env_before=os.environ.get(ENV_SETTINGS)
+    )
     os.environ[ENV_SETTINGS] = encoded
-    _patched_state.update(what=what, settings=merged)
     return what
 
 
