@@ -324,6 +324,13 @@ def test_patch_measures_the_stock_trainer_and_unpatch_restores_it(nnunet_data):
     assert ckpt["trainer_name"] == "nnUNetTrainer"
     assert "Carbon: epoch energy" in Path(trainer.log_file).read_text()
 
+    # a carbon subclass under patch(): its own hooks only, nothing counted twice
+    carbon = _build(_carbon_class("CarbonUnderPatch", epochs=1), fold=1)
+    carbon.run_training()
+    assert {len(v) for v in _store(carbon).values()} == {1}
+    assert len(_run_log(carbon).epochs) == 1
+    assert _store(carbon)[keys.GPU_POWER_W][0] == pytest.approx(GPU_W, rel=1e-3)
+
     integ.unpatch()
     integ.unpatch()  # idempotent
     assert {n: nnUNetTrainer.__dict__[n] for n in integ._V2_METHODS} == before
@@ -518,6 +525,16 @@ def test_patch_without_nnunet_says_what_is_supported(monkeypatch):
     monkeypatch.setattr(integ, "_installed_version", lambda distribution: None)
     with pytest.raises(integ.NnUNetVersionError, match=r"not installed.*2\.6 to 2\.8.*1\.7"):
         integ.patch()
+    assert not integ.is_patched()
+
+
+def test_patch_for_v1_where_it_is_not_installed_says_so():
+    if importlib.util.find_spec("nnunet") is not None:
+        pytest.skip("nnU-Net v1 is installed here (tests/test_nnunet_v1.py covers it)")
+    with pytest.raises(integ.NnUNetVersionError, match=r"v1 \(package nnunet\) is not installed"):
+        integ.patch(target="nnunet")
+    with pytest.raises(ConfigError, match="target"):
+        integ.patch(target="nnunet3")
     assert not integ.is_patched()
 
 
