@@ -17,9 +17,9 @@ nnU-Net v1                    carbon_callbacks
                               made; ``carbon_progress.png``; a budget stop returns False
 ============================  =================================================================
 
-Not covered (untested here; the v1 checkpoint dict has no place for extra state):
-resumed runs count their totals from the resume on; ``nnUNetTrainerV2_DDP`` runs its own loop
-and is not measured (a warning says so).
+Tested by ``tests/test_nnunet_v1.py`` where nnunet 1.7 is installed (not in CI). Not covered:
+resumed runs count their totals from the resume on (the v1 checkpoint dict has no place for
+extra state); ``nnUNetTrainerV2_DDP`` runs its own loop and is not measured (a warning says so).
 """
 
 from __future__ import annotations
