@@ -523,13 +523,19 @@ def _load_checkpoint(trainer: Any, original: Callable[[Any], Any], checkpoint: A
     carried = [k for k in _store(trainer) if k.startswith(keys.PREFIX)]
     _register(trainer, session, list(dict.fromkeys([*session.registered, *carried])))
     tracker = session.tracker
-    if tracker is None or session.rank != 0 or tracker.epochs_completed:
-        return  # other ranks add their own segment to rank 0's saved sum; after training: nothing
+    if tracker is None or tracker.epochs_completed:
+        return  # a rank that measures nothing; or loading checkpoint_best after training
     saved = _store(trainer).get(STATE_KEY, [])[: int(trainer.current_epoch)]
     states = [s for s in saved if isinstance(s, dict)]
     if states:
-        tracker.load_state_dict(states[-1])
-    elif trainer.current_epoch:
+        state = dict(states[-1])
+        if session.rank != 0:
+            # the saved totals are already the sum over ranks and rank 0 carries them on; the
+            # other ranks continue its epoch count (for their prediction) and add their own
+            # energy from here
+            state.update(energy_kwh=0.0, co2_g=0.0)
+        tracker.load_state_dict(state)
+    elif trainer.current_epoch and session.logs:
         session.record(
             "resume_without_carbon_state",
             f"the checkpoint holds {trainer.current_epoch} epoch(s) but no carbon totals (it was "
@@ -934,4 +940,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":  # spawned children re-import the main module: guarded
-    main()
+    # run the importable module's main, so that patch() and the trainer classes share one
+    # module (``python -m`` would otherwise hold a second copy of this file as ``__main__``)
+    from carbon_callbacks.integrations.nnunet import main as _main
+
+    _main()
