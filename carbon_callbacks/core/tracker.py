@@ -551,12 +551,16 @@ class CarbonTracker:
         except Exception as exc:  # noqa: BLE001
             self.events.record("hook_failed", f"phase {name!r} end failed: {exc!r}", "tracker")
 
-    def set_planned(self, epochs: int | None = None, total_steps: int | None = None) -> None:
+    def set_planned(
+        self, epochs: int | None = None, total_steps: int | None = None, *, strict: bool = False
+    ) -> None:
         """Tell the tracker the run's length once the framework knows it (before the run).
 
         Values the user gave at construction win; these fill gaps (e.g. Lightning's
         ``max_epochs``). A plan that contradicts the settings (e.g. fewer epochs than
         ``epochs_before_pred``) is not applied and is recorded; training is never stopped here.
+        With ``strict=True`` (for integrations that know the plan when the trainer is built,
+        before any training) it raises :class:`ConfigError` instead.
         """
         changes: dict[str, Any] = {}
         if epochs is not None and self.config.epochs is None:
@@ -568,6 +572,8 @@ class CarbonTracker:
         try:
             self.config = dataclasses.replace(self.config, **changes)
         except ConfigError as exc:  # the framework's plan contradicts a setting: say so, go on
+            if strict:
+                raise
             self.events.record(
                 "plan_not_applied",
                 f"the framework's plan {changes} was not applied: {exc}; predictions use the "
