@@ -1,0 +1,113 @@
+"""Hugging Face Trainer on the GPU: a small transformer, one GPU or ``torchrun`` on several.
+
+    PYTHONPATH=. python bench/hf_proof.py --out hf_1gpu.json
+    PYTHONPATH=. torchrun --nproc_per_node 2 bench/hf_proof.py --out hf_2gpu.json
+
+A GPT-2-shaped model built from a config (no download) trains on random tokens. Rank 0 starts
+one counter poller per visible GPU (``bench/counter_poller.py``) and, after training, compares
+each epoch's GPU energy in the run log (all ranks) with the pollers over the same windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from counter_poller import energy_at, load_steps  # noqa: E402
+
+from carbon_callbacks.integrations.huggingface import CarbonCallback  # noqa: E402
+
+
+class Tokens(torch.utils.data.Dataset):
+    def __init__(self, n: int, length: int, vocab: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, vocab, (n, length), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"input_ids": self.x[i], "labels": self.x[i]}
+
+
+def main() -> int:
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="hf_proof.json")
+    parser.add_argument("--epochs", type=int, default=8)
+    args = parser.parse_args()
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    tmp = os.path.join(tempfile.gettempdir(), f"hf_proof_{world}")
+    os.makedirs(tmp, exist_ok=True)
+    here = os.path.dirname(os.path.abspath(__file__))
+    pollers, paths = [], []
+    if rank == 0:
+        for gpu in range(world):
+            path = os.path.join(tmp, f"poll{gpu}_{time.time_ns()}.txt")
+            paths.append(path)
+            pollers.append(
+                subprocess.Popen(
+                    [sys.executable, os.path.join(here, "counter_poller.py"), path,
+                     "--index", str(gpu)]
+                )
+            )  # fmt: skip
+        time.sleep(1.0)
+    config = GPT2Config(n_layer=6, n_embd=512, n_head=8, vocab_size=8192, n_positions=256)
+    model = GPT2LMHeadModel(config)
+    targs = TrainingArguments(
+        output_dir=tmp, num_train_epochs=args.epochs, per_device_train_batch_size=32,
+        logging_strategy="epoch", eval_strategy="no", save_strategy="no", report_to="none",
+        disable_tqdm=True, bf16=True,
+    )  # fmt: skip
+    callback = CarbonCallback(log_dir=tmp, zone="DE", verbose=1)
+    trainer = Trainer(
+        model=model, args=targs, train_dataset=Tokens(2048, 256, 8192), callbacks=[callback]
+    )
+    trainer.train()
+    if rank != 0:
+        return 0
+    time.sleep(0.5)
+    for p in pollers:
+        p.terminate()
+        p.wait(timeout=10)
+    from carbon_callbacks.core.records import read_run_log
+
+    log = read_run_log(callback.tracker.log_path)
+    steps = [load_steps(p) for p in paths]
+    rows = []
+    for e in log.epochs:
+        tracked = sum(v for k, v in e["energy_j"].items() if "gpu:" in k)
+        ref = sum(
+            energy_at(t, en, e["end_unix_s"]) - energy_at(t, en, e["start_unix_s"])
+            for t, en in steps
+        )
+        rows.append({"tracked_j": tracked, "reference_j": ref, "duration_s": e["duration_s"]})
+    ratios = [r["tracked_j"] / r["reference_j"] for r in rows]
+    result = {
+        "world_size": world,
+        "sensors": [s["name"] + " " + s["device"] for s in log.header["sensors"]],
+        "epochs": rows,
+        "run_ratio": sum(r["tracked_j"] for r in rows) / sum(r["reference_j"] for r in rows),
+        "per_epoch_median": statistics.median(ratios),
+        "per_epoch_ratios": ratios,
+    }
+    with open(args.out, "w") as fh:
+        json.dump(result, fh, indent=1)
+    print(json.dumps({k: v for k, v in result.items() if k != "epochs"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
