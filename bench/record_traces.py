@@ -1,0 +1,234 @@
+"""Record per-epoch traces (duration, energy, phases) of small real trainings for the benchmark.
+
+Each trace is a real Lightning training measured by :class:`CarbonCallback`; the run log it
+writes is converted into a trace file (format: see ``bench/predict_accuracy.py``) in
+``bench/traces/``. Run from the repository root:
+
+    PYTHONPATH=. python bench/record_traces.py                 # all traces, on this machine
+    PYTHONPATH=. python bench/record_traces.py --only unet-w8  # one of them
+    PYTHONPATH=. python bench/record_traces.py --accelerator gpu --suffix h100
+
+On a machine without RAPL or NVML (such as the 2-core CI-like box the first traces were
+recorded on) the energy comes from the CPU model (TDP x utilisation) and is labelled
+``modelled`` in the trace's ``recorded_with.sensors``: it follows the duration and the machine's
+load, which is what the predictor has to forecast there. GPU traces recorded with
+``--accelerator gpu`` carry NVML counter energies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from carbon_callbacks.demo import _make_dataset, make_module
+from carbon_callbacks.integrations.lightning import CarbonCallback
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from predict_accuracy import trace_from_run_log  # noqa: E402
+
+
+class TinyTransformer(pl.LightningModule):
+    """A 2-layer Transformer encoder classifying synthetic token sequences (class = a parity)."""
+
+    def __init__(self, vocab: int = 64, d_model: int = 64, layers: int = 2, lr: float = 1e-3):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, d_model)
+        layer = torch.nn.TransformerEncoderLayer(
+            d_model, nhead=4, dim_feedforward=4 * d_model, batch_first=True, dropout=0.0
+        )
+        self.encoder = torch.nn.TransformerEncoder(layer, layers)
+        self.head = torch.nn.Linear(d_model, 2)
+        self.lr = lr
+
+    def forward(self, tokens):
+        return self.head(self.encoder(self.embed(tokens)).mean(dim=1))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(self(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.log("val/loss", torch.nn.functional.cross_entropy(logits, y))
+        self.log("val/acc", (logits.argmax(-1) == y).float().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def _tokens(n: int, length: int, vocab: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab, (n, length), generator=g)
+    y = (x[:, :4].sum(dim=1) % 2).long()
+    return torch.utils.data.TensorDataset(x, y)
+
+
+def _loaders(kind: str, seed: int, n_train: int, n_val: int):
+    if kind == "unet":
+        train = _make_dataset(n_train, 32, seed)
+        val = _make_dataset(n_val, 32, seed + 1)
+    else:
+        train = _tokens(n_train, 32, 64, seed)
+        val = _tokens(n_val, 32, 64, seed + 1)
+    return (
+        torch.utils.data.DataLoader(train, batch_size=16, shuffle=True),
+        torch.utils.data.DataLoader(val, batch_size=16),
+    )
+
+
+#: name -> (model kind, settings). ``val_every`` is Lightning's check_val_every_n_epoch;
+#: ``max_steps`` makes a step-based run (epochs unknown to the predictor).
+SPECS: dict[str, dict[str, Any]] = {
+    "unet-w8": {"kind": "unet", "width": 8, "epochs": 16, "n_train": 640, "n_val": 64},
+    "unet-w16": {"kind": "unet", "width": 16, "epochs": 14, "n_train": 256, "n_val": 32},
+    "transformer-d64": {
+        "kind": "transformer",
+        "d_model": 64,
+        "epochs": 16,
+        "n_train": 2048,
+        "n_val": 256,
+    },
+    "transformer-d128": {
+        "kind": "transformer",
+        "d_model": 128,
+        "epochs": 12,
+        "n_train": 1024,
+        "n_val": 128,
+    },
+    "unet-w8-val-every-3": {
+        "kind": "unet",
+        "width": 8,
+        "epochs": 18,
+        "n_train": 640,
+        "n_val": 640,
+        "val_every": 3,
+    },
+    "transformer-val-every-4": {
+        "kind": "transformer",
+        "d_model": 64,
+        "epochs": 20,
+        "n_train": 2048,
+        "n_val": 4096,
+        "val_every": 4,
+    },
+    "unet-w8-steps": {"kind": "unet", "width": 8, "max_steps": 500, "n_train": 640, "n_val": 64},
+}
+
+
+def cpu_stall_us() -> float | None:
+    """Microseconds some task waited for a CPU since boot (Linux PSI), or None."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            some = f.readline().split()
+        return float(dict(kv.split("=") for kv in some[1:])["total"])
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def record(name: str, spec: dict[str, Any], accelerator: str, out_dir: Path, suffix: str) -> Path:
+    """Train one spec with the carbon callback and write its trace; return the trace path."""
+    pl.seed_everything(0, verbose=False)
+    train, val = _loaders(spec["kind"], 0, spec["n_train"], spec["n_val"])
+    if spec["kind"] == "unet":
+        module = make_module(spec["width"])
+    else:
+        module = TinyTransformer(d_model=spec["d_model"])
+    with tempfile.TemporaryDirectory() as tmp:
+        callback = CarbonCallback(log_dir=tmp, run_name=name, verbose=0, zone="DK")
+        limits: dict[str, Any] = (
+            {"max_steps": spec["max_steps"], "max_epochs": -1}
+            if "max_steps" in spec
+            else {"max_epochs": spec["epochs"]}
+        )
+        trainer = pl.Trainer(
+            accelerator=accelerator,
+            devices=1,
+            logger=False,
+            callbacks=[callback],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            check_val_every_n_epoch=spec.get("val_every", 1),
+            **limits,
+        )
+        started, stall_start = time.time(), cpu_stall_us()
+        trainer.fit(module, train, val)
+        wall_s, stall_end = time.time() - started, cpu_stall_us()
+        trace = trace_from_run_log(callback.tracker.log_path)
+    full_name = f"{name}-{suffix}" if suffix else name
+    trace["name"] = full_name
+    trace["description"] = _describe(spec)
+    trace["recorded_with"].update(
+        {
+            "command": "PYTHONPATH=. python bench/record_traces.py --only "
+            f"{name} --accelerator {accelerator}" + (f" --suffix {suffix}" if suffix else ""),
+            "accelerator": accelerator,
+            "machine": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "lightning": pl.__version__,
+            "wall_s": round(wall_s, 2),
+            # share of the wall time in which some task waited for a CPU (Linux PSI "some"):
+            # other jobs on the machine; near 0 = a quiet machine
+            "cpu_contention": (
+                round((stall_end - stall_start) / 1e6 / wall_s, 3)
+                if stall_start is not None and stall_end is not None
+                else None
+            ),
+            "load_average_1min_end": round(os.getloadavg()[0], 2),
+            "spec": spec,
+        }
+    )
+    path = out_dir / f"{full_name}.json"
+    path.write_text(json.dumps(trace, indent=1) + "\n")
+    return path
+
+
+def _describe(spec: dict[str, Any]) -> str:
+    model = (
+        f"2D U-Net width {spec['width']} on {spec['n_train']} synthetic 32x32 images"
+        if spec["kind"] == "unet"
+        else f"2-layer Transformer encoder d_model={spec['d_model']} on {spec['n_train']} "
+        "synthetic sequences of 32 tokens"
+    )
+    length = (
+        f"max_steps={spec['max_steps']} (step-based)"
+        if "max_steps" in spec
+        else f"{spec['epochs']} epochs"
+    )
+    val = f"validation every {spec.get('val_every', 1)} epoch(s) on {spec['n_val']} samples"
+    return f"{model}, batch 16, {length}, {val}; Lightning + CarbonCallback"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=sorted(SPECS), default=None)
+    parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
+    parser.add_argument("--suffix", default="cpu", help="appended to each trace name")
+    parser.add_argument("--out", default=str(HERE / "traces"))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.only or list(SPECS):
+        path = record(name, SPECS[name], args.accelerator, out, args.suffix)
+        print(f"recorded {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
