@@ -8,6 +8,10 @@ writes is converted into a trace file (format: see ``bench/predict_accuracy.py``
     PYTHONPATH=. python bench/record_traces.py --only unet-w8  # one of them
     PYTHONPATH=. python bench/record_traces.py --accelerator gpu --suffix h100
 
+On a machine shared with other jobs, run it at a higher priority (``nice -n -10``, as root) or
+with ``--quiet-below``; each trace records the contention it saw (``cpu_contention``: Linux PSI,
+all tasks; ``run_queue_wait_per_s``: this process's threads waiting for a CPU).
+
 On a machine without RAPL or NVML (such as the 2-core CI-like box the first traces were
 recorded on) the energy comes from the CPU model (TDP x utilisation) and is labelled
 ``modelled`` in the trace's ``recorded_with.sensors``: it follows the duration and the machine's
@@ -139,6 +143,18 @@ def cpu_stall_us() -> float | None:
         return None
 
 
+def run_queue_wait_s() -> float | None:
+    """Seconds this process's threads have waited for a CPU (``/proc/self/task/*/schedstat``)."""
+    try:
+        total_ns = 0
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/schedstat") as f:
+                total_ns += int(f.read().split()[1])
+        return total_ns / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def record(name: str, spec: dict[str, Any], accelerator: str, out_dir: Path, suffix: str) -> Path:
     """Train one spec with the carbon callback and write its trace; return the trace path."""
     pl.seed_everything(0, verbose=False)
@@ -166,9 +182,9 @@ def record(name: str, spec: dict[str, Any], accelerator: str, out_dir: Path, suf
             check_val_every_n_epoch=spec.get("val_every", 1),
             **limits,
         )
-        started, stall_start = time.time(), cpu_stall_us()
+        started, stall_start, wait_start = time.time(), cpu_stall_us(), run_queue_wait_s()
         trainer.fit(module, train, val)
-        wall_s, stall_end = time.time() - started, cpu_stall_us()
+        wall_s, stall_end, wait_end = time.time() - started, cpu_stall_us(), run_queue_wait_s()
         trace = trace_from_run_log(callback.tracker.log_path)
     full_name = f"{name}-{suffix}" if suffix else name
     trace["name"] = full_name
@@ -190,6 +206,13 @@ def record(name: str, spec: dict[str, Any], accelerator: str, out_dir: Path, suf
                 if stall_start is not None and stall_end is not None
                 else None
             ),
+            # seconds this process's threads waited for a CPU, per second of wall time
+            "run_queue_wait_per_s": (
+                round((wait_end - wait_start) / wall_s, 3)
+                if wait_start is not None and wait_end is not None
+                else None
+            ),
+            "nice": os.nice(0),
             "load_average_1min_end": round(os.getloadavg()[0], 2),
             "spec": spec,
         }

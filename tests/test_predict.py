@@ -280,3 +280,32 @@ def test_unknown_length_is_said_once_not_guessed(tmp_path):
     log = read_run_log(tracker.log_path)
     assert log.predictions == []
     assert [e["kind"] for e in log.events] == ["no_prediction"]
+
+
+def test_benchmark_reads_run_logs_as_traces(tmp_path):
+    """bench/predict_accuracy.py takes run logs too: epochs, steps and in-epoch phases."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "bench" / "predict_accuracy.py"
+    spec = importlib.util.spec_from_file_location("predict_accuracy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tracker = _tracker(tmp_path, intensity_g_per_kwh=100)
+    for i in range(6):
+        tracker.epoch_start()
+        time.sleep(0.02)
+        if i % 3 == 2:
+            with tracker.phase("validation"):
+                time.sleep(0.02)
+        tracker.epoch_end(steps=4)
+    tracker.stop()
+    trace = bench.load_trace(tracker.log_path)
+    assert trace["planned"] == {"epochs": 6, "total_steps": None}
+    assert [len(e["phases"]) for e in trace["epochs"]] == [0, 0, 1, 0, 0, 1]
+    assert [e["steps"] for e in trace["epochs"]] == [4] * 6
+    rows = bench.evaluate(trace, [1, 2, 5])
+    assert [r["after"] for r in rows] == [1, 2, 5]
+    actual = sum(e["energy_kwh"] for e in trace["epochs"])
+    assert all(r["actual_kwh"] == pytest.approx(actual) for r in rows)
+    assert rows[-1]["error"] < 0.5 and "covered" in rows[-1]
