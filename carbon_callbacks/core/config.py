@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -125,6 +126,14 @@ class CarbonConfig:
         ip_geolocation: opt in to one IP geolocation lookup when no zone is known (allows the
             network for it unless offline is set, without turning live values on:
             ``live_intensity`` then defaults to False); ``ip_geolocation_url`` is the service.
+        budget_g / budget_kwh / budget_s: limits of the run in grams CO2eq, kWh (PUE included)
+            and seconds of training; a number in that unit or a text with a unit
+            (``"2.5 kg"``, ``"500 Wh"``, ``"90 min"``). Stored in the setting's unit.
+        budget_policy: ``"warn"`` (the default when a limit is set), ``"stop-when-predicted-over"``
+            or ``"stop-when-spent"`` (see :mod:`carbon_callbacks.core.budget`).
+        stop_and_confirm: carbontracker's option: after the first prediction, ask
+            "Continue training (y/n)?" on the terminal and stop on "n". Off by default; needs an
+            interactive stdin (refused otherwise).
     """
 
     epochs: int | None = None
@@ -167,6 +176,11 @@ class CarbonConfig:
     cloud_region: str | None = None
     ip_geolocation: bool = False
     ip_geolocation_url: str = IP_GEOLOCATION_URL
+    budget_g: float | str | None = None
+    budget_kwh: float | str | None = None
+    budget_s: float | str | None = None
+    budget_policy: str | None = None
+    stop_and_confirm: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -286,6 +300,7 @@ class CarbonConfig:
             check_writable_dir(self.log_dir)
         if not isinstance(self.verbose, int) or self.verbose < 0:
             raise ConfigError(f"verbose must be 0, 1 or 2, got {self.verbose!r}")
+        self._validate_budget()
         if not re.fullmatch(r"[A-Za-z0-9_.\-]*", self.log_file_prefix or ""):
             raise ConfigError(
                 "log_file_prefix may hold letters, digits, '.', '_' and '-' only "
@@ -369,6 +384,55 @@ class CarbonConfig:
             )
         if not isinstance(self.ip_geolocation, bool):
             raise ConfigError(f"ip_geolocation must be True or False, got {self.ip_geolocation!r}")
+    def _validate_budget(self) -> None:
+        from carbon_callbacks.core.budget import BudgetError, normalise_policy, parse_limit
+
+        try:
+            for name in ("budget_g", "budget_kwh", "budget_s"):
+                if getattr(self, name) is not None:
+                    setattr(self, name, parse_limit(name, getattr(self, name)))
+            has_limit = any(
+                getattr(self, n) is not None for n in ("budget_g", "budget_kwh", "budget_s")
+            )
+            if self.budget_policy is not None:
+                self.budget_policy = normalise_policy(self.budget_policy)
+                if not has_limit:
+                    raise BudgetError(
+                        f"budget_policy={self.budget_policy!r} has no limit to act on: set "
+                        "budget_g (gCO2eq), budget_kwh (kWh) and/or budget_s (seconds)"
+                    )
+            elif has_limit:
+                self.budget_policy = "warn"
+        except BudgetError as exc:
+            raise ConfigError(str(exc)) from None
+        if has_limit and self.monitor_epochs != -1:
+            raise ConfigError(
+                f"a budget needs every epoch measured, but monitor_epochs={self.monitor_epochs} "
+                "stops measuring after that many; use monitor_epochs=-1 with a budget"
+            )
+        if self.budget_policy == "stop-when-predicted-over" and self.epochs_before_pred == 0:
+            raise ConfigError(
+                "budget_policy='stop-when-predicted-over' acts on predictions, but "
+                "epochs_before_pred=0 turns them off; set epochs_before_pred >= 1"
+            )
+        if not isinstance(self.stop_and_confirm, bool):
+            raise ConfigError(
+                f"stop_and_confirm must be True or False, got {self.stop_and_confirm!r}"
+            )
+        if self.stop_and_confirm:
+            if self.epochs_before_pred == 0:
+                raise ConfigError(
+                    "stop_and_confirm asks after the first prediction, but epochs_before_pred=0 "
+                    "turns predictions off; set epochs_before_pred >= 1"
+                )
+            if not stdin_is_interactive():
+                raise ConfigError(
+                    "stop_and_confirm=True asks 'Continue training (y/n)?' on the terminal after "
+                    "the first prediction, but stdin is not an interactive terminal (a batch "
+                    "job, a pipe or CI), so nobody could answer and training would hang: drop "
+                    "stop_and_confirm, or set a budget with budget_policy="
+                    "'stop-when-predicted-over', which decides without asking"
+                )
 
     # -- helpers ----------------------------------------------------------------------------
     @property
@@ -412,6 +476,27 @@ class CarbonConfig:
                 f"unknown setting(s) {unknown}; valid settings are: {', '.join(sorted(valid))}"
             )
         return cls(**kwargs)
+
+
+def stdin_is_interactive() -> bool:
+    """True where a question on stdin can be answered: a terminal, or a Jupyter kernel.
+
+    Only rank 0 asks under DDP, so other ranks count as interactive here.
+    """
+    from carbon_callbacks.core.distributed import rank
+
+    if rank() != 0:
+        return True
+    ipython = sys.modules.get("IPython")
+    if ipython is not None:  # running inside a Jupyter kernel (not merely ipykernel imported)
+        shell = getattr(ipython, "get_ipython", lambda: None)()
+        if shell is not None and getattr(shell, "kernel", None) is not None:
+            return True
+    stdin = sys.stdin
+    try:
+        return stdin is not None and not stdin.closed and bool(stdin.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def normalise_zone(zone: str) -> str:

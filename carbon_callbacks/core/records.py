@@ -25,10 +25,15 @@ Schema version 1. Every line is one JSON object with a ``"type"``:
     ``kind``, ``message``, ``source``, ``time_unix_s`` (see :mod:`carbon_callbacks.core.events`).
 ``metric``
     ``name``, ``value``, ``epoch``: a final value of a user-named performance metric (e.g. Dice).
+``budget``
+    ``epoch``, ``action`` (``"warn"``, ``"stop"``; ``"continue"`` for a ``stop_and_confirm``
+    answer), ``trigger`` (``"spent"``, ``"predicted"``, ``"predicted-central"``, ``"user"``),
+    ``policy``, ``reason`` and, for limits, ``quantity``, ``limit``, ``unit``, ``spent``,
+    ``predicted``, ``predicted_low``, ``predicted_high`` (see :mod:`carbon_callbacks.core.budget`).
 ``footer``
     ``status`` (``"completed"``, ``"interrupted"`` or ``"failed"``), ``ended_at_unix_s``,
     ``duration_s``, ``energy_j``, ``energy_kwh``, ``co2_g``, ``epochs_completed``,
-    ``events_dropped``.
+    ``stop_reason`` (why a budget or the user stopped the run, else null), ``events_dropped``.
 
 Writing is append-and-flush per record (``fsync`` for the header and the footer), so a killed run
 keeps every finished epoch. A write that fails never raises: the record is kept in memory and
@@ -60,7 +65,7 @@ SCHEMA_VERSION = 1
 #: File-name suffix of every run log.
 LOG_SUFFIX = ".carbon.jsonl"
 #: Record types this version knows; others are kept in :attr:`RunLog.other`.
-RECORD_TYPES = ("header", "epoch", "phase", "prediction", "event", "metric", "footer")
+RECORD_TYPES = ("header", "epoch", "phase", "prediction", "event", "metric", "budget", "footer")
 #: Values of a footer's ``status``.
 FOOTER_STATUSES = ("completed", "interrupted", "failed")
 #: Default number of unwritten records kept in memory while the file cannot be written.
@@ -534,6 +539,7 @@ class RunLog:
         predictions: prediction records, in file order.
         events: event records, in file order.
         metrics: metric records, in file order.
+        budgets: budget decision records, in file order.
         footer: the last footer record, or None (the run was killed or is still running).
         other: records of unknown types (and any second header or earlier footer), in order.
         truncated: True when the last line was incomplete (the writer was cut off mid-line).
@@ -547,6 +553,7 @@ class RunLog:
     predictions: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    budgets: list[dict[str, Any]] = field(default_factory=list)
     footer: dict[str, Any] | None = None
     other: list[dict[str, Any]] = field(default_factory=list)
     truncated: bool = False
@@ -686,6 +693,7 @@ _BUCKETS = {
     "prediction": "predictions",
     "event": "events",
     "metric": "metrics",
+    "budget": "budgets",
 }
 
 

@@ -21,12 +21,14 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 from carbon_callbacks import __version__
 from carbon_callbacks.core import metrics as keys
+from carbon_callbacks.core.budget import Budget, BudgetDecision, check_budget
 from carbon_callbacks.core.config import CarbonConfig, ConfigError
 from carbon_callbacks.core.distributed import (
     RankGroup,
@@ -35,11 +37,11 @@ from carbon_callbacks.core.distributed import (
     local_rank_info,
     world_size,
 )
-from carbon_callbacks.core.events import Event, EventLog
+from carbon_callbacks.core.events import CarbonCallbacksWarning, Event, EventLog
 from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityProvider
 from carbon_callbacks.core.intensity.resolve import resolve_intensity
 from carbon_callbacks.core.meter import Measurement, Meter, Snapshot
-from carbon_callbacks.core.predict import EpochSample, Prediction, predict_run
+from carbon_callbacks.core.predict import EpochSample, PhaseSample, Prediction, predict_run
 from carbon_callbacks.core.records import (
     SCHEMA_VERSION,
     RunLogWriter,
@@ -119,16 +121,26 @@ class CarbonTracker:
         self._offset = {"energy_kwh": 0.0, "co2_g": 0.0, "duration_s": 0.0, "epochs": 0}
         self._prior_run_ids: list[str] = []
         self._history: deque[EpochSample] = deque(maxlen=_HISTORY_LEN)
+        self._epoch_phases: list[PhaseSample] = []
         self._steps_done: int | None = None
+        self._offset_steps = 0
         self.prediction: Prediction | None = None
         self.ranks = RankInfo(host_leader=True)
         self._group: RankGroup | None = None
         self._gpu_override: int | str | None = None
         self._verbose = config.verbose
-        #: True once a budget decided that training should stop; integrations translate it
-        #: into their framework's own stop flag. ``stop_reason`` says why.
+        #: True once a budget (or the user, with ``stop_and_confirm``) decided that training
+        #: should stop; integrations translate it into their framework's own stop flag.
+        #: ``stop_reason`` says why. Checked after every epoch.
         self.should_stop = False
         self.stop_reason: str | None = None
+        self.budget: Budget | None = Budget.from_settings(
+            {n: getattr(config, n) for n in ("budget_g", "budget_kwh", "budget_s")},
+            config.budget_policy,
+        )
+        self._budget_said: set[tuple[str, str, str]] = set()
+        self._confirm_asked = False
+        self._no_prediction_noted = False
         self.last_metrics: dict[str, float] = {}
         self.last_measurement: Measurement | None = None
 
@@ -240,6 +252,8 @@ class CarbonTracker:
                 self._close_intensity()
                 return self.totals()
             self._stopped = True
+            if self.should_stop and status == "completed":
+                status = "interrupted"  # ended early by a budget or the user, not by its plan
             try:
                 self._stop(status)
             except Exception as exc:  # noqa: BLE001
@@ -298,6 +312,7 @@ class CarbonTracker:
                 "epochs_completed": self._offset["epochs"] + self.epochs_completed,
                 "epochs_monitored": self.epochs_monitored,
                 "epochs_planned": self.config.epochs,
+                "stop_reason": self.stop_reason,
                 "events_dropped": self.events.dropped,
             }
         )
@@ -346,6 +361,7 @@ class CarbonTracker:
                 return
             self._epoch_snap = self._meter.mark()
             self._epoch_steps = None
+            self._epoch_phases = []
         except Exception as exc:  # noqa: BLE001
             self.events.record("hook_failed", f"epoch_start failed: {exc!r}", "tracker")
 
@@ -387,8 +403,11 @@ class CarbonTracker:
                 "duration_s": self._offset["duration_s"] + self._duration_s,
             }
             self._write(record)
-            self._history.append(EpochSample(m.duration_s, energy_kwh, co2_g, steps))
+            phases = tuple(self._epoch_phases)
+            self._epoch_phases = []
+            self._history.append(EpochSample(m.duration_s, energy_kwh, co2_g, steps, phases))
             self._maybe_predict(intensity)
+            self._check_budget(index)
             metrics = self._metrics(m, energy_kwh, co2_g, intensity)
             self.last_metrics = metrics
             if self._verbose >= 2:
@@ -454,48 +473,146 @@ class CarbonTracker:
         return out
 
     def _maybe_predict(self, intensity: IntensityEstimate) -> None:
+        """Predict the whole run from ``epochs_before_pred`` epochs on; log every prediction."""
         cfg = self.config
         if cfg.epochs_before_pred == 0 or self.epochs_monitored < cfg.epochs_before_pred:
             return
         first = self.prediction is None
-        total_epochs = cfg.epochs
         history = list(self._history)
-        if total_epochs is not None and self._offset["epochs"]:
-            # resumed: the history holds this segment only; predict the rest from it
-            total_epochs = max(total_epochs - self._offset["epochs"], len(history))
-
-        def run(intensity_g_per_kwh: float) -> Prediction | None:
-            return predict_run(
-                history,
-                total_epochs=total_epochs,
-                intensity_g_per_kwh=intensity_g_per_kwh,
-                total_steps=cfg.total_steps,
-                steps_done=self._steps_done,
-            )
-
-        pred = run(intensity.intensity_g_per_kwh)
+        # epochs before the history: a resumed run's earlier segments, and any epochs that
+        # fell out of the bounded history
+        first_index = int(self._offset["epochs"]) + self.epochs_monitored - len(history)
+        steps_done = None
+        if self._steps_done is not None:
+            steps_done = self._offset_steps + self._steps_done
+        pred = predict_run(
+            history,
+            total_epochs=cfg.epochs,
+            intensity_g_per_kwh=intensity.intensity_g_per_kwh,
+            total_steps=cfg.total_steps,
+            steps_done=steps_done,
+            first_epoch_index=first_index,
+        )
         if pred is None:
+            if not self._no_prediction_noted:
+                self._no_prediction_noted = True
+                self.events.record(
+                    "no_prediction",
+                    "no prediction can be made: the run's length is unknown (set epochs, or "
+                    "total_steps with steps reported per epoch)",
+                    "predict",
+                )
             return
-        # the remaining energy is used over the predicted remaining time: apply the forecast
-        # over that span where the source has one (time-weighted; labelled beyond its horizon)
         applied = intensity
-        remaining_s = pred.duration_s - sum(e.duration_s for e in history)
-        if remaining_s > 0:
+        try:
             now = time.time()
-            try:
-                forecast = self._intensity.forecast_over(now, now + remaining_s)
-            except Exception as exc:  # noqa: BLE001 - a forecast must not cost the epoch
-                forecast = None
-                self.events.record("forecast_failed", f"forecast_over failed: {exc!r}", "tracker")
-            if forecast is not None:
-                applied = forecast
-                pred = run(forecast.intensity_g_per_kwh) or pred
-        if self._offset["epochs"]:
-            pred = _shift_prediction(pred, self._offset, cfg.epochs)
+            forecast = self._intensity.forecast_over(now, now + pred.remaining_duration_s)
+        except Exception as exc:  # noqa: BLE001 - a provider failure must not break training
+            forecast = None
+            self.events.record(
+                "forecast_failed",
+                f"intensity forecast failed ({exc!r}); current value used",
+                "intensity",
+            )
+        if forecast is not None:
+            pred = pred.with_intensity(forecast.intensity_g_per_kwh)
+            applied = forecast
+        pred = self._add_unseen(pred, history)
         self.prediction = pred
         self._write({"type": "prediction", **pred.to_dict(), "intensity": applied.to_dict()})
         if first and self._verbose >= 1:
             self._print(format_prediction(pred, applied, cfg.pue, cfg.decimal_precision))
+        if first and cfg.stop_and_confirm:
+            self._ask_to_continue(pred)
+
+    def _add_unseen(self, pred: Prediction, history: list[EpochSample]) -> Prediction:
+        """Add what was measured before the history (resumed segments, dropped epochs)."""
+        measured = {
+            "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
+            "co2_g": self._offset["co2_g"] + self._co2_g,
+            "duration_s": self._offset["duration_s"] + self._duration_s,
+        }
+        unseen = {
+            "energy_kwh": measured["energy_kwh"] - sum(e.energy_kwh for e in history),
+            "co2_g": measured["co2_g"] - sum(e.co2_g for e in history),
+            "duration_s": measured["duration_s"] - sum(e.duration_s for e in history),
+            "epochs": int(self._offset["epochs"]) + self.epochs_monitored - len(history),
+        }
+        if not unseen["epochs"]:
+            return pred
+        return _shift_prediction(pred, unseen)
+
+    # -- budgets ---------------------------------------------------------------------------------
+    def _check_budget(self, epoch: int) -> None:
+        """Apply the budget after an epoch: warn, or set ``should_stop`` with a reason."""
+        if self.budget is None:
+            return
+        spent = {
+            "co2_g": self._offset["co2_g"] + self._co2_g,
+            "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
+            "duration_s": self._offset["duration_s"] + self._duration_s,
+        }
+        for decision in check_budget(self.budget, spent, self.prediction):
+            key = (decision.action, decision.quantity, decision.trigger)
+            if key in self._budget_said or (decision.action == "stop" and self.should_stop):
+                continue
+            self._budget_said.add(key)
+            if decision.action == "stop":
+                self.should_stop = True
+                self.stop_reason = decision.reason
+            self._announce(decision, epoch)
+
+    def _announce(self, decision: BudgetDecision, epoch: int) -> None:
+        """Log a budget decision in the run log, print it and raise it as a warning."""
+        self._write({"type": "budget", "epoch": epoch, **decision.to_dict()})
+        verb = "stopping training" if decision.action == "stop" else "warning"
+        text = f"carbon_callbacks: budget {verb}: {decision.reason}"
+        if self.config.verbose >= 1:
+            self._print(text)
+        warnings.warn(text, CarbonCallbacksWarning, stacklevel=4)
+
+    def _ask_to_continue(self, pred: Prediction) -> None:
+        """carbontracker's ``stop_and_confirm``: ask once, on rank 0, after the first prediction."""
+        if self._confirm_asked or self.ranks.rank != 0:
+            return
+        self._confirm_asked = True
+        answer = None
+        for _ in range(3):
+            try:
+                reply = input("carbon_callbacks: continue training (y/n)? ")
+            except (EOFError, OSError, RuntimeError) as exc:
+                self.events.record(
+                    "confirm_unanswered",
+                    f"stop_and_confirm could not read an answer ({exc!r}); training continues",
+                    "budget",
+                )
+                break
+            reply = reply.strip().lower()
+            if reply in ("y", "yes", "n", "no"):
+                answer = reply[0]
+                break
+        epoch = int(self._offset["epochs"]) + self.epochs_completed - 1
+        if answer == "n":
+            self.should_stop = True
+            self.stop_reason = (
+                "stopped by the user after the prediction "
+                f"({pred.co2_g:.4g} gCO2eq, {pred.energy_kwh:.4g} kWh predicted; stop_and_confirm)"
+            )
+        self._write(
+            {
+                "type": "budget",
+                "epoch": epoch,
+                "action": "stop" if answer == "n" else "continue",
+                "trigger": "user",
+                "policy": "stop_and_confirm",
+                "answer": answer,
+                "predicted_co2_g": pred.co2_g,
+                "predicted_energy_kwh": pred.energy_kwh,
+                "reason": self.stop_reason if answer == "n" else "the user chose to continue",
+            }
+        )
+        if answer == "n":
+            self._print(f"carbon_callbacks: stopping training: {self.stop_reason}")
 
     # -- phases and blocks -----------------------------------------------------------------------
     def begin_phase(self, name: str) -> None:
@@ -514,7 +631,13 @@ class CarbonTracker:
         for i in range(len(self._phases) - 1, -1, -1):
             if self._phases[i][0] == name:
                 _, start = self._phases.pop(i)
-                self._end_phase(name, start)
+                self._end_phase(
+                    name,
+                    start,
+                    nested=any(
+                        snap.time_monotonic_s <= start.time_monotonic_s for _, snap in self._phases
+                    ),
+                )
                 return
 
     @contextlib.contextmanager
@@ -532,7 +655,7 @@ class CarbonTracker:
 
     track = phase
 
-    def _end_phase(self, name: str, start: Snapshot) -> None:
+    def _end_phase(self, name: str, start: Snapshot, nested: bool = False) -> None:
         try:
             with self._lock:
                 if self._meter is None:
@@ -548,6 +671,14 @@ class CarbonTracker:
                 if record["counted"]:
                     self._add_to_totals(m, energy_kwh, co2_g)
                 self._write(record)
+                epoch_snap = self._epoch_snap
+                if (
+                    epoch_snap is not None
+                    and not nested
+                    and start.time_monotonic_s >= epoch_snap.time_monotonic_s
+                ):
+                    # a top-level phase inside the epoch: the predictor forecasts it on its own
+                    self._epoch_phases.append(PhaseSample(name, m.duration_s, energy_kwh, co2_g))
         except Exception as exc:  # noqa: BLE001
             self.events.record("hook_failed", f"phase {name!r} end failed: {exc!r}", "tracker")
 
@@ -594,6 +725,7 @@ class CarbonTracker:
             "co2_g": self._offset["co2_g"] + self._co2_g,
             "duration_s": self._offset["duration_s"] + self._duration_s,
             "epochs": self._offset["epochs"] + self.epochs_completed,
+            "steps": self._offset_steps + (self._steps_done or 0),
             "run_ids": [*self._prior_run_ids, self.run_id],
         }
 
@@ -625,6 +757,7 @@ class CarbonTracker:
                 "epochs": int(state["epochs"]),
             }
             self._prior_run_ids = [str(r) for r in state.get("run_ids", [])]
+            self._offset_steps = int(state.get("steps", 0) or 0)
 
     # -- ranks -----------------------------------------------------------------------------------
     def set_gpu(self, gpu: int | str) -> None:
@@ -779,13 +912,12 @@ class CarbonTracker:
             pass
 
 
-def _shift_prediction(pred: Prediction, offset: dict[str, float], epochs: int | None) -> Prediction:
-    """Add a resumed run's earlier totals to a prediction made from this segment."""
-    e, g, s = offset["energy_kwh"], offset["co2_g"], offset["duration_s"]
+def _shift_prediction(pred: Prediction, unseen: dict[str, float]) -> Prediction:
+    """Add figures measured before the prediction's history (resumed segments...)."""
+    e, g, s = unseen["energy_kwh"], unseen["co2_g"], unseen["duration_s"]
     return dataclasses.replace(
         pred,
-        after_epochs=pred.after_epochs + int(offset["epochs"]),
-        epochs=epochs,
+        after_epochs=pred.after_epochs + int(unseen["epochs"]),
         duration_s=pred.duration_s + s,
         duration_s_low=pred.duration_s_low + s,
         duration_s_high=pred.duration_s_high + s,
@@ -795,4 +927,7 @@ def _shift_prediction(pred: Prediction, offset: dict[str, float], epochs: int | 
         co2_g=pred.co2_g + g,
         co2_g_low=pred.co2_g_low + g,
         co2_g_high=pred.co2_g_high + g,
+        measured_duration_s=pred.measured_duration_s + s,
+        measured_energy_kwh=pred.measured_energy_kwh + e,
+        measured_co2_g=pred.measured_co2_g + g,
     )

@@ -7,7 +7,9 @@ TensorBoard, CSV, W&B, MLflow); checkpoint state -> the tracker's ``state_dict``
 Works with ``import lightning`` and with ``import pytorch_lightning`` (whichever is installed;
 ``lightning`` first). The epoch window is ``on_train_epoch_start`` -> ``on_train_epoch_end``,
 which in Lightning includes that epoch's validation; validation and the sanity check are also
-recorded as their own phases.
+recorded as their own phases. A budget's stop decision (``tracker.should_stop``) becomes
+``trainer.should_stop``, made collective under DDP (Lightning honours it once ``min_epochs`` is
+reached).
 """
 
 from __future__ import annotations
@@ -99,6 +101,12 @@ class CarbonCallback(_Callback):
                 on_epoch=True,
                 logger=bool(trainer.loggers),
             )
+        # a budget's decision -> Lightning's stop flag, collectively (any rank stops all ranks,
+        # as EarlyStopping does); every rank calls the collective every epoch
+        should_stop = trainer.strategy.reduce_boolean_decision(
+            bool(self.tracker.should_stop), all=False
+        )
+        trainer.should_stop = trainer.should_stop or should_stop
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         name = self.tracker.config.monitor_metric

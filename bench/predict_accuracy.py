@@ -1,0 +1,262 @@
+"""Prediction accuracy on recorded per-epoch traces: this predictor against carbontracker's method.
+
+    PYTHONPATH=. python bench/predict_accuracy.py                      # bench/traces/*.json
+    PYTHONPATH=. python bench/predict_accuracy.py a.json b.carbon.jsonl --after 1 2 5 --json o.json
+
+For every trace and every checkpoint n (default after 1, 2 and 5 epochs) both methods see the
+first n epochs only and predict the energy of the whole run; the error is
+``|predicted - actual| / actual`` with ``actual`` the sum of every epoch in the trace:
+
+* ``carbon_callbacks``: :func:`carbon_callbacks.core.predict.predict_run` (measured so far +
+  the rest forecast per epoch type, with a 90 % interval; coverage = the actual total inside it);
+* ``carbontracker``: the mean of the n monitored epochs times the epoch count (its
+  ``predictor.py``, as described in ``../shared/notes/carbontracker.md`` (c)); no interval.
+
+Step-based traces (``planned.total_steps`` set, ``planned.epochs`` null) give the predictor
+the total steps and the steps done; carbontracker's method needs an epoch count, so it is given
+the trace's real epoch count (an advantage it would not have in such a run).
+
+Inputs are trace files (JSON, format below) or run logs (``*.carbon.jsonl``, converted with
+:func:`trace_from_run_log`), so traces recorded on any machine (GPU traces included) can be
+added to ``bench/traces/`` or passed on the command line.
+
+Trace format (``"format": "carbon_callbacks.trace/1"``)::
+
+    {"format": ..., "name": str, "description": str,
+     "recorded_with": {"sensors": [{"name", "component", "device", "method"}], "pue": float,
+                       "command": str, ...},
+     "planned": {"epochs": int | null, "total_steps": int | null},
+     "epochs": [{"epoch": int, "duration_s": s, "energy_kwh": kWh, "steps": int | null,
+                 "phases": [{"name": str, "duration_s": s, "energy_kwh": kWh}]}]}
+
+Energies are kWh including PUE; ``phases`` are the named parts measured inside the epoch
+(e.g. ``"validation"``), used by the predictor to forecast periodic work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from carbon_callbacks.core.predict import EpochSample, PhaseSample, predict_run
+from carbon_callbacks.core.records import read_run_log
+
+TRACE_FORMAT = "carbon_callbacks.trace/1"
+HERE = Path(__file__).resolve().parent
+
+
+# -- traces --------------------------------------------------------------------------------------
+def trace_from_run_log(path: str | Path) -> dict[str, Any]:
+    """Convert a run log into a trace: its epoch records with their in-epoch phases."""
+    log = read_run_log(path)
+    phases_by_epoch: dict[int, list[dict[str, Any]]] = {}
+    for phase in log.phases:
+        if phase.get("in_epoch") and isinstance(phase.get("epoch"), int):
+            phases_by_epoch.setdefault(phase["epoch"], []).append(
+                {
+                    "name": phase["name"],
+                    "duration_s": phase["duration_s"],
+                    "energy_kwh": phase["energy_kwh"],
+                }
+            )
+    epochs = [
+        {
+            "epoch": rec["epoch"],
+            "duration_s": rec["duration_s"],
+            "energy_kwh": rec["energy_kwh"],
+            "steps": rec.get("steps"),
+            "phases": phases_by_epoch.get(rec["epoch"], []),
+        }
+        for rec in log.epochs
+    ]
+    header = log.header
+    planned_epochs = header.get("epochs")
+    return {
+        "format": TRACE_FORMAT,
+        "name": log.run_name or log.run_id or Path(path).stem,
+        "description": "",
+        "recorded_with": {
+            "sensors": [
+                {k: s.get(k) for k in ("name", "component", "device", "method")}
+                for s in header.get("sensors", [])
+            ],
+            "pue": header.get("pue"),
+            "host": header.get("host"),
+            "package_version": header.get("package_version"),
+            "started_at": header.get("started_at"),
+            "run_log": Path(path).name,
+        },
+        "planned": {
+            # what the predictor was told: epochs when the run was epoch-based, else steps
+            "epochs": planned_epochs,
+            "total_steps": header.get("total_steps") if planned_epochs is None else None,
+        },
+        "epochs": epochs,
+    }
+
+
+def load_trace(path: str | Path) -> dict[str, Any]:
+    """A trace from a trace file or a run log (``*.carbon.jsonl``)."""
+    p = Path(path)
+    if p.name.endswith(".carbon.jsonl"):
+        return trace_from_run_log(p)
+    trace = json.loads(p.read_text())
+    if trace.get("format") != TRACE_FORMAT:
+        raise ValueError(f"{p}: not a trace (format {trace.get('format')!r}, want {TRACE_FORMAT})")
+    return trace
+
+
+def samples(trace: dict[str, Any]) -> list[EpochSample]:
+    """The trace's epochs as predictor input (CO2 = energy: intensity 1 g/kWh)."""
+    out = []
+    for e in trace["epochs"]:
+        phases = tuple(
+            PhaseSample(p["name"], p["duration_s"], p["energy_kwh"], p["energy_kwh"])
+            for p in e.get("phases", [])
+        )
+        out.append(
+            EpochSample(e["duration_s"], e["energy_kwh"], e["energy_kwh"], e.get("steps"), phases)
+        )
+    return out
+
+
+# -- the two methods -----------------------------------------------------------------------------
+def carbontracker_prediction(history: list[EpochSample], epochs: int) -> float:
+    """carbontracker's predictor: mean kWh of the monitored epochs x the epoch count."""
+    return epochs * statistics.fmean(e.energy_kwh for e in history)
+
+
+def evaluate(trace: dict[str, Any], after: list[int]) -> list[dict[str, Any]]:
+    """One row per checkpoint n < the trace's epochs: both methods' errors and the coverage."""
+    hist = samples(trace)
+    n_total = len(hist)
+    actual = sum(e.energy_kwh for e in hist)
+    planned = trace.get("planned", {})
+    total_epochs = planned.get("epochs") or None
+    total_steps = planned.get("total_steps") or None
+    if total_epochs is None and total_steps is None:
+        total_epochs = n_total
+    rows = []
+    for n in after:
+        if n >= n_total:
+            continue
+        seen = hist[:n]
+        steps_done = sum(e.steps or 0 for e in seen) if total_steps else None
+        pred = predict_run(
+            seen,
+            total_epochs=total_epochs,
+            intensity_g_per_kwh=1.0,
+            total_steps=total_steps,
+            steps_done=steps_done,
+        )
+        ct = carbontracker_prediction(seen, total_epochs or n_total)
+        row: dict[str, Any] = {
+            "trace": trace["name"],
+            "after": n,
+            "epochs": n_total,
+            "actual_kwh": actual,
+            "carbontracker_kwh": ct,
+            "carbontracker_error": abs(ct - actual) / actual,
+        }
+        if pred is not None:
+            row.update(
+                {
+                    "predicted_kwh": pred.energy_kwh,
+                    "low_kwh": pred.energy_kwh_low,
+                    "high_kwh": pred.energy_kwh_high,
+                    "error": abs(pred.energy_kwh - actual) / actual,
+                    "covered": pred.energy_kwh_low <= actual <= pred.energy_kwh_high,
+                    "method": pred.method,
+                }
+            )
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], after: list[int]) -> list[dict[str, Any]]:
+    """Median errors and coverage per checkpoint, and over all checkpoints."""
+    out = []
+    for label, sel in [(str(n), [r for r in rows if r["after"] == n]) for n in after] + [
+        ("all", rows)
+    ]:
+        ours = [r for r in sel if "error" in r]
+        if not sel:
+            continue
+        out.append(
+            {
+                "after": label,
+                "cases": len(sel),
+                "median_error": statistics.median(r["error"] for r in ours) if ours else None,
+                "max_error": max(r["error"] for r in ours) if ours else None,
+                "coverage": sum(r["covered"] for r in ours) / len(ours) if ours else None,
+                "carbontracker_median_error": statistics.median(
+                    r["carbontracker_error"] for r in sel
+                ),
+                "carbontracker_max_error": max(r["carbontracker_error"] for r in sel),
+            }
+        )
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
+    """The tables for docs/benchmarks.md."""
+    lines = [
+        "| after epochs | cases | median error (this) | max error (this) | interval coverage "
+        "| median error (carbontracker) | max error (carbontracker) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        lines.append(
+            f"| {s['after']} | {s['cases']} | {_pct(s['median_error'])} | {_pct(s['max_error'])} "
+            f"| {_pct(s['coverage'])} | {_pct(s['carbontracker_median_error'])} "
+            f"| {_pct(s['carbontracker_max_error'])} |"
+        )
+    lines += [
+        "",
+        "| trace | after | actual kWh | this: predicted [interval] | error | carbontracker error |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ours = (
+            f"{r['predicted_kwh']:.3g} [{r['low_kwh']:.3g} .. {r['high_kwh']:.3g}]"
+            + ("" if r["covered"] else " (missed)")
+            if "error" in r
+            else "none"
+        )
+        lines.append(
+            f"| {r['trace']} | {r['after']} | {r['actual_kwh']:.3g} | {ours} "
+            f"| {_pct(r.get('error'))} | {_pct(r['carbontracker_error'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Prediction accuracy on recorded traces.")
+    parser.add_argument("paths", nargs="*", help="trace files or run logs (default bench/traces)")
+    parser.add_argument("--after", type=int, nargs="+", default=[1, 2, 5])
+    parser.add_argument("--json", default=None, help="also write rows and summary here")
+    args = parser.parse_args(argv)
+    paths = [Path(p) for p in args.paths] or sorted((HERE / "traces").glob("*.json"))
+    if not paths:
+        print("no traces found", file=sys.stderr)
+        return 2
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        rows += evaluate(load_trace(path), args.after)
+    summary = summarise(rows, args.after)
+    print(markdown(rows, summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

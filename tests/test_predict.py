@@ -1,0 +1,311 @@
+"""The predictor on synthetic traces with known answers, interval coverage on noisy traces, and
+its use by the tracker (every epoch, run log, metric keys, intensity forecast)."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+
+import pytest
+from power_traces import ConstantCounterSensor
+
+from carbon_callbacks.core import metrics as keys
+from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityProvider
+from carbon_callbacks.core.predict import (
+    DETECTED_PHASE,
+    NOMINAL_COVERAGE,
+    EpochSample,
+    PhaseSample,
+    predict_run,
+    t_quantile,
+)
+from carbon_callbacks.core.records import read_run_log
+from carbon_callbacks.core.tracker import CarbonTracker
+
+
+def _epoch(kwh: float, seconds: float | None = None, steps=None, phases=()) -> EpochSample:
+    """An epoch whose CO2 is its energy x 100 g/kWh and whose duration is 1000 s per kWh."""
+    s = kwh * 1000 if seconds is None else seconds
+    return EpochSample(s, kwh, kwh * 100, steps, tuple(phases))
+
+
+def _val(kwh: float) -> PhaseSample:
+    return PhaseSample("validation", kwh * 1000, kwh, kwh * 100)
+
+
+# -- known answers -------------------------------------------------------------------------------
+@pytest.mark.parametrize("first_factor", [3.0, 0.4])  # slow warm-up; cheap first epoch
+@pytest.mark.parametrize("after", [2, 3, 5])
+def test_first_epoch_unlike_the_rest_is_left_out(first_factor, after):
+    steady, total = 2.0, 20
+    trace = [_epoch(steady * first_factor)] + [_epoch(steady) for _ in range(total - 1)]
+    truth = sum(e.energy_kwh for e in trace)
+    pred = predict_run(trace[:after], total_epochs=total, intensity_g_per_kwh=100)
+    assert pred.energy_kwh == pytest.approx(truth, rel=1e-12)
+    assert pred.duration_s == pytest.approx(truth * 1000, rel=1e-12)
+    assert pred.energy_kwh_low < truth < pred.energy_kwh_high
+    assert "epoch 0 left out as warm-up" in pred.method
+    # carbontracker's mean x epochs would be off by the warm-up's share
+    ct = total * statistics.fmean(e.energy_kwh for e in trace[:after])
+    assert abs(ct - truth) / truth > 0.05
+
+
+def test_after_one_epoch_the_interval_is_wide_and_lopsided():
+    pred = predict_run([_epoch(4.0)], total_epochs=10, intensity_g_per_kwh=100)
+    assert pred.energy_kwh == pytest.approx(40.0)
+    # a steady epoch half as costly (warm-up twice as slow) and 25 % costlier are both covered
+    assert pred.energy_kwh_low == pytest.approx(4.0 + 9 * 2.0)
+    assert pred.energy_kwh_high == pytest.approx(4.0 + 9 * 5.0)
+    assert pred.co2_g == pytest.approx(4000.0)
+
+
+def test_a_second_slow_epoch_is_also_left_out_once_it_stands_out():
+    trace = [_epoch(6.0), _epoch(3.0)] + [_epoch(1.0) for _ in range(18)]
+    pred = predict_run(trace[:6], total_epochs=20, intensity_g_per_kwh=1)
+    assert pred.energy_kwh == pytest.approx(sum(e.energy_kwh for e in trace))
+    assert "epochs 0-1 left out as warm-up" in pred.method
+
+
+def _periodic_trace(total: int, every: int, base: float, val: float) -> list[EpochSample]:
+    """Lightning's check_val_every_n_epoch: validation at epochs with (epoch + 1) % k == 0."""
+    out = []
+    for i in range(total):
+        phases = [_val(val)] if (i + 1) % every == 0 else []
+        out.append(_epoch(base + (val if phases else 0.0), phases=phases))
+    return out
+
+
+@pytest.mark.parametrize("after", [3, 4, 6, 7])
+def test_validation_every_k_epochs_is_forecast_by_its_schedule(after):
+    trace = _periodic_trace(20, 3, base=1.0, val=0.5)
+    truth = sum(e.energy_kwh for e in trace)
+    pred = predict_run(trace[:after], total_epochs=20, intensity_g_per_kwh=1)
+    assert pred.energy_kwh == pytest.approx(truth, rel=1e-12)
+    assert "validation: every 3 epochs" in pred.method
+    assert pred.energy_kwh_low < truth < pred.energy_kwh_high
+
+
+def test_periodic_schedule_uses_the_whole_runs_epoch_numbers_after_a_resume():
+    trace = _periodic_trace(20, 4, base=1.0, val=2.0)
+    truth_rest = sum(e.energy_kwh for e in trace[8:])
+    pred = predict_run(trace[8:13], total_epochs=20, intensity_g_per_kwh=1, first_epoch_index=8)
+    assert pred.energy_kwh == pytest.approx(truth_rest, rel=1e-12)
+
+
+def test_validation_twice_per_epoch_counts_both_runs():
+    trace = [_epoch(1.5, phases=[_val(0.25), _val(0.25)]) for _ in range(10)]
+    pred = predict_run(trace[:3], total_epochs=10, intensity_g_per_kwh=1)
+    assert pred.energy_kwh == pytest.approx(15.0)
+
+
+def test_periodic_epochs_are_detected_without_phase_records():
+    trace = [_epoch(2.0 if (i + 1) % 4 == 0 else 1.0) for i in range(24)]
+    pred = predict_run(trace[:9], total_epochs=24, intensity_g_per_kwh=1)
+    assert pred.energy_kwh == pytest.approx(sum(e.energy_kwh for e in trace), rel=1e-12)
+    assert DETECTED_PHASE in pred.method
+
+
+def test_one_off_spike_is_not_mistaken_for_a_period():
+    trace = [_epoch(1.0) for _ in range(8)]
+    trace[4] = _epoch(3.0)
+    pred = predict_run(trace, total_epochs=20, intensity_g_per_kwh=1)
+    assert DETECTED_PHASE not in pred.method
+    # the spike is real spending and counts in the mean: an honest, wider interval
+    assert pred.energy_kwh_high - pred.energy_kwh_low > 2.0
+
+
+def test_step_based_run_scales_by_steps_and_the_partial_last_epoch():
+    per_step, steps_per_epoch, total_steps = 0.01, 64, 1000
+    trace = [_epoch(per_step * steps_per_epoch * 2, steps=steps_per_epoch)]  # warm-up
+    trace += [_epoch(per_step * steps_per_epoch, steps=steps_per_epoch) for _ in range(14)]
+    trace.append(_epoch(per_step * (1000 - 15 * 64), steps=1000 - 15 * 64))  # 40 steps
+    truth = sum(e.energy_kwh for e in trace)
+    seen = trace[:4]
+    pred = predict_run(
+        seen,
+        total_epochs=None,
+        intensity_g_per_kwh=1,
+        total_steps=total_steps,
+        steps_done=4 * steps_per_epoch,
+    )
+    assert pred.energy_kwh == pytest.approx(truth, rel=1e-12)
+    assert pred.epochs is None
+    assert pred.remaining_steps == total_steps - 4 * steps_per_epoch
+    assert pred.remaining_epochs == pytest.approx((1000 - 256) / 64)
+    assert "remaining step(s)" in pred.method
+
+
+def test_when_steps_end_the_run_before_the_epochs_steps_are_used():
+    trace = [_epoch(1.0, steps=10) for _ in range(3)]
+    steps = {"intensity_g_per_kwh": 1, "total_steps": 50, "steps_done": 30}
+    pred = predict_run(trace, total_epochs=100, **steps)
+    assert pred.energy_kwh == pytest.approx(5.0)  # 50 steps, not 100 epochs
+    by_epochs = predict_run(trace, total_epochs=4, **steps)
+    assert by_epochs.energy_kwh == pytest.approx(4.0)
+
+
+def test_nothing_to_predict_from():
+    assert predict_run([], total_epochs=5, intensity_g_per_kwh=1) is None
+    assert predict_run([_epoch(1.0)], total_epochs=None, intensity_g_per_kwh=1) is None
+
+
+def test_co2_is_measured_plus_remaining_energy_at_the_given_intensity():
+    trace = [_epoch(1.0), _epoch(1.0)]  # measured at 100 g/kWh
+    pred = predict_run(trace, total_epochs=5, intensity_g_per_kwh=100)
+    low_carbon = pred.with_intensity(20.0)
+    assert low_carbon.co2_g == pytest.approx(200 + 3 * 20)
+    assert low_carbon.co2_g_low == pytest.approx(200 + (pred.energy_kwh_low - 2) * 20)
+    assert low_carbon.energy_kwh == pred.energy_kwh
+
+
+@pytest.mark.parametrize(
+    ("df", "exact"), [(1, 6.313752), (2, 2.919986), (5, 2.015048), (30, 1.697261)]
+)
+def test_t_quantile(df, exact):
+    assert t_quantile(0.95, df) == pytest.approx(exact, rel=3e-3)
+
+
+# -- coverage on noisy traces -----------------------------------------------------------------
+@pytest.mark.parametrize("noise", [0.02, 0.05, 0.08])
+def test_interval_covers_the_actual_total_about_as_often_as_stated(noise):
+    """Steady epochs with independent noise of 2-8 % after a warm-up of 0.7-2.5 x: the 90 %
+    interval covers the actual total in at least 90 % of the cases."""
+    rng = random.Random(1234)
+    covered = cases = 0
+    errors, half_widths = [], []
+    for _ in range(300):
+        total = rng.randint(10, 60)
+        mean = rng.uniform(0.5, 5.0)
+        warm = rng.uniform(0.7, 2.5)
+        trace = [_epoch(mean * warm)]
+        trace += [_epoch(max(1e-6, rng.gauss(mean, noise * mean))) for _ in range(total - 1)]
+        truth = sum(e.energy_kwh for e in trace)
+        for after in (2, 3, 5, 8):
+            pred = predict_run(trace[:after], total_epochs=total, intensity_g_per_kwh=1)
+            cases += 1
+            covered += pred.energy_kwh_low <= truth <= pred.energy_kwh_high
+            errors.append(abs(pred.energy_kwh - truth) / truth)
+            if after == 8:
+                half_widths.append((pred.energy_kwh_high - pred.energy_kwh_low) / 2 / truth)
+    coverage = covered / cases
+    assert coverage >= NOMINAL_COVERAGE, coverage
+    assert statistics.median(errors) < noise
+    # not uselessly wide: after 8 epochs the half-width is a few times the noise at most
+    assert statistics.median(half_widths) < max(0.05, noise)
+
+
+# -- in the tracker ----------------------------------------------------------------------------
+class ForecastingProvider(IntensityProvider):
+    """A live source stand-in (remote service): 300 g/kWh now, a 50 g/kWh forecast ahead."""
+
+    zone = "DK1"
+
+    def __init__(self):
+        self.windows = []
+
+    def intensity_over(self, start_unix_s, end_unix_s):
+        return IntensityEstimate(300.0, "DK1", "test now", kind="measured")
+
+    def forecast_over(self, start_unix_s, end_unix_s):
+        self.windows.append((start_unix_s, end_unix_s))
+        return IntensityEstimate(50.0, "DK1", "test forecast", kind="forecast")
+
+
+def _tracker(tmp_path, **kw):
+    settings = {"epochs": 6, "log_dir": str(tmp_path), "interval_s": 0.02, "verbose": 0}
+    settings.update(kw)
+    return CarbonTracker(sensors=[ConstantCounterSensor("gpu:0", 360.0)], **settings)
+
+
+def test_tracker_predicts_every_epoch_with_phases_and_the_forecast(tmp_path):
+    provider = ForecastingProvider()
+    tracker = _tracker(tmp_path, intensity=provider)
+    metrics = []
+    for i in range(4):
+        tracker.epoch_start()
+        time.sleep(0.03)
+        if (i + 1) % 2 == 0:
+            with tracker.phase("validation"):
+                time.sleep(0.03)
+        metrics.append(tracker.epoch_end())
+    tracker.stop()
+    log = read_run_log(tracker.log_path)
+    assert [p["after_epochs"] for p in log.predictions] == [1, 2, 3, 4]
+    for m, p in zip(metrics, log.predictions, strict=True):
+        assert m[keys.PRED_ENERGY_KWH] == p["energy_kwh"]
+        assert m[keys.PRED_CO2_G] == p["co2_g"]
+        assert m[keys.PRED_DURATION_S] == p["duration_s"]
+        assert p["intensity"]["kind"] == "forecast"
+        # measured at 300 g/kWh; the rest at the 50 g/kWh forecast
+        assert p["co2_g"] == pytest.approx(
+            p["measured_co2_g"] + (p["energy_kwh"] - p["measured_energy_kwh"]) * 50.0
+        )
+        assert p["measured_co2_g"] == pytest.approx(p["measured_energy_kwh"] * 300.0)
+    assert "validation: every 2 epochs" in log.predictions[-1]["method"]
+    # the forecast window spans the predicted remaining time
+    start, end = provider.windows[-1]
+    remaining = log.predictions[-1]["duration_s"] - log.predictions[-1]["measured_duration_s"]
+    assert end - start == pytest.approx(remaining, abs=1e-5)  # unix times: ~0.2 us resolution
+
+
+def test_resumed_tracker_predicts_the_whole_run(tmp_path):
+    first = _tracker(tmp_path, intensity_g_per_kwh=100)
+    for _ in range(2):
+        first.epoch_start()
+        time.sleep(0.02)
+        first.epoch_end()
+    state = first.state_dict()
+    first.stop("interrupted")
+    second = _tracker(tmp_path, intensity_g_per_kwh=100)
+    second.load_state_dict(state)
+    for _ in range(2):
+        second.epoch_start()
+        time.sleep(0.02)
+        second.epoch_end()
+    second.stop()
+    pred = read_run_log(second.log_path).predictions[-1]
+    assert pred["after_epochs"] == 4 and pred["epochs"] == 6
+    assert pred["measured_energy_kwh"] == pytest.approx(second.totals()[keys.ENERGY_KWH])
+    assert pred["remaining_epochs"] == 2
+
+
+def test_unknown_length_is_said_once_not_guessed(tmp_path):
+    tracker = _tracker(tmp_path, epochs=None, intensity_g_per_kwh=100)
+    with pytest.warns(UserWarning, match="no prediction"):
+        for _ in range(2):
+            tracker.epoch_start()
+            tracker.epoch_end()
+    tracker.stop()
+    log = read_run_log(tracker.log_path)
+    assert log.predictions == []
+    assert [e["kind"] for e in log.events] == ["no_prediction"]
+
+
+def test_benchmark_reads_run_logs_as_traces(tmp_path):
+    """bench/predict_accuracy.py takes run logs too: epochs, steps and in-epoch phases."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "bench" / "predict_accuracy.py"
+    spec = importlib.util.spec_from_file_location("predict_accuracy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tracker = _tracker(tmp_path, intensity_g_per_kwh=100)
+    for i in range(6):
+        tracker.epoch_start()
+        time.sleep(0.02)
+        if i % 3 == 2:
+            with tracker.phase("validation"):
+                time.sleep(0.02)
+        tracker.epoch_end(steps=4)
+    tracker.stop()
+    trace = bench.load_trace(tracker.log_path)
+    assert trace["planned"] == {"epochs": 6, "total_steps": None}
+    assert [len(e["phases"]) for e in trace["epochs"]] == [0, 0, 1, 0, 0, 1]
+    assert [e["steps"] for e in trace["epochs"]] == [4] * 6
+    rows = bench.evaluate(trace, [1, 2, 5])
+    assert [r["after"] for r in rows] == [1, 2, 5]
+    actual = sum(e["energy_kwh"] for e in trace["epochs"])
+    assert all(r["actual_kwh"] == pytest.approx(actual) for r in rows)
+    assert rows[-1]["error"] < 0.5 and "covered" in rows[-1]
