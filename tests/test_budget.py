@@ -341,7 +341,7 @@ data = torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True))
 loader = torch.utils.data.DataLoader(data, batch_size=8)
 tracker = CarbonTracker(sensors=[RankPower("gpu:x", 0.0)], log_dir=None, verbose=0, interval_s=0.02,
                         intensity_g_per_kwh=100.0, budget_g=1000.0, budget_policy="stop-when-spent",
-                        distributed=False)  # each rank decides alone: the stop must still be collective
+                        distributed=False)  # each rank decides alone; the stop is collective
 trainer = pl.Trainer(max_epochs=6, accelerator="cpu", devices=2, strategy="ddp", logger=False,
                      callbacks=[CarbonCallback(tracker=tracker)], enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False)
