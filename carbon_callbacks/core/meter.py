@@ -57,7 +57,9 @@ class Measurement:
     Attributes:
         start_unix_s / end_unix_s: the window (UTC seconds).
         duration_s: seconds between the marks (monotonic clock).
-        energy_j: joules per sensor name in the window (IT energy; no PUE).
+        energy_j: joules per sensor name in the window (IT energy; no PUE). A sensor lost
+            before the window began is left out (unmeasured, not 0 J) and listed in
+            ``incomplete``.
         methods: per sensor name, the method(s) used in the window, e.g. ``"counter"`` or
             ``"counter>sampled"`` when a fallback happened inside it.
         components: per sensor name, ``"gpu"``, ``"cpu"`` or ``"dram"``.
@@ -392,6 +394,11 @@ class Meter:
         incomplete: list[str] = []
         with self._lock:
             for name, state in self._states.items():
+                lost = state.lost_at_unix_s
+                if lost is not None and lost <= end.time_unix_s:
+                    incomplete.append(name)
+                if lost is not None and lost <= start.time_unix_s:
+                    continue  # lost before the window: unmeasured, not a silent 0 J
                 e0 = start.energy_j.get(name, 0.0)
                 e1 = end.energy_j.get(name, e0)
                 energy[name] = max(0.0, e1 - e0)
@@ -401,9 +408,6 @@ class Meter:
                 chain = (before[-1:] if before else used[:1]) + inside
                 methods[name] = ">".join(dict.fromkeys(chain)) or state.sensor.info.method
                 components[name] = state.sensor.info.component
-                lost = state.lost_at_unix_s
-                if lost is not None and lost <= end.time_unix_s:
-                    incomplete.append(name)
         return Measurement(
             start_unix_s=start.time_unix_s,
             end_unix_s=end.time_unix_s,
