@@ -31,6 +31,8 @@ from carbon_callbacks.core.sensors.base import Sensor, SensorInfo
 
 #: Seconds between power reads of sensors that read power in microseconds (NVML: ~4 us).
 POWER_INTERVAL_S = 0.1
+#: Shortest window (s) over which two counter reads give a power estimate for bridging marks.
+MIN_POWER_WINDOW_S = 0.01
 #: Method-history entries kept per sensor (fallback chains are at most a few steps long).
 _MAX_METHOD_HISTORY = 8
 
@@ -252,6 +254,8 @@ class Meter:
             state.last_t = t
             self._fail(state, exc)
             return
+        if sensor.is_counter:  # dated like every later counter read: the middle of the read
+            t = 0.5 * (t + time.monotonic())
         state.last_t = t
         if sensor.is_counter:
             state.offset_j -= value  # so that offset + counter starts at the energy so far
@@ -276,8 +280,11 @@ class Meter:
                 # at the middle of the read
                 t = 0.5 * (t_before + t_after)
                 new_energy = state.offset_j + value
-                if power_w is None and t > state.last_t:
-                    power_w = max(0.0, (new_energy - state.energy_j) / (t - state.last_t))
+                if power_w is None:
+                    if t - state.last_t >= MIN_POWER_WINDOW_S:
+                        power_w = max(0.0, (new_energy - state.energy_j) / (t - state.last_t))
+                    else:  # too short a window to tell the power: keep the last estimate
+                        power_w = state.last_power_w
                 state.energy_j = new_energy
             else:
                 t = t_after
@@ -359,6 +366,13 @@ class Meter:
     # -- marks (training thread) -----------------------------------------------------------------
     def mark(self) -> Snapshot:
         """Cumulative joules of every sensor now, without slow I/O."""
+        for state in list(self._states.values()):
+            sensor = state.sensor
+            if state.lost_at_unix_s is None and state.last_power_w is None and sensor.is_counter:
+                # No power to bridge with yet (a counter without cheap power, before the thread's
+                # second read): read the counter itself, once per mark, only in that first
+                # interval. Bridging nothing would date all energy so far at the next sample.
+                self._sample(state)
         t = time.monotonic()
         t_unix = time.time()
         powers_now: dict[str, float] = {}

@@ -132,3 +132,15 @@ class SimulatedRapl:
     def remove(self, zone: Path) -> None:
         """The domain's folder disappears."""
         shutil.rmtree(zone)
+
+
+#: Dating slack of one counter read (s). The meter dates a read at the middle of the call, but on
+#: a busy 2-core machine the read can return several GIL switch intervals (5 ms each) after the
+#: counter was sampled, so each mark can be off by about that much energy.
+READ_DATING_SLACK_S = 0.015
+
+
+def joules_match(joules: float, watts: float, duration_s: float, rel: float = 0.02) -> bool:
+    """``joules`` is ``watts x duration_s`` within ``rel`` plus two marks' dating slack."""
+    expected = watts * duration_s
+    return abs(joules - expected) <= rel * expected + 2 * watts * READ_DATING_SLACK_S

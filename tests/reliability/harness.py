@@ -395,3 +395,14 @@ def check_cell(run: Run, reference: Run, *, warned: list[str] | int) -> RunLog |
     if run.tracker is not None and run.tracker.log_path is not None:
         return run.log
     return None
+
+
+def assert_switched(methods: list[str], before: str, after: str) -> None:
+    """Per-epoch methods: ``before`` first, one epoch ``before>after`` (the fault landed inside
+    it; injected during epoch 1, it shows there unless the meter's read came only after that
+    epoch ended), then ``after``."""
+    switch = f"{before}>{after}"
+    assert methods[0] == before, methods
+    assert methods.count(switch) == 1, methods
+    i = methods.index(switch)
+    assert all(m == before for m in methods[:i]) and all(m == after for m in methods[i + 1 :])
