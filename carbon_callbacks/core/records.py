@@ -250,6 +250,16 @@ class RunLogWriter:
         with self._lock:
             return len(self._pending)
 
+    def pending_records(self) -> list[dict[str, Any]]:
+        """The records not written to the file yet, oldest first, as dicts (copies).
+
+        After a disk failure these are the run's records that exist only in memory; the
+        tracker hands them out through ``CarbonTracker.unwritten_records()``.
+        """
+        with self._lock:
+            lines = [line for line, _ in self._pending]
+        return [json.loads(line) for line in lines]
+
     @property
     def failed(self) -> bool:
         """True once any write to the file has failed during this run (stays True)."""

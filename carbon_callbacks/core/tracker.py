@@ -252,7 +252,7 @@ class CarbonTracker:
                     intensity=self._intensity_over(whole.start_unix_s, whole.end_unix_s),
                     pue=self.config.pue,
                     digits=self.config.decimal_precision,
-                    log_path=self.log_path,
+                    log_path=self._log_path_for_report(),
                     events=len(self.events.events),
                 )
             )
@@ -531,6 +531,17 @@ class CarbonTracker:
             self._prior_run_ids = [str(r) for r in state.get("run_ids", [])]
 
     # -- accessors -------------------------------------------------------------------------------
+    def unwritten_records(self) -> list[dict[str, Any]]:
+        """Run-log records that could not be written to disk, oldest first (kept in memory).
+
+        Empty when the run log is complete or when there is none (``log_dir=None``). After a
+        disk failure (full, read-only, removed) the tracker keeps measuring and keeps these
+        records, up to ``MAX_PENDING``, retrying them on every write and at :meth:`stop`; what is
+        still here after ``stop()`` exists nowhere else (save it, e.g. one ``json.dumps`` per
+        line). :meth:`totals` and ``last_metrics`` stay available either way.
+        """
+        return self._writer.pending_records() if self._writer is not None else []
+
     def totals(self) -> dict[str, float]:
         """Cumulative figures over the measured epochs (resumed segments included)."""
         return {
@@ -562,6 +573,16 @@ class CarbonTracker:
             self._pending_events.append(event)
         else:
             self._write({"type": "event", **event.to_dict()})
+
+    def _log_path_for_report(self) -> str | None:
+        """The run log's path for the final report, saying so when records are not on disk."""
+        writer = self._writer
+        if writer is None or not writer.pending:
+            return self.log_path
+        return (
+            f"{self.log_path} is INCOMPLETE: {writer.pending} record(s) could not be written "
+            f"({writer.last_error}); they are kept in memory: CarbonTracker.unwritten_records()"
+        )
 
     def _print(self, text: str) -> None:
         try:
