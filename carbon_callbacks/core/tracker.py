@@ -36,6 +36,7 @@ from carbon_callbacks.core.predict import EpochSample, Prediction, predict_run
 from carbon_callbacks.core.records import RunLogWriter, new_run_id, new_run_log_path
 from carbon_callbacks.core.report import fmt, format_final, format_prediction
 from carbon_callbacks.core.sensors.base import Sensor
+from carbon_callbacks.core.signals import SigtermChain
 from carbon_callbacks.core.units import J_PER_KWH
 
 #: Epochs kept for prediction (older ones are summed, not kept): memory stays bounded.
@@ -111,11 +112,18 @@ class CarbonTracker:
         self.stop_reason: str | None = None
         self.last_metrics: dict[str, float] = {}
         self.last_measurement: Measurement | None = None
+        #: The signal that ended or interrupted the run ("SIGTERM"), recorded in the footer.
+        self._signal: str | None = None
+        self._sigterm = SigtermChain(self._on_sigterm)
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> CarbonTracker:
-        """Discover sensors, start the meter and write the run log's header. Idempotent."""
-        with self._lock:
+        """Discover sensors, start the meter and write the run log's header. Idempotent.
+
+        On the main thread this also chains a SIGTERM handler that writes the footer before
+        the process goes (see :mod:`carbon_callbacks.core.signals`).
+        """
+        with self._sigterm.busy(), self._lock:
             if self._started:
                 return self
             self._started = True
@@ -127,6 +135,9 @@ class CarbonTracker:
                     f"the tracker could not start ({exc!r}); training continues unmeasured",
                     "tracker",
                 )
+            why = self._sigterm.install()
+            if why is not None:
+                self.events.record("sigterm_not_handled", why, "tracker", warn=False)
         return self
 
     def _start(self) -> None:
@@ -187,7 +198,7 @@ class CarbonTracker:
         Returns:
             The run's totals (``carbon/energy_kwh``, ``carbon/co2_g``, ``carbon/duration_s``).
         """
-        with self._lock:
+        with self._sigterm.busy(), self._lock:
             if self._stopped or not self._started:
                 self._stopped = True
                 return self.totals()
@@ -204,6 +215,7 @@ class CarbonTracker:
                         self._meter.stop()
                 if self._writer is not None:
                     self._writer.close()
+                self._sigterm.uninstall()
         return self.totals()
 
     def _stop(self, status: str) -> None:
@@ -215,30 +227,10 @@ class CarbonTracker:
             return
         end = meter.stop() or meter.mark()
         whole = meter.measure(self._start_snap, end)
-        it_energy_j = whole.total_energy_j
         by_component = {
             comp: j / J_PER_KWH * self.config.pue for comp, j in self._epoch_j_by_component.items()
         }
-        self._write(
-            {
-                "type": "footer",
-                "status": status,
-                "ended_at_unix_s": end.time_unix_s,
-                "ended_at": _iso(end.time_unix_s),
-                "duration_s": whole.duration_s,
-                "energy_j": whole.energy_j,
-                "methods": whole.methods,
-                "incomplete": list(whole.incomplete),
-                "session_energy_kwh": it_energy_j / J_PER_KWH * self.config.pue,
-                "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
-                "co2_g": self._offset["co2_g"] + self._co2_g,
-                "epochs_duration_s": self._offset["duration_s"] + self._duration_s,
-                "epochs_completed": self._offset["epochs"] + self.epochs_completed,
-                "epochs_monitored": self.epochs_monitored,
-                "epochs_planned": self.config.epochs,
-                "events_dropped": self.events.dropped,
-            }
-        )
+        self._write(self._footer(status, whole))
         if self.config.verbose >= 1:
             self._print(
                 format_final(
@@ -256,6 +248,51 @@ class CarbonTracker:
                     events=len(self.events.events),
                 )
             )
+
+    def _footer(self, status: str, whole: Measurement) -> dict[str, Any]:
+        """The footer record for the session measured by ``whole``."""
+        record = {
+            "type": "footer",
+            "status": status,
+            "ended_at_unix_s": whole.end_unix_s,
+            "ended_at": _iso(whole.end_unix_s),
+            "duration_s": whole.duration_s,
+            "energy_j": whole.energy_j,
+            "methods": whole.methods,
+            "incomplete": list(whole.incomplete),
+            "session_energy_kwh": whole.total_energy_j / J_PER_KWH * self.config.pue,
+            "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
+            "co2_g": self._offset["co2_g"] + self._co2_g,
+            "epochs_duration_s": self._offset["duration_s"] + self._duration_s,
+            "epochs_completed": self._offset["epochs"] + self.epochs_completed,
+            "epochs_monitored": self.epochs_monitored,
+            "epochs_planned": self.config.epochs,
+            "events_dropped": self.events.dropped,
+        }
+        if self._signal is not None:
+            record["signal"] = self._signal
+        return record
+
+    def _on_sigterm(self, terminating: bool) -> None:
+        """SIGTERM arrived (called on the main thread, outside any tracker call).
+
+        ``terminating``: the process ends right after this (SIGTERM's default action), so stop
+        completely; else a previous handler decides, so write a footer and keep measuring (a
+        later ``stop()`` writes a newer one). See :mod:`carbon_callbacks.core.signals`.
+        """
+        if self._stopped or not self._started:
+            return
+        self._signal = "SIGTERM"
+        if terminating:
+            self.stop("interrupted")
+            return
+        try:
+            with self._lock:
+                if self._meter is not None and self._start_snap is not None:
+                    whole = self._meter.measure(self._start_snap, self._meter.mark())
+                    self._write(self._footer("interrupted", whole))
+        except Exception as exc:  # noqa: BLE001
+            self.events.record("hook_failed", f"SIGTERM footer failed: {exc!r}", "tracker")
 
     def __enter__(self) -> CarbonTracker:
         return self.start()
@@ -278,14 +315,15 @@ class CarbonTracker:
 
     def epoch_start(self) -> None:
         """Mark the start of an epoch (starts the tracker on first use)."""
-        try:
-            self.start()
-            if not self.monitoring or self._meter is None:
-                return
-            self._epoch_snap = self._meter.mark()
-            self._epoch_steps = None
-        except Exception as exc:  # noqa: BLE001
-            self.events.record("hook_failed", f"epoch_start failed: {exc!r}", "tracker")
+        with self._sigterm.busy():
+            try:
+                self.start()
+                if not self.monitoring or self._meter is None:
+                    return
+                self._epoch_snap = self._meter.mark()
+                self._epoch_steps = None
+            except Exception as exc:  # noqa: BLE001
+                self.events.record("hook_failed", f"epoch_start failed: {exc!r}", "tracker")
 
     def epoch_end(self, steps: int | None = None) -> dict[str, float]:
         """Mark the end of the epoch; record it; predict when due; return its metrics.
@@ -296,11 +334,12 @@ class CarbonTracker:
         Returns:
             The metrics (see :mod:`carbon_callbacks.core.metrics`); empty when not measured.
         """
-        try:
-            return self._epoch_end(steps)
-        except Exception as exc:  # noqa: BLE001
-            self.events.record("hook_failed", f"epoch_end failed: {exc!r}", "tracker")
-            return {}
+        with self._sigterm.busy():
+            try:
+                return self._epoch_end(steps)
+            except Exception as exc:  # noqa: BLE001
+                self.events.record("hook_failed", f"epoch_end failed: {exc!r}", "tracker")
+                return {}
 
     def _epoch_end(self, steps: int | None) -> dict[str, float]:
         with self._lock:
@@ -427,20 +466,24 @@ class CarbonTracker:
         """Start measuring a named phase (see :meth:`phase`); pair with :meth:`end_phase`."""
         if not isinstance(name, str) or not name:
             raise ValueError("a phase needs a non-empty name")
-        self.start()
-        try:
-            if self._meter is not None:
-                self._phases.append((name, self._meter.mark()))
-        except Exception as exc:  # noqa: BLE001
-            self.events.record("hook_failed", f"phase {name!r} start failed: {exc!r}", "tracker")
+        with self._sigterm.busy():
+            self.start()
+            try:
+                if self._meter is not None:
+                    self._phases.append((name, self._meter.mark()))
+            except Exception as exc:  # noqa: BLE001
+                self.events.record(
+                    "hook_failed", f"phase {name!r} start failed: {exc!r}", "tracker"
+                )
 
     def end_phase(self, name: str) -> None:
         """End the innermost open phase called ``name`` and record it."""
-        for i in range(len(self._phases) - 1, -1, -1):
-            if self._phases[i][0] == name:
-                _, start = self._phases.pop(i)
-                self._end_phase(name, start)
-                return
+        with self._sigterm.busy():
+            for i in range(len(self._phases) - 1, -1, -1):
+                if self._phases[i][0] == name:
+                    _, start = self._phases.pop(i)
+                    self._end_phase(name, start)
+                    return
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -487,7 +530,8 @@ class CarbonTracker:
 
     def record_metric(self, name: str, value: float, epoch: int | None = None) -> None:
         """Store a performance metric (e.g. final Dice) in the run log for model selection."""
-        self._write({"type": "metric", "name": name, "value": float(value), "epoch": epoch})
+        with self._sigterm.busy():
+            self._write({"type": "metric", "name": name, "value": float(value), "epoch": epoch})
 
     # -- resume ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

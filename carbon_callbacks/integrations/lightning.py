@@ -61,7 +61,9 @@ class CarbonCallback(_Callback):
         max_epochs = trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None
         max_steps = trainer.max_steps if (trainer.max_steps or 0) > 0 else None
         self.tracker.set_planned(epochs=max_epochs, total_steps=max_steps)
-        self.tracker.start()
+        # The tracker starts at the first sanity-check or training hook: after Lightning has
+        # restored checkpoint state (some strategies do that after on_fit_start) and installed
+        # its own SIGTERM handler, which the tracker's then chains in front of.
 
     def on_sanity_check_start(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.begin_phase("sanity_check")
@@ -101,7 +103,9 @@ class CarbonCallback(_Callback):
         self.tracker.stop("completed")
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        # Ctrl-C, and SIGTERM (Lightning raises its SIGTERMException, a SystemExit), interrupt
+        interrupted = isinstance(exception, (KeyboardInterrupt, SystemExit))
+        status = "interrupted" if interrupted else "failed"
         self.tracker.stop(status)
 
     # -- resume ------------------------------------------------------------------------------

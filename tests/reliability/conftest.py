@@ -27,3 +27,31 @@ def _clean_process_state(monkeypatch):
         if signal.getsignal(sig) is not handler and handler is not None:
             signal.signal(sig, handler)
     assert carbon_threads() == [], "a carbon_callbacks thread outlived its test"
+
+
+@pytest.fixture(scope="session")
+def killed_lightning_run(tmp_path_factory):
+    """A real Lightning training in a child process, SIGKILLed after 3 epochs, with a checkpoint
+    saved after every epoch: shared by the SIGKILL cell and the resume cells."""
+    from .processes import run_child
+
+    root = tmp_path_factory.mktemp("killed")
+    settings = {
+        "log_dir": str(root / "carbon"),
+        "zone": "DK",
+        "interval_s": 0.02,
+        "verbose": 0,
+        "rapl_root": str(root / "no-powercap"),
+        "sim_cpu": "Test CPU",
+        "sim_cpu_tdp": 100.0,
+        "components": "cpu",
+    }
+    spec = {
+        "driver": "lightning",
+        "settings": settings,
+        "epochs": 50,
+        "step_sleep_s": 0.05,
+        "checkpoint_dir": str(root / "ckpt"),
+    }
+    result = run_child(spec, signal_at_epoch=3, signum=signal.SIGKILL)
+    return root, settings, result
