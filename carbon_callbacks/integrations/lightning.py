@@ -54,7 +54,10 @@ class CarbonCallback(_Callback):
 
     @property
     def state_key(self) -> str:
-        return "CarbonCallback"
+        # One key per run_name: several callbacks (say one per component) can share a Trainer
+        # and each resume its own totals. Unnamed callbacks keep the plain key (old checkpoints).
+        name = self.tracker.config.run_name
+        return "CarbonCallback" if name is None else f"CarbonCallback[{name}]"
 
     # -- run ---------------------------------------------------------------------------------
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
@@ -70,6 +73,12 @@ class CarbonCallback(_Callback):
 
     def on_sanity_check_end(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.end_phase("sanity_check")
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # Resumed from a mid-epoch checkpoint, Lightning skips on_train_epoch_start for that
+        # epoch but still calls on_train_epoch_end: open the epoch here so its rest is measured.
+        if getattr(trainer.fit_loop, "restarted_mid_epoch", False):
+            self.on_train_epoch_start(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._global_step_at_epoch_start = trainer.global_step
