@@ -31,6 +31,7 @@ from carbon_callbacks.core.config import CarbonConfig, ConfigError
 from carbon_callbacks.core.events import Event, EventLog
 from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityProvider
 from carbon_callbacks.core.intensity.resolve import resolve_intensity
+from carbon_callbacks.core.intensity.static import StaticIntensityProvider
 from carbon_callbacks.core.meter import Measurement, Meter, Snapshot
 from carbon_callbacks.core.predict import EpochSample, Prediction, predict_run
 from carbon_callbacks.core.records import RunLogWriter, new_run_id, new_run_log_path
@@ -83,6 +84,9 @@ class CarbonTracker:
         self.events = EventLog(listener=self._on_event)
         # resolving a static intensity is cheap and offline; it validates the zone now
         self._intensity: IntensityProvider = intensity or resolve_intensity(config, self.events)
+        self._owns_intensity = intensity is None  # a provider made here is closed at stop()
+        self._intensity_failing = False
+        self._intensity_fallback: IntensityProvider | None = None
         self._given_sensors = sensors
         self.run_id = new_run_id()
         self._lock = threading.RLock()
@@ -201,6 +205,7 @@ class CarbonTracker:
         with self._sigterm.busy(), self._lock:
             if self._stopped or not self._started:
                 self._stopped = True
+                self._close_intensity()
                 return self.totals()
             self._stopped = True
             try:
@@ -216,6 +221,7 @@ class CarbonTracker:
                 if self._writer is not None:
                     self._writer.close()
                 self._sigterm.uninstall()
+                self._close_intensity()
         return self.totals()
 
     def _stop(self, status: str) -> None:
@@ -443,7 +449,7 @@ class CarbonTracker:
         forecast = None
         if total_epochs is not None or cfg.total_steps is not None:
             remaining_s = sum(e.duration_s for e in history) / max(1, len(history))
-            forecast = self._intensity.forecast_over(now, now + remaining_s)
+            forecast = self._forecast_over(now, now + remaining_s)
         applied = forecast or intensity
         pred = predict_run(
             history,
@@ -606,7 +612,79 @@ class CarbonTracker:
 
     # -- internals -------------------------------------------------------------------------------
     def _intensity_over(self, start_unix_s: float, end_unix_s: float) -> IntensityEstimate:
-        return self._intensity.intensity_over(start_unix_s, end_unix_s)
+        """The provider's intensity for the window; if it raises, the packaged annual average.
+
+        A live source failing must not cost the epoch its record: the fallback is labelled
+        (its kind and source say what it is), warned once per failure streak, and the
+        provider is asked again next time (``intensity_recovered`` when it answers).
+        """
+        try:
+            estimate = self._intensity.intensity_over(start_unix_s, end_unix_s)
+        except Exception as exc:  # noqa: BLE001 - a provider must never cost an epoch
+            fallback = self._static_intensity()
+            estimate = fallback.intensity_over(start_unix_s, end_unix_s)
+            if not self._intensity_failing:
+                self._intensity_failing = True
+                self.events.record(
+                    "intensity_failed",
+                    f"the carbon-intensity source for {self._zone_label()} failed ({exc!r}); "
+                    f"using {estimate.describe()} until it answers again",
+                    "intensity",
+                )
+            return estimate
+        if self._intensity_failing:
+            self._intensity_failing = False
+            self.events.record(
+                "intensity_recovered",
+                f"the carbon-intensity source for {self._zone_label()} answers again",
+                "intensity",
+                warn=False,
+            )
+        return estimate
+
+    def _forecast_over(self, start_unix_s: float, end_unix_s: float) -> IntensityEstimate | None:
+        """The provider's forecast, or ``None`` (the caller then uses the last epoch's value)."""
+        try:
+            return self._intensity.forecast_over(start_unix_s, end_unix_s)
+        except Exception as exc:  # noqa: BLE001
+            self.events.record(
+                "intensity_forecast_failed",
+                f"the carbon-intensity forecast for {self._zone_label()} failed ({exc!r}); the "
+                "prediction uses the intensity of the last epoch instead",
+                "intensity",
+            )
+            return None
+
+    def _zone_label(self) -> str:
+        return str(getattr(self._intensity, "zone", None) or "this run")
+
+    def _static_intensity(self) -> IntensityProvider:
+        """The packaged annual average for the provider's zone (or its country, e.g. DK for
+        DK1), else the world average labelled as a fallback."""
+        if self._intensity_fallback is None:
+            zone = str(getattr(self._intensity, "zone", "") or "")
+            for candidate in dict.fromkeys((zone, zone[:2])):
+                try:
+                    self._intensity_fallback = StaticIntensityProvider(candidate)
+                    break
+                except Exception:  # noqa: BLE001 - not in the tables
+                    continue
+            else:
+                self._intensity_fallback = StaticIntensityProvider.world_fallback()
+        return self._intensity_fallback
+
+    def _close_intensity(self) -> None:
+        """Stop the provider's background work, if this tracker made the provider."""
+        if self._owns_intensity:
+            try:
+                self._intensity.close()
+            except Exception as exc:  # noqa: BLE001
+                self.events.record(
+                    "intensity_close_failed",
+                    f"closing the intensity source failed: {exc!r}",
+                    "intensity",
+                    warn=False,
+                )
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._writer is not None:

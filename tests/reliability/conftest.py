@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import sys
+import threading
 
 import pytest
 
@@ -55,3 +57,29 @@ def killed_lightning_run(tmp_path_factory):
     }
     result = run_child(spec, signal_at_epoch=3, signum=signal.SIGKILL)
     return root, settings, result
+
+
+_SOCKET_EVENTS = ("socket.__new__", "socket.connect", "socket.getaddrinfo", "socket.bind")
+_ATTEMPTS: list[str] = []
+_BLOCK_ALL = threading.Event()
+
+
+def _audit(event, args):
+    if event in _SOCKET_EVENTS and _BLOCK_ALL.is_set():
+        _ATTEMPTS.append(f"{event}{args!r}"[:200])
+        raise OSError(f"socket use refused in an offline test: {event}")
+
+
+sys.addaudithook(_audit)  # audit hooks cannot be removed; it is inert unless _BLOCK_ALL is set
+
+
+@pytest.fixture
+def no_socket():
+    """Every socket creation, connection, name lookup or bind in this process fails (from any
+    thread, C extensions included: a Python audit hook), and is remembered in the list yielded."""
+    _ATTEMPTS.clear()
+    _BLOCK_ALL.set()
+    try:
+        yield _ATTEMPTS
+    finally:
+        _BLOCK_ALL.clear()

@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
@@ -95,32 +94,6 @@ def test_no_ip_geolocation_in_the_package():
 
 
 # -- offline: no socket -------------------------------------------------------------------------
-_SOCKET_EVENTS = ("socket.__new__", "socket.connect", "socket.getaddrinfo", "socket.bind")
-_ATTEMPTS: list[str] = []
-_BLOCK_ALL = threading.Event()
-
-
-def _audit(event, args):
-    if event in _SOCKET_EVENTS and _BLOCK_ALL.is_set():
-        _ATTEMPTS.append(f"{event}{args!r}"[:200])
-        raise OSError(f"socket use refused in an offline test: {event}")
-
-
-sys.addaudithook(_audit)  # audit hooks cannot be removed; it is inert unless _BLOCK_ALL is set
-
-
-@pytest.fixture
-def no_socket():
-    """Every socket creation, connection, name lookup or bind in this process fails (from any
-    thread, C extensions included), and is remembered."""
-    _ATTEMPTS.clear()
-    _BLOCK_ALL.set()
-    try:
-        yield _ATTEMPTS
-    finally:
-        _BLOCK_ALL.clear()
-
-
 def test_the_socket_block_works(no_socket):
     with pytest.raises(OSError, match="refused"):
         socket.socket()
