@@ -28,7 +28,9 @@ Schema version 1. Every line is one JSON object with a ``"type"``:
 ``footer``
     ``status`` (``"completed"``, ``"interrupted"`` or ``"failed"``), ``ended_at_unix_s``,
     ``duration_s``, ``energy_j``, ``energy_kwh``, ``co2_g``, ``epochs_completed``,
-    ``events_dropped``.
+    ``events_dropped``, and ``signal`` (``"SIGTERM"``) when a signal interrupted the run. A run
+    that received SIGTERM and went on (its own handler let it) has a second, later footer; the
+    reader takes the last one and keeps earlier ones in :attr:`RunLog.other`.
 
 Writing is append-and-flush per record (``fsync`` for the header and the footer), so a killed run
 keeps every finished epoch. A write that fails never raises: the record is kept in memory and

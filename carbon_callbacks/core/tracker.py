@@ -363,6 +363,8 @@ class CarbonTracker:
             record, energy_kwh, co2_g, intensity = self._measurement_record(m, "epoch", index)
             record["steps"] = steps
             self.epochs_monitored += 1
+            if not m.energy_j:
+                return self._unmeasured_epoch(record, m, intensity)
             self._energy_kwh += energy_kwh
             self._co2_g += co2_g
             self._duration_s += m.duration_s
@@ -387,6 +389,26 @@ class CarbonTracker:
                     f"{fmt(co2_g, self.config.decimal_precision)} gCO2eq"
                 )
             return metrics
+
+    def _unmeasured_epoch(
+        self, record: dict[str, Any], m: Measurement, intensity: IntensityEstimate
+    ) -> dict[str, float]:
+        """An epoch no sensor covered (none available, or all lost): recorded as unmeasured,
+        with null energy and CO2; its metrics carry no energy, CO2 or power key (a gap in the
+        user's charts, never a silent 0), and it is left out of totals and prediction."""
+        record.update(energy_kwh=None, co2_g=None, power_w={}, unmeasured=True)
+        record["cumulative"] = {
+            "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
+            "co2_g": self._offset["co2_g"] + self._co2_g,
+            "duration_s": self._offset["duration_s"] + self._duration_s,
+        }
+        self._write(record)
+        metrics = {
+            keys.EPOCH_DURATION_S: m.duration_s,
+            keys.INTENSITY_G_PER_KWH: intensity.intensity_g_per_kwh,
+        }
+        self.last_metrics = metrics
+        return metrics
 
     def _measurement_record(
         self, m: Measurement, kind: str, epoch: int | None

@@ -41,6 +41,21 @@ def test_library_missing_gpu_requested(driver, tmp_path, monkeypatch):
 
 
 @each_driver
+def test_nothing_measurable_reports_no_energy_rather_than_zero(driver, tmp_path, monkeypatch):
+    install_nvml(monkeypatch, None)
+    run = train(driver, _gpu_settings(tmp_path, gpu_ids=[0]))  # GPU only, and no NVML
+    log = check_cell(
+        run, baseline(driver), warned=["NVML is not available", "no energy sensor is available"]
+    )
+    assert log.header["sensors"] == []
+    for metrics in run.epoch_metrics:  # a gap in the user's charts, not a line at 0 kWh
+        assert "carbon/epoch_energy_kwh" not in metrics and "carbon/energy_kwh" not in metrics
+        assert metrics["carbon/epoch_duration_s"] > 0
+    assert all(rec["unmeasured"] and rec["energy_kwh"] is None for rec in log.epochs)
+    assert log.epoch_sums()["missing_values"] == 6  # energy and CO2 of 3 epochs: not summed
+
+
+@each_driver
 def test_library_missing_cpu_machine_is_recorded_not_warned(driver, tmp_path, monkeypatch):
     install_nvml(monkeypatch, None)
     run = train(driver, base_settings(tmp_path))  # components="all", no GPU asked for
