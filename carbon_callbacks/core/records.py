@@ -15,7 +15,10 @@ Schema version 1. Every line is one JSON object with a ``"type"``:
     (``{sensor: J}``, IT energy before PUE), ``methods`` (``{sensor: method}``), ``energy_kwh``
     (total incl. PUE), ``co2_g`` (grams CO2eq), ``intensity``, ``pue``, ``power_w`` (means over
     the epoch in W: ``gpu``, ``cpu``, ``dram``, ``total``), ``cumulative`` (``energy_kwh``,
-    ``co2_g``, ``duration_s`` since the run began) and optionally ``steps``.
+    ``co2_g``, ``duration_s`` since the run began) and optionally ``steps``. ``incomplete``
+    lists sensors lost by the epoch's end (a sensor lost before it began is left out of
+    ``energy_j``); when no sensor covered the epoch, ``unmeasured`` is true and ``energy_kwh``
+    and ``co2_g`` are null (unknown, not zero).
 ``phase``
     As ``epoch``, plus ``name`` (str); ``epoch`` is an int or null.
 ``prediction``
