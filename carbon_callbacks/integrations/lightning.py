@@ -39,6 +39,9 @@ class CarbonCallback(_Callback):
             (``pue``, ``zone``, ``log_dir``, ``epochs``...). ``epochs`` defaults to the
             Trainer's ``max_epochs``.
         tracker: a ready tracker (advanced; overrides the settings).
+
+    Several callbacks in one Trainer (say one per component) need distinct ``run_name``s: the
+    name is part of the checkpoint key, so each resumes its own totals.
     """
 
     def __init__(
