@@ -259,3 +259,28 @@ def test_handler_from_c_is_left_alone(tmp_path, monkeypatch):
     tracker.stop()
     assert installed == []
     assert [e.kind for e in tracker.events.events] == ["sigterm_not_handled"]
+
+
+def test_every_thread_the_package_starts_is_named_for_it():
+    """The matrix finds leaked threads by name (``carbon_callbacks-...``); a thread started
+    under another name would escape it, so every ``Thread(...)`` in the package must name
+    itself so (a string or f-string starting with the prefix)."""
+    import ast
+    from pathlib import Path
+
+    import carbon_callbacks
+
+    package = Path(carbon_callbacks.__file__).parent
+    unnamed = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            func = getattr(node, "func", None)
+            called = getattr(func, "attr", None) or getattr(func, "id", None)
+            if not isinstance(node, ast.Call) or called != "Thread":
+                continue
+            name = next((kw.value for kw in node.keywords if kw.arg == "name"), None)
+            first = name.values[0] if isinstance(name, ast.JoinedStr) and name.values else name
+            ok = isinstance(first, ast.Constant) and str(first.value).startswith("carbon_callbacks")
+            if not ok:
+                unnamed.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert unnamed == []
