@@ -519,6 +519,16 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _amount(value: Any) -> float | None:
+    """``value`` as a finite float >= 0 (an energy, a mass, a duration), or None.
+
+    A negative energy, CO2eq or duration cannot be measured, so it is read as missing (a
+    corrupt or hand-edited log), never summed.
+    """
+    number = _number(value)
+    return number if number is not None and number >= 0 else None
+
+
 def _count(value: Any) -> int | None:
     """``value`` as a non-negative int, or None."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -645,14 +655,15 @@ class RunLog:
     def epoch_sums(self) -> dict[str, Any]:
         """Sums over the epoch records: ``energy_kwh``, ``co2_g``, ``duration_s``, ``epochs``.
 
-        Only this file's epoch records; no offsets. Values that are missing or null in a record
-        (e.g. a NaN written as null) are left out of the sum; ``missing_values`` counts them.
+        Only this file's epoch records; no offsets. Values that are missing, null (e.g. a NaN
+        written as null, an unmeasured epoch) or negative in a record are left out of the sum;
+        ``missing_values`` counts them.
         """
         sums = {"energy_kwh": 0.0, "co2_g": 0.0, "duration_s": 0.0}
         missing = 0
         for record in self.epochs:
             for key in sums:
-                number = _number(record.get(key))
+                number = _amount(record.get(key))
                 if number is None:
                     missing += 1
                 else:
@@ -678,12 +689,12 @@ class RunLog:
         }
         footer = self.footer
         if footer is not None:
-            energy = _number(footer.get("energy_kwh"))
-            co2 = _number(footer.get("co2_g"))
+            energy = _amount(footer.get("energy_kwh"))
+            co2 = _amount(footer.get("co2_g"))
             if energy is not None and co2 is not None:
-                duration = _number(footer.get("epochs_duration_s"))
+                duration = _amount(footer.get("epochs_duration_s"))
                 if duration is None:
-                    duration = _number(footer.get("duration_s"))
+                    duration = _amount(footer.get("duration_s"))
                 epochs = _count(footer.get("epochs_completed"))
                 return {
                     "energy_kwh": energy,
@@ -918,9 +929,9 @@ def run_figure(log: RunLog) -> RunFigure:
             status=status,
             basis=basis,
             reason=reason,
-            energy_kwh=_number(values.get("energy_kwh")) or 0.0,
-            co2_g=_number(values.get("co2_g")) or 0.0,
-            duration_s=_number(values.get("duration_s")) or 0.0,
+            energy_kwh=_amount(values.get("energy_kwh")) or 0.0,
+            co2_g=_amount(values.get("co2_g")) or 0.0,
+            duration_s=_amount(values.get("duration_s")) or 0.0,
             epochs=epochs,
             planned_epochs=planned,
         )
@@ -942,7 +953,7 @@ def run_figure(log: RunLog) -> RunFigure:
         why = f"status {status!r}"
     prediction = log.latest_prediction
     if prediction is not None and all(
-        _number(prediction.get(key)) is not None for key in ("energy_kwh", "co2_g", "duration_s")
+        _amount(prediction.get(key)) is not None for key in ("energy_kwh", "co2_g", "duration_s")
     ):
         after = _count(prediction.get("after_epochs"))
         after_text = f" after {after} epochs" if after is not None else ""

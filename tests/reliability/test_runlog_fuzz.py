@@ -94,7 +94,8 @@ def _finite(x) -> bool:
 
 
 def _use_everything(log: RunLog) -> None:
-    """Every reader-side view of a log: none may raise, all figures finite and >= 0."""
+    """Every reader-side view of a log: none may raise, all figures finite and >= 0 (a negative
+    energy, mass or duration in a corrupt log is read as missing, never summed)."""
     for name in (
         "schema",
         "run_id",
@@ -109,15 +110,17 @@ def _use_everything(log: RunLog) -> None:
     assert all(_finite(v) and v >= 0 for v in log.offsets.values())
     assert isinstance(log.epochs_monitored, int) and log.epochs_monitored >= 0
     sums = log.epoch_sums()
-    assert all(_finite(sums[k]) for k in ("energy_kwh", "co2_g", "duration_s"))
+    assert all(_finite(sums[k]) and sums[k] >= 0 for k in ("energy_kwh", "co2_g", "duration_s"))
     totals = log.totals()
-    assert all(_finite(totals[k]) for k in ("energy_kwh", "co2_g", "duration_s"))
+    assert all(_finite(totals[k]) and totals[k] >= 0 for k in ("energy_kwh", "co2_g", "duration_s"))
     assert isinstance(totals["epochs"], int) and totals["epochs"] >= 0
     figure = run_figure(log)
-    assert _finite(figure.energy_kwh) and _finite(figure.co2_g) and _finite(figure.duration_s)
+    for value in (figure.energy_kwh, figure.co2_g, figure.duration_s):
+        assert _finite(value) and value >= 0
     assert figure.basis in ("measured", "predicted", "partial")
     aggregate = aggregate_runs([log])
-    assert aggregate.runs_counted == 1 and _finite(aggregate.energy_kwh)
+    assert aggregate.runs_counted == 1
+    assert _finite(aggregate.energy_kwh) and aggregate.energy_kwh >= 0
 
 
 @FUZZ
@@ -211,6 +214,17 @@ def test_byte_order_mark_and_nul_bytes(tmp_path):
     assert log.run_id == HEADER["run_id"] and len(log.epochs) == 1
     assert log.corrupt_lines == 1 and log.truncated  # the NUL line; the NUL tail
     assert log.totals()["energy_kwh"] == 0.5
+
+
+def test_negative_figures_are_missing_not_summed(tmp_path):
+    path = tmp_path / "neg.carbon.jsonl"
+    bad_footer = {**FOOTER, "energy_kwh": -1.0}
+    bad_epoch = {**EPOCH, "epoch": 1, "energy_kwh": -0.2}
+    path.write_bytes(b"\n".join(_lines(HEADER, EPOCH, bad_epoch, bad_footer)) + b"\n")
+    log = read_run_log(path)
+    assert log.epoch_sums()["energy_kwh"] == 0.5 and log.epoch_sums()["missing_values"] == 1
+    totals = log.totals()
+    assert totals["basis"] == "epochs" and totals["energy_kwh"] == 0.5
 
 
 def test_deep_nesting_and_numbers_beyond_float_range(tmp_path):
