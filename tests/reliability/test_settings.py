@@ -255,15 +255,18 @@ def test_the_documented_table_lists_every_setting():
 
 
 @pytest.mark.parametrize(("name", "value"), list(_cases("good")))
-def test_accepted(name, value, tmp_path):
+def test_accepted(name, value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "powercap").mkdir()
     config = CarbonConfig(**{"log_dir": str(tmp_path), name: _fill(value, tmp_path)})
     assert config.to_dict()[name] is not None or value is None or name == "pue"
 
 
 @pytest.mark.parametrize(("name", "value", "message"), list(_cases("bad")))
-def test_refused_by_tracker_and_callback(name, value, message, tmp_path):
+def test_refused_by_tracker_and_callback(name, value, message, tmp_path, monkeypatch):
     from carbon_callbacks.integrations.lightning import CarbonCallback
+
+    monkeypatch.chdir(tmp_path)  # a relative path accepted by mistake would land here
 
     (tmp_path / "file").write_text("")
     settings = {"log_dir": str(tmp_path), name: _fill(value, tmp_path)}
