@@ -259,8 +259,8 @@ def test_token_from_environment_is_masked(monkeypatch):
     config = cfg()
     assert config.electricitymaps_token == "env-token-abcdef123"
     assert "env-token-abcdef123" not in repr(config)
-    assert config.to_dict()["electricitymaps_token"] == "***"
-    assert cfg(electricitymaps_token=None).to_dict()["electricitymaps_token"] == "***"
+    assert config.to_dict()["electricitymaps_token"] == "<redacted>"
+    assert cfg(electricitymaps_token=None).to_dict()["electricitymaps_token"] == "<redacted>"
     monkeypatch.delenv("CARBON_CALLBACKS_ELECTRICITYMAPS_TOKEN")
     assert cfg().to_dict()["electricitymaps_token"] is None
 

@@ -346,7 +346,7 @@ def test_token_never_reaches_logs_warnings_or_reprs(tmp_path):
     assert api.requests and all(r.headers["auth-token"] == TOKEN for r in api.requests)
     text = Path(t.log_path).read_text()
     assert TOKEN not in text
-    assert '"electricitymaps_token":"***"' in text
+    assert '"electricitymaps_token":"<redacted>"' in text
     assert "rejected the token" in text  # the failure is recorded, the token is not
     assert all(TOKEN not in str(w.message) for w in caught)
     assert TOKEN not in repr(t.config) and TOKEN not in str(t.config.to_dict())
@@ -413,10 +413,10 @@ def test_stop_closes_the_live_thread(tmp_path):
         t = tracker(tmp_path, zone="GB", live_intensity=True, gb_base_url=api.url)
         assert t.intensity.wait_ready(5.0)
         names = [th.name for th in threading.enumerate()]
-        assert "carbon-intensity-GB" in names
+        assert "carbon_callbacks-intensity-GB" in names
         t.stop()
         t.intensity._thread.join(2.0)
-        assert "carbon-intensity-GB" not in [th.name for th in threading.enumerate()]
+        assert "carbon_callbacks-intensity-GB" not in [th.name for th in threading.enumerate()]
     finally:
         api.close()
 

@@ -189,9 +189,9 @@ def test_sensor_failing_at_start_never_breaks_the_run(tmp_path):
         tracker.epoch_start()
         m = tracker.epoch_end()
     tracker.stop()
-    assert m[keys.EPOCH_ENERGY_KWH] == 0.0
+    assert keys.EPOCH_ENERGY_KWH not in m  # unmeasured: no key, never a silent 0
     log = read_run_log(tracker.log_path)
-    assert log.epochs[0]["incomplete"] == ["gpu:0"]
+    assert log.epochs[0]["incomplete"] == ["gpu:0"] and log.epochs[0]["unmeasured"]
     assert [e["kind"] for e in log.events] == ["sensor_lost"]
 
 

@@ -59,6 +59,8 @@ def _positive_float(name: str, value: Any, *, allow_none: bool = False) -> float
     if value is None and allow_none:
         return None
     try:
+        if isinstance(value, bool):  # float(True) == 1.0: a flag where a number belongs
+            raise TypeError
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number, got {value!r}") from None
@@ -191,12 +193,12 @@ class CarbonConfig:
         if self.epochs is not None:
             if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
                 raise ConfigError(f"epochs must be an integer >= 1 (or None), got {self.epochs!r}")
-        if not isinstance(self.epochs_before_pred, int) or self.epochs_before_pred < 0:
+        if not _is_int(self.epochs_before_pred) or self.epochs_before_pred < 0:
             raise ConfigError(
                 f"epochs_before_pred must be an integer >= 0 (0 = no prediction), "
                 f"got {self.epochs_before_pred!r}"
             )
-        if not isinstance(self.monitor_epochs, int) or (
+        if not _is_int(self.monitor_epochs) or (
             self.monitor_epochs != -1 and self.monitor_epochs < 1
         ):
             raise ConfigError(
@@ -212,23 +214,27 @@ class CarbonConfig:
                 f"epochs_before_pred={self.epochs_before_pred} exceeds epochs={self.epochs}; "
                 "lower it or set epochs_before_pred=0 for no prediction"
             )
-        if self.total_steps is not None and (
-            not isinstance(self.total_steps, int) or self.total_steps < 1
-        ):
+        if self.total_steps is not None and (not _is_int(self.total_steps) or self.total_steps < 1):
             raise ConfigError(f"total_steps must be an integer >= 1, got {self.total_steps!r}")
         if self.components not in _COMPONENTS:
             raise ConfigError(f"components must be one of {_COMPONENTS}, got {self.components!r}")
+        pue_setting = "pue"
         if self.pue is None:
             env_pue = os.environ.get(ENV_PUE)
+            if env_pue is not None:
+                pue_setting = f"pue (environment variable {ENV_PUE}={env_pue!r})"
             self.pue = env_pue if env_pue is not None else 1.0
-        self.pue = _positive_float("pue", self.pue)  # type: ignore[assignment]
+        self.pue = _positive_float(pue_setting, self.pue)  # type: ignore[assignment]
         if self.pue < 1.0:
             raise ConfigError(
-                f"pue must be >= 1.0 (the ratio of facility energy to IT energy), got {self.pue}"
+                f"{pue_setting} must be >= 1.0 (the ratio of facility energy to IT energy), "
+                f"got {self.pue}"
             )
         if self.intensity_g_per_kwh is not None:
             value = self.intensity_g_per_kwh
             try:
+                if isinstance(value, bool):
+                    raise TypeError
                 number = float(value)
             except (TypeError, ValueError):
                 raise ConfigError(
@@ -253,9 +259,15 @@ class CarbonConfig:
                     self.live_intensity = False
             else:
                 self.offline = True
+        elif not isinstance(self.offline, bool):
+            raise ConfigError(f"offline must be True, False or None, got {self.offline!r}")
         self.interval_s = _positive_float("interval_s", self.interval_s)  # type: ignore[assignment]
         if self.interval_s < 0.01 or self.interval_s > 3600:
             raise ConfigError(f"interval_s must be between 0.01 and 3600 s, got {self.interval_s}")
+        if self.distributed is not None and not isinstance(self.distributed, bool):
+            raise ConfigError(
+                f"distributed must be None (automatic), True or False, got {self.distributed!r}"
+            )
         self.distributed_timeout_s = _positive_float(  # type: ignore[assignment]
             "distributed_timeout_s", self.distributed_timeout_s
         )
@@ -271,7 +283,7 @@ class CarbonConfig:
             self.sim_cpu_tdp = _positive_float("sim_cpu_tdp", self.sim_cpu_tdp)
         for name in ("sim_gpu_util", "sim_cpu_util"):
             util = getattr(self, name)
-            if not isinstance(util, (int, float)) or not 0 < util <= 1:
+            if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 < util <= 1:
                 raise ConfigError(f"{name} must be in (0, 1], got {util!r}")
         if self.gpu_ids is not None:
             if isinstance(self.gpu_ids, (str, int)):
@@ -296,15 +308,51 @@ class CarbonConfig:
         if self.components == "gpu" and self.sim_cpu is not None:
             raise ConfigError("components='gpu' contradicts sim_cpu: drop one of them")
         if self.log_dir is not None:
-            self.log_dir = str(self.log_dir)
+            if not isinstance(self.log_dir, (str, os.PathLike)):
+                raise ConfigError(
+                    f"log_dir must be a folder path (str or os.PathLike) or None, "
+                    f"got {self.log_dir!r}"
+                )
+            self.log_dir = os.fspath(self.log_dir)
             check_writable_dir(self.log_dir)
-        if not isinstance(self.verbose, int) or self.verbose < 0:
+        if not _is_int(self.verbose) or self.verbose not in (0, 1, 2):
             raise ConfigError(f"verbose must be 0, 1 or 2, got {self.verbose!r}")
         self._validate_budget()
-        if not re.fullmatch(r"[A-Za-z0-9_.\-]*", self.log_file_prefix or ""):
+        if not isinstance(self.log_file_prefix, str):
+            raise ConfigError(
+                f"log_file_prefix must be a string ('' for none), got {self.log_file_prefix!r}"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]*", self.log_file_prefix):
             raise ConfigError(
                 "log_file_prefix may hold letters, digits, '.', '_' and '-' only "
                 f"(it becomes part of a file name), got {self.log_file_prefix!r}"
+            )
+
+        if self.run_name is not None and not isinstance(self.run_name, str):
+            raise ConfigError(f"run_name must be a string or None, got {self.run_name!r}")
+        if not isinstance(self.rapl_root, (str, os.PathLike)) or not os.fspath(self.rapl_root):
+            raise ConfigError(
+                f"rapl_root must be a folder path (default /sys/class/powercap), "
+                f"got {self.rapl_root!r}"
+            )
+        if not isinstance(self.ignore_errors, bool):
+            raise ConfigError(f"ignore_errors must be True or False, got {self.ignore_errors!r}")
+        if not _is_int(self.decimal_precision) or not 1 <= self.decimal_precision <= 17:
+            raise ConfigError(
+                "decimal_precision must be an integer from 1 to 17 (significant digits in "
+                f"reports), got {self.decimal_precision!r}"
+            )
+        if self.monitor_metric is not None and (
+            not isinstance(self.monitor_metric, str) or not self.monitor_metric
+        ):
+            raise ConfigError(
+                f"monitor_metric must be a metric name such as 'val/dice', or None, "
+                f"got {self.monitor_metric!r}"
+            )
+        if not isinstance(self.extra, dict) or not all(isinstance(k, str) for k in self.extra):
+            raise ConfigError(
+                f"extra must be a dict with string keys (free-form notes for the run log), "
+                f"got {self.extra!r}"
             )
 
     def _validate_intensity_sources(self) -> None:
@@ -384,6 +432,7 @@ class CarbonConfig:
             )
         if not isinstance(self.ip_geolocation, bool):
             raise ConfigError(f"ip_geolocation must be True or False, got {self.ip_geolocation!r}")
+
     def _validate_budget(self) -> None:
         from carbon_callbacks.core.budget import BudgetError, normalise_policy, parse_limit
 
@@ -446,12 +495,20 @@ class CarbonConfig:
         return self.components in ("all", "cpu")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready settings, as stored in the run log's header."""
-        out = asdict(self)
+        """JSON-ready settings, as stored in the run log's header.
+
+        Secrets are redacted: the value of any setting, or any key in ``extra`` (at any depth),
+        whose name looks like a credential (:data:`SECRET_NAME`: ``token``, ``api_key``,
+        ``password``...) is replaced by :data:`REDACTED`. The run log, reports and ``repr``
+        show settings only through this method.
+        """
+        out = _redact(asdict(self))
         out["gpu_ids"] = list(self.gpu_ids) if self.gpu_ids is not None else None
-        if self.electricitymaps_token:  # say that one was set, never what it is
-            out["electricitymaps_token"] = "***"
         return out
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{name}={value!r}" for name, value in self.to_dict().items())
+        return f"{type(self).__name__}({settings})"
 
     @classmethod
     def from_kwargs(cls, config: CarbonConfig | None = None, **kwargs: Any) -> CarbonConfig:
@@ -497,6 +554,35 @@ def stdin_is_interactive() -> bool:
         return stdin is not None and not stdin.closed and bool(stdin.isatty())
     except (AttributeError, ValueError, OSError):
         return False
+
+
+#: Names of settings (and keys of ``extra``) whose values are credentials, never shown.
+SECRET_NAME = re.compile(
+    r"token|secret|passw|api[-_ ]?key|credential|bearer|authori[sz]ation", re.IGNORECASE
+)
+#: What a redacted value reads as.
+REDACTED = "<redacted>"
+
+
+def _redact(value: Any) -> Any:
+    """``value`` with the values of credential-like keys replaced (dicts and lists, any depth)."""
+    if isinstance(value, dict):
+        return {
+            key: (
+                REDACTED
+                if value[key] is not None and SECRET_NAME.search(str(key))
+                else _redact(value[key])
+            )
+            for key in value
+        }
+    if isinstance(value, (list, tuple)):
+        return [_redact(item) for item in value]
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    """An int that is not a bool (``True`` is an int in Python, never a count here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def normalise_zone(zone: str) -> str:

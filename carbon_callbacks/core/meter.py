@@ -31,6 +31,8 @@ from carbon_callbacks.core.sensors.base import Sensor, SensorInfo
 
 #: Seconds between power reads of sensors that read power in microseconds (NVML: ~4 us).
 POWER_INTERVAL_S = 0.1
+#: Shortest window (s) over which two counter reads give a power estimate for bridging marks.
+MIN_POWER_WINDOW_S = 0.01
 #: Method-history entries kept per sensor (fallback chains are at most a few steps long).
 _MAX_METHOD_HISTORY = 8
 
@@ -57,7 +59,9 @@ class Measurement:
     Attributes:
         start_unix_s / end_unix_s: the window (UTC seconds).
         duration_s: seconds between the marks (monotonic clock).
-        energy_j: joules per sensor name in the window (IT energy; no PUE).
+        energy_j: joules per sensor name in the window (IT energy; no PUE). A sensor lost
+            before the window began is left out (unmeasured, not 0 J) and listed in
+            ``incomplete``.
         methods: per sensor name, the method(s) used in the window, e.g. ``"counter"`` or
             ``"counter>sampled"`` when a fallback happened inside it.
         components: per sensor name, ``"gpu"``, ``"cpu"`` or ``"dram"``.
@@ -259,7 +263,11 @@ class Meter:
             state.last_t = t
             self._fail(state, exc)
             return
-        state.last_t = t if t_valid is None else t_valid
+        if t_valid is not None:  # a stepping counter: dated at its step
+            t = t_valid
+        elif sensor.is_counter:  # dated like every later counter read: the middle of the read
+            t = 0.5 * (t + time.monotonic())
+        state.last_t = t
         if sensor.is_counter:
             state.offset_j -= value  # so that offset + counter starts at the energy so far
             state.energy_j = state.offset_j + value
@@ -283,8 +291,11 @@ class Meter:
                 # at the middle of the read, or at its step when the sensor can tell
                 t = 0.5 * (t_before + t_after) if t_valid is None else t_valid
                 new_energy = state.offset_j + value
-                if power_w is None and t > state.last_t:
-                    power_w = max(0.0, (new_energy - state.energy_j) / (t - state.last_t))
+                if power_w is None:
+                    if t - state.last_t >= MIN_POWER_WINDOW_S:
+                        power_w = max(0.0, (new_energy - state.energy_j) / (t - state.last_t))
+                    else:  # too short a window to tell the power: keep the last estimate
+                        power_w = state.last_power_w
                 state.energy_j = new_energy
             else:
                 t = t_after
@@ -366,6 +377,13 @@ class Meter:
     # -- marks (training thread) -----------------------------------------------------------------
     def mark(self) -> Snapshot:
         """Cumulative joules of every sensor now, without slow I/O."""
+        for state in list(self._states.values()):
+            sensor = state.sensor
+            if state.lost_at_unix_s is None and state.last_power_w is None and sensor.is_counter:
+                # No power to bridge with yet (a counter without cheap power, before the thread's
+                # second read): read the counter itself, once per mark, only in that first
+                # interval. Bridging nothing would date all energy so far at the next sample.
+                self._sample(state)
         t = time.monotonic()
         t_unix = time.time()
         powers_now: dict[str, float] = {}
@@ -401,6 +419,11 @@ class Meter:
         incomplete: list[str] = []
         with self._lock:
             for name, state in self._states.items():
+                lost = state.lost_at_unix_s
+                if lost is not None and lost <= end.time_unix_s:
+                    incomplete.append(name)
+                if lost is not None and lost <= start.time_unix_s:
+                    continue  # lost before the window: unmeasured, not a silent 0 J
                 e0 = start.energy_j.get(name, 0.0)
                 e1 = end.energy_j.get(name, e0)
                 energy[name] = max(0.0, e1 - e0)
@@ -410,9 +433,6 @@ class Meter:
                 chain = (before[-1:] if before else used[:1]) + inside
                 methods[name] = ">".join(dict.fromkeys(chain)) or state.sensor.info.method
                 components[name] = state.sensor.info.component
-                lost = state.lost_at_unix_s
-                if lost is not None and lost <= end.time_unix_s:
-                    incomplete.append(name)
         return Measurement(
             start_unix_s=start.time_unix_s,
             end_unix_s=end.time_unix_s,

@@ -15,7 +15,10 @@ Schema version 1. Every line is one JSON object with a ``"type"``:
     (``{sensor: J}``, IT energy before PUE), ``methods`` (``{sensor: method}``), ``energy_kwh``
     (total incl. PUE), ``co2_g`` (grams CO2eq), ``intensity``, ``pue``, ``power_w`` (means over
     the epoch in W: ``gpu``, ``cpu``, ``dram``, ``total``), ``cumulative`` (``energy_kwh``,
-    ``co2_g``, ``duration_s`` since the run began) and optionally ``steps``.
+    ``co2_g``, ``duration_s`` since the run began) and optionally ``steps``. ``incomplete``
+    lists sensors lost by the epoch's end (a sensor lost before it began is left out of
+    ``energy_j``); when no sensor covered the epoch, ``unmeasured`` is true and ``energy_kwh``
+    and ``co2_g`` are null (unknown, not zero).
 ``phase``
     As ``epoch``, plus ``name`` (str); ``epoch`` is an int or null.
 ``prediction``
@@ -33,7 +36,10 @@ Schema version 1. Every line is one JSON object with a ``"type"``:
 ``footer``
     ``status`` (``"completed"``, ``"interrupted"`` or ``"failed"``), ``ended_at_unix_s``,
     ``duration_s``, ``energy_j``, ``energy_kwh``, ``co2_g``, ``epochs_completed``,
-    ``stop_reason`` (why a budget or the user stopped the run, else null), ``events_dropped``.
+    ``stop_reason`` (why a budget or the user stopped the run, else null), ``events_dropped``,
+    and ``signal`` (``"SIGTERM"``) when a signal interrupted the run. A run
+    that received SIGTERM and went on (its own handler let it) has a second, later footer; the
+    reader takes the last one and keeps earlier ones in :attr:`RunLog.other`.
 
 Writing is append-and-flush per record (``fsync`` for the header and the footer), so a killed run
 keeps every finished epoch. A write that fails never raises: the record is kept in memory and
@@ -254,6 +260,16 @@ class RunLogWriter:
         """Records not yet written to the file (waiting for a retry)."""
         with self._lock:
             return len(self._pending)
+
+    def pending_records(self) -> list[dict[str, Any]]:
+        """The records not written to the file yet, oldest first, as dicts (copies).
+
+        After a disk failure these are the run's records that exist only in memory; the
+        tracker hands them out through ``CarbonTracker.unwritten_records()``.
+        """
+        with self._lock:
+            lines = [line for line, _ in self._pending]
+        return [json.loads(line) for line in lines]
 
     @property
     def failed(self) -> bool:
@@ -509,6 +525,16 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _amount(value: Any) -> float | None:
+    """``value`` as a finite float >= 0 (an energy, a mass, a duration), or None.
+
+    A negative energy, CO2eq or duration cannot be measured, so it is read as missing (a
+    corrupt or hand-edited log), never summed.
+    """
+    number = _number(value)
+    return number if number is not None and number >= 0 else None
+
+
 def _count(value: Any) -> int | None:
     """``value`` as a non-negative int, or None."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -637,14 +663,15 @@ class RunLog:
     def epoch_sums(self) -> dict[str, Any]:
         """Sums over the epoch records: ``energy_kwh``, ``co2_g``, ``duration_s``, ``epochs``.
 
-        Only this file's epoch records; no offsets. Values that are missing or null in a record
-        (e.g. a NaN written as null) are left out of the sum; ``missing_values`` counts them.
+        Only this file's epoch records; no offsets. Values that are missing, null (e.g. a NaN
+        written as null, an unmeasured epoch) or negative in a record are left out of the sum;
+        ``missing_values`` counts them.
         """
         sums = {"energy_kwh": 0.0, "co2_g": 0.0, "duration_s": 0.0}
         missing = 0
         for record in self.epochs:
             for key in sums:
-                number = _number(record.get(key))
+                number = _amount(record.get(key))
                 if number is None:
                     missing += 1
                 else:
@@ -670,12 +697,12 @@ class RunLog:
         }
         footer = self.footer
         if footer is not None:
-            energy = _number(footer.get("energy_kwh"))
-            co2 = _number(footer.get("co2_g"))
+            energy = _amount(footer.get("energy_kwh"))
+            co2 = _amount(footer.get("co2_g"))
             if energy is not None and co2 is not None:
-                duration = _number(footer.get("epochs_duration_s"))
+                duration = _amount(footer.get("epochs_duration_s"))
                 if duration is None:
-                    duration = _number(footer.get("duration_s"))
+                    duration = _amount(footer.get("duration_s"))
                 epochs = _count(footer.get("epochs_completed"))
                 return {
                     "energy_kwh": energy,
@@ -911,9 +938,9 @@ def run_figure(log: RunLog) -> RunFigure:
             status=status,
             basis=basis,
             reason=reason,
-            energy_kwh=_number(values.get("energy_kwh")) or 0.0,
-            co2_g=_number(values.get("co2_g")) or 0.0,
-            duration_s=_number(values.get("duration_s")) or 0.0,
+            energy_kwh=_amount(values.get("energy_kwh")) or 0.0,
+            co2_g=_amount(values.get("co2_g")) or 0.0,
+            duration_s=_amount(values.get("duration_s")) or 0.0,
             epochs=epochs,
             planned_epochs=planned,
         )
@@ -935,7 +962,7 @@ def run_figure(log: RunLog) -> RunFigure:
         why = f"status {status!r}"
     prediction = log.latest_prediction
     if prediction is not None and all(
-        _number(prediction.get(key)) is not None for key in ("energy_kwh", "co2_g", "duration_s")
+        _amount(prediction.get(key)) is not None for key in ("energy_kwh", "co2_g", "duration_s")
     ):
         after = _count(prediction.get("after_epochs"))
         after_text = f" after {after} epochs" if after is not None else ""

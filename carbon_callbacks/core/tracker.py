@@ -40,6 +40,7 @@ from carbon_callbacks.core.distributed import (
 from carbon_callbacks.core.events import CarbonCallbacksWarning, Event, EventLog
 from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityProvider
 from carbon_callbacks.core.intensity.resolve import resolve_intensity
+from carbon_callbacks.core.intensity.static import StaticIntensityProvider
 from carbon_callbacks.core.meter import Measurement, Meter, Snapshot
 from carbon_callbacks.core.predict import EpochSample, PhaseSample, Prediction, predict_run
 from carbon_callbacks.core.records import (
@@ -51,6 +52,7 @@ from carbon_callbacks.core.records import (
 )
 from carbon_callbacks.core.report import fmt, format_final, format_prediction
 from carbon_callbacks.core.sensors.base import Sensor
+from carbon_callbacks.core.signals import SigtermChain
 from carbon_callbacks.core.units import J_PER_KWH
 
 #: Epochs kept for prediction (older ones are summed, not kept): memory stays bounded.
@@ -100,6 +102,9 @@ class CarbonTracker:
         # thread (never on this one) and is closed by stop()
         self._owns_intensity = intensity is None
         self._intensity: IntensityProvider = intensity or resolve_intensity(config, self.events)
+        self._owns_intensity = intensity is None  # a provider made here is closed at stop()
+        self._intensity_failing = False
+        self._intensity_fallback: IntensityProvider | None = None
         self._given_sensors = sensors
         self.run_id = new_run_id()
         self._lock = threading.RLock()
@@ -143,11 +148,18 @@ class CarbonTracker:
         self._no_prediction_noted = False
         self.last_metrics: dict[str, float] = {}
         self.last_measurement: Measurement | None = None
+        #: The signal that ended or interrupted the run ("SIGTERM"), recorded in the footer.
+        self._signal: str | None = None
+        self._sigterm = SigtermChain(self._on_sigterm)
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> CarbonTracker:
-        """Discover sensors, start the meter and write the run log's header. Idempotent."""
-        with self._lock:
+        """Discover sensors, start the meter and write the run log's header. Idempotent.
+
+        On the main thread this also chains a SIGTERM handler that writes the footer before
+        the process goes (see :mod:`carbon_callbacks.core.signals`).
+        """
+        with self._sigterm.busy(), self._lock:
             if self._started:
                 return self
             self._started = True
@@ -159,6 +171,9 @@ class CarbonTracker:
                     f"the tracker could not start ({exc!r}); training continues unmeasured",
                     "tracker",
                 )
+            why = self._sigterm.install()
+            if why is not None:
+                self.events.record("sigterm_not_handled", why, "tracker", warn=False)
         return self
 
     def _start(self) -> None:
@@ -246,7 +261,7 @@ class CarbonTracker:
         Returns:
             The run's totals (``carbon/energy_kwh``, ``carbon/co2_g``, ``carbon/duration_s``).
         """
-        with self._lock:
+        with self._sigterm.busy(), self._lock:
             if self._stopped or not self._started:
                 self._stopped = True
                 self._close_intensity()
@@ -266,6 +281,7 @@ class CarbonTracker:
                         self._meter.stop()
                 if self._writer is not None:
                     self._writer.close()
+                self._sigterm.uninstall()
                 self._close_intensity()
         return self.totals()
 
@@ -290,32 +306,10 @@ class CarbonTracker:
             return
         end = meter.stop() or meter.mark()
         whole = meter.measure(self._start_snap, end)
-        it_energy_j = whole.total_energy_j
         by_component = {
             comp: j / J_PER_KWH * self.config.pue for comp, j in self._epoch_j_by_component.items()
         }
-        self._write(
-            {
-                "type": "footer",
-                "status": status,
-                "ended_at_unix_s": end.time_unix_s,
-                "ended_at": utc_iso(end.time_unix_s),
-                "duration_s": whole.duration_s,
-                "energy_j": whole.energy_j,
-                "methods": whole.methods,
-                "incomplete": list(whole.incomplete),
-                "session_energy_kwh": it_energy_j / J_PER_KWH * self.config.pue,
-                "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
-                "co2_g": self._offset["co2_g"] + self._co2_g,
-                "epochs_duration_s": self._offset["duration_s"] + self._duration_s,
-                "totals_scope": "epochs, partial epochs and tracked work outside epochs",
-                "epochs_completed": self._offset["epochs"] + self.epochs_completed,
-                "epochs_monitored": self.epochs_monitored,
-                "epochs_planned": self.config.epochs,
-                "stop_reason": self.stop_reason,
-                "events_dropped": self.events.dropped,
-            }
-        )
+        self._write(self._footer(status, whole))
         if self._verbose >= 1:
             self._print(
                 format_final(
@@ -329,10 +323,57 @@ class CarbonTracker:
                     intensity=self._intensity_over(whole.start_unix_s, whole.end_unix_s),
                     pue=self.config.pue,
                     digits=self.config.decimal_precision,
-                    log_path=self.log_path,
+                    log_path=self._log_path_for_report(),
                     events=len(self.events.events),
                 )
             )
+
+    def _footer(self, status: str, whole: Measurement) -> dict[str, Any]:
+        """The footer record for the session measured by ``whole``."""
+        record = {
+            "type": "footer",
+            "status": status,
+            "ended_at_unix_s": whole.end_unix_s,
+            "ended_at": utc_iso(whole.end_unix_s),
+            "duration_s": whole.duration_s,
+            "energy_j": whole.energy_j,
+            "methods": whole.methods,
+            "incomplete": list(whole.incomplete),
+            "session_energy_kwh": whole.total_energy_j / J_PER_KWH * self.config.pue,
+            "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
+            "co2_g": self._offset["co2_g"] + self._co2_g,
+            "epochs_duration_s": self._offset["duration_s"] + self._duration_s,
+            "totals_scope": "epochs, partial epochs and tracked work outside epochs",
+            "epochs_completed": self._offset["epochs"] + self.epochs_completed,
+            "epochs_monitored": self.epochs_monitored,
+            "epochs_planned": self.config.epochs,
+            "stop_reason": self.stop_reason,
+            "events_dropped": self.events.dropped,
+        }
+        if self._signal is not None:
+            record["signal"] = self._signal
+        return record
+
+    def _on_sigterm(self, terminating: bool) -> None:
+        """SIGTERM arrived (called on the main thread, outside any tracker call).
+
+        ``terminating``: the process ends right after this (SIGTERM's default action), so stop
+        completely; else a previous handler decides, so write a footer and keep measuring (a
+        later ``stop()`` writes a newer one). See :mod:`carbon_callbacks.core.signals`.
+        """
+        if self._stopped or not self._started:
+            return
+        self._signal = "SIGTERM"
+        if terminating:
+            self.stop("interrupted")
+            return
+        try:
+            with self._lock:
+                if self._meter is not None and self._start_snap is not None:
+                    whole = self._meter.measure(self._start_snap, self._meter.mark())
+                    self._write(self._footer("interrupted", whole))
+        except Exception as exc:  # noqa: BLE001
+            self.events.record("hook_failed", f"SIGTERM footer failed: {exc!r}", "tracker")
 
     def __enter__(self) -> CarbonTracker:
         return self.start()
@@ -355,15 +396,16 @@ class CarbonTracker:
 
     def epoch_start(self) -> None:
         """Mark the start of an epoch (starts the tracker on first use)."""
-        try:
-            self.start()
-            if not self.monitoring or self._meter is None:
-                return
-            self._epoch_snap = self._meter.mark()
-            self._epoch_steps = None
-            self._epoch_phases = []
-        except Exception as exc:  # noqa: BLE001
-            self.events.record("hook_failed", f"epoch_start failed: {exc!r}", "tracker")
+        with self._sigterm.busy():
+            try:
+                self.start()
+                if not self.monitoring or self._meter is None:
+                    return
+                self._epoch_snap = self._meter.mark()
+                self._epoch_steps = None
+                self._epoch_phases = []
+            except Exception as exc:  # noqa: BLE001
+                self.events.record("hook_failed", f"epoch_start failed: {exc!r}", "tracker")
 
     def epoch_end(self, steps: int | None = None) -> dict[str, float]:
         """Mark the end of the epoch; record it; predict when due; return its metrics.
@@ -374,11 +416,12 @@ class CarbonTracker:
         Returns:
             The metrics (see :mod:`carbon_callbacks.core.metrics`); empty when not measured.
         """
-        try:
-            return self._epoch_end(steps)
-        except Exception as exc:  # noqa: BLE001
-            self.events.record("hook_failed", f"epoch_end failed: {exc!r}", "tracker")
-            return {}
+        with self._sigterm.busy():
+            try:
+                return self._epoch_end(steps)
+            except Exception as exc:  # noqa: BLE001
+                self.events.record("hook_failed", f"epoch_end failed: {exc!r}", "tracker")
+                return {}
 
     def _epoch_end(self, steps: int | None) -> dict[str, float]:
         with self._lock:
@@ -396,6 +439,8 @@ class CarbonTracker:
             record, energy_kwh, co2_g, intensity = self._measurement_record(m, "epoch", index)
             record["steps"] = steps
             self.epochs_monitored += 1
+            if not m.energy_j:
+                return self._unmeasured_epoch(record, m, intensity)
             self._add_to_totals(m, energy_kwh, co2_g)
             record["cumulative"] = {
                 "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
@@ -424,6 +469,26 @@ class CarbonTracker:
         self._duration_s += m.duration_s
         for comp, joules in m.energy_j_by_component().items():
             self._epoch_j_by_component[comp] = self._epoch_j_by_component.get(comp, 0.0) + joules
+
+    def _unmeasured_epoch(
+        self, record: dict[str, Any], m: Measurement, intensity: IntensityEstimate
+    ) -> dict[str, float]:
+        """An epoch no sensor covered (none available, or all lost): recorded as unmeasured,
+        with null energy and CO2; its metrics carry no energy, CO2 or power key (a gap in the
+        user's charts, never a silent 0), and it is left out of totals and prediction."""
+        record.update(energy_kwh=None, co2_g=None, power_w={}, unmeasured=True)
+        record["cumulative"] = {
+            "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
+            "co2_g": self._offset["co2_g"] + self._co2_g,
+            "duration_s": self._offset["duration_s"] + self._duration_s,
+        }
+        self._write(record)
+        metrics = {
+            keys.EPOCH_DURATION_S: m.duration_s,
+            keys.INTENSITY_G_PER_KWH: intensity.intensity_g_per_kwh,
+        }
+        self.last_metrics = metrics
+        return metrics
 
     def _measurement_record(
         self, m: Measurement, kind: str, epoch: int | None
@@ -504,16 +569,8 @@ class CarbonTracker:
                 )
             return
         applied = intensity
-        try:
-            now = time.time()
-            forecast = self._intensity.forecast_over(now, now + pred.remaining_duration_s)
-        except Exception as exc:  # noqa: BLE001 - a provider failure must not break training
-            forecast = None
-            self.events.record(
-                "forecast_failed",
-                f"intensity forecast failed ({exc!r}); current value used",
-                "intensity",
-            )
+        now = time.time()
+        forecast = self._forecast_over(now, now + pred.remaining_duration_s)
         if forecast is not None:
             pred = pred.with_intensity(forecast.intensity_g_per_kwh)
             applied = forecast
@@ -619,26 +676,31 @@ class CarbonTracker:
         """Start measuring a named phase (see :meth:`phase`); pair with :meth:`end_phase`."""
         if not isinstance(name, str) or not name:
             raise ValueError("a phase needs a non-empty name")
-        self.start()
-        try:
-            if self._meter is not None:
-                self._phases.append((name, self._meter.mark()))
-        except Exception as exc:  # noqa: BLE001
-            self.events.record("hook_failed", f"phase {name!r} start failed: {exc!r}", "tracker")
+        with self._sigterm.busy():
+            self.start()
+            try:
+                if self._meter is not None:
+                    self._phases.append((name, self._meter.mark()))
+            except Exception as exc:  # noqa: BLE001
+                self.events.record(
+                    "hook_failed", f"phase {name!r} start failed: {exc!r}", "tracker"
+                )
 
     def end_phase(self, name: str) -> None:
         """End the innermost open phase called ``name`` and record it."""
-        for i in range(len(self._phases) - 1, -1, -1):
-            if self._phases[i][0] == name:
-                _, start = self._phases.pop(i)
-                self._end_phase(
-                    name,
-                    start,
-                    nested=any(
-                        snap.time_monotonic_s <= start.time_monotonic_s for _, snap in self._phases
-                    ),
-                )
-                return
+        with self._sigterm.busy():
+            for i in range(len(self._phases) - 1, -1, -1):
+                if self._phases[i][0] == name:
+                    _, start = self._phases.pop(i)
+                    self._end_phase(
+                        name,
+                        start,
+                        nested=any(
+                            snap.time_monotonic_s <= start.time_monotonic_s
+                            for _, snap in self._phases
+                        ),
+                    )
+                    return
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -714,7 +776,8 @@ class CarbonTracker:
 
     def record_metric(self, name: str, value: float, epoch: int | None = None) -> None:
         """Store a performance metric (e.g. final Dice) in the run log for model selection."""
-        self._write({"type": "metric", "name": name, "value": float(value), "epoch": epoch})
+        with self._sigterm.busy():
+            self._write({"type": "metric", "name": name, "value": float(value), "epoch": epoch})
 
     # -- resume ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -850,6 +913,17 @@ class CarbonTracker:
         self.events = EventLog(listener=self._on_event)
 
     # -- accessors -------------------------------------------------------------------------------
+    def unwritten_records(self) -> list[dict[str, Any]]:
+        """Run-log records that could not be written to disk, oldest first (kept in memory).
+
+        Empty when the run log is complete or when there is none (``log_dir=None``). After a
+        disk failure (full, read-only, removed) the tracker keeps measuring and keeps these
+        records, up to ``MAX_PENDING``, retrying them on every write and at :meth:`stop`; what is
+        still here after ``stop()`` exists nowhere else (save it, e.g. one ``json.dumps`` per
+        line). :meth:`totals` and ``last_metrics`` stay available either way.
+        """
+        return self._writer.pending_records() if self._writer is not None else []
+
     def totals(self) -> dict[str, float]:
         """Cumulative figures over the measured epochs (resumed segments included)."""
         return {
@@ -892,7 +966,79 @@ class CarbonTracker:
 
     # -- internals -------------------------------------------------------------------------------
     def _intensity_over(self, start_unix_s: float, end_unix_s: float) -> IntensityEstimate:
-        return self._intensity.intensity_over(start_unix_s, end_unix_s)
+        """The provider's intensity for the window; if it raises, the packaged annual average.
+
+        A live source failing must not cost the epoch its record: the fallback is labelled
+        (its kind and source say what it is), warned once per failure streak, and the
+        provider is asked again next time (``intensity_recovered`` when it answers).
+        """
+        try:
+            estimate = self._intensity.intensity_over(start_unix_s, end_unix_s)
+        except Exception as exc:  # noqa: BLE001 - a provider must never cost an epoch
+            fallback = self._static_intensity()
+            estimate = fallback.intensity_over(start_unix_s, end_unix_s)
+            if not self._intensity_failing:
+                self._intensity_failing = True
+                self.events.record(
+                    "intensity_failed",
+                    f"the carbon-intensity source for {self._zone_label()} failed ({exc!r}); "
+                    f"using {estimate.describe()} until it answers again",
+                    "intensity",
+                )
+            return estimate
+        if self._intensity_failing:
+            self._intensity_failing = False
+            self.events.record(
+                "intensity_recovered",
+                f"the carbon-intensity source for {self._zone_label()} answers again",
+                "intensity",
+                warn=False,
+            )
+        return estimate
+
+    def _forecast_over(self, start_unix_s: float, end_unix_s: float) -> IntensityEstimate | None:
+        """The provider's forecast, or ``None`` (the caller then uses the last epoch's value)."""
+        try:
+            return self._intensity.forecast_over(start_unix_s, end_unix_s)
+        except Exception as exc:  # noqa: BLE001
+            self.events.record(
+                "intensity_forecast_failed",
+                f"the carbon-intensity forecast for {self._zone_label()} failed ({exc!r}); the "
+                "prediction uses the intensity of the last epoch instead",
+                "intensity",
+            )
+            return None
+
+    def _zone_label(self) -> str:
+        return str(getattr(self._intensity, "zone", None) or "this run")
+
+    def _static_intensity(self) -> IntensityProvider:
+        """The packaged annual average for the provider's zone (or its country, e.g. DK for
+        DK1), else the world average labelled as a fallback."""
+        if self._intensity_fallback is None:
+            zone = str(getattr(self._intensity, "zone", "") or "")
+            for candidate in dict.fromkeys((zone, zone[:2])):
+                try:
+                    self._intensity_fallback = StaticIntensityProvider(candidate)
+                    break
+                except Exception:  # noqa: BLE001 - not in the tables
+                    continue
+            else:
+                self._intensity_fallback = StaticIntensityProvider.world_fallback()
+        return self._intensity_fallback
+
+    def _close_intensity(self) -> None:
+        """Stop the provider's background work, if this tracker made the provider."""
+        if self._owns_intensity:
+            try:
+                self._intensity.close()
+            except Exception as exc:  # noqa: BLE001
+                self.events.record(
+                    "intensity_close_failed",
+                    f"closing the intensity source failed: {exc!r}",
+                    "intensity",
+                    warn=False,
+                )
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._writer is not None:
@@ -904,6 +1050,16 @@ class CarbonTracker:
                 self._pending_events.append(event)
                 return
         self._write({"type": "event", **event.to_dict()})
+
+    def _log_path_for_report(self) -> str | None:
+        """The run log's path for the final report, saying so when records are not on disk."""
+        writer = self._writer
+        if writer is None or not writer.pending:
+            return self.log_path
+        return (
+            f"{self.log_path} is INCOMPLETE: {writer.pending} record(s) could not be written "
+            f"({writer.last_error}); they are kept in memory: CarbonTracker.unwritten_records()"
+        )
 
     def _print(self, text: str) -> None:
         try:

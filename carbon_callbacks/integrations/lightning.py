@@ -41,6 +41,9 @@ class CarbonCallback(_Callback):
             (``pue``, ``zone``, ``log_dir``, ``epochs``...). ``epochs`` defaults to the
             Trainer's ``max_epochs``.
         tracker: a ready tracker (advanced; overrides the settings).
+
+    Several callbacks in one Trainer (say one per component) need distinct ``run_name``s: the
+    name is part of the checkpoint key, so each resumes its own totals.
     """
 
     def __init__(
@@ -56,7 +59,10 @@ class CarbonCallback(_Callback):
 
     @property
     def state_key(self) -> str:
-        return "CarbonCallback"
+        # One key per run_name: several callbacks (say one per component) can share a Trainer
+        # and each resume its own totals. Unnamed callbacks keep the plain key (old checkpoints).
+        name = self.tracker.config.run_name
+        return "CarbonCallback" if name is None else f"CarbonCallback[{name}]"
 
     # -- run ---------------------------------------------------------------------------------
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
@@ -69,13 +75,21 @@ class CarbonCallback(_Callback):
             uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
             if uuid is not None:
                 self.tracker.set_gpu(f"GPU-{uuid}")
-        self.tracker.start()
+        # The tracker starts at the first sanity-check or training hook: after Lightning has
+        # restored checkpoint state (some strategies do that after on_fit_start) and installed
+        # its own SIGTERM handler, which the tracker's then chains in front of.
 
     def on_sanity_check_start(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.begin_phase("sanity_check")
 
     def on_sanity_check_end(self, trainer: Any, pl_module: Any) -> None:
         self.tracker.end_phase("sanity_check")
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # Resumed from a mid-epoch checkpoint, Lightning skips on_train_epoch_start for that
+        # epoch but still calls on_train_epoch_end: open the epoch here so its rest is measured.
+        if getattr(trainer.fit_loop, "restarted_mid_epoch", False):
+            self.on_train_epoch_start(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._global_step_at_epoch_start = trainer.global_step
@@ -115,7 +129,9 @@ class CarbonCallback(_Callback):
         self.tracker.stop("completed")
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        # Ctrl-C, and SIGTERM (Lightning raises its SIGTERMException, a SystemExit), interrupt
+        interrupted = isinstance(exception, (KeyboardInterrupt, SystemExit))
+        status = "interrupted" if interrupted else "failed"
         self.tracker.stop(status)
 
     # -- resume ------------------------------------------------------------------------------

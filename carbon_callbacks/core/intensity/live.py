@@ -245,7 +245,7 @@ class LiveIntensityProvider(IntensityProvider):
             if self._thread is not None or self._stop.is_set():
                 return
             self._thread = threading.Thread(
-                target=self._run, name=f"carbon-intensity-{self.zone}", daemon=True
+                target=self._run, name=f"carbon_callbacks-intensity-{self.zone}", daemon=True
             )
             _register_for_exit(self)
             self._thread.start()
