@@ -3,8 +3,9 @@
     PYTHONPATH=. python bench/predict_accuracy.py                      # bench/traces/*.json
     PYTHONPATH=. python bench/predict_accuracy.py a.json b.carbon.jsonl --after 1 2 5 --json o.json
 
-For every trace and every checkpoint n (default after 1, 2 and 5 epochs) both methods see the
-first n epochs only and predict the energy of the whole run; the error is
+For every trace and every checkpoint n (default after 1, 2 and 5 epochs; a last row pools the
+predictions after every epoch from the second on, since the predictor updates every epoch) both
+methods see the first n epochs only and predict the energy of the whole run; the error is
 ``|predicted - actual| / actual`` with ``actual`` the sum of every epoch in the trace:
 
 * ``carbon_callbacks``: :func:`carbon_callbacks.core.predict.predict_run` (measured so far +
@@ -135,6 +136,7 @@ def evaluate(trace: dict[str, Any], after: list[int]) -> list[dict[str, Any]]:
     hist = samples(trace)
     n_total = len(hist)
     actual = sum(e.energy_kwh for e in hist)
+    actual_s = sum(e.duration_s for e in hist)
     planned = trace.get("planned", {})
     total_epochs = planned.get("epochs") or None
     total_steps = planned.get("total_steps") or None
@@ -170,6 +172,8 @@ def evaluate(trace: dict[str, Any], after: list[int]) -> list[dict[str, Any]]:
                     "high_kwh": pred.energy_kwh_high,
                     "error": abs(pred.energy_kwh - actual) / actual,
                     "covered": pred.energy_kwh_low <= actual <= pred.energy_kwh_high,
+                    "duration_error": abs(pred.duration_s - actual_s) / actual_s,
+                    "duration_covered": pred.duration_s_low <= actual_s <= pred.duration_s_high,
                     "method": pred.method,
                 }
             )
@@ -177,12 +181,17 @@ def evaluate(trace: dict[str, Any], after: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
-def summarise(rows: list[dict[str, Any]], after: list[int]) -> list[dict[str, Any]]:
-    """Median errors and coverage per checkpoint, and over all checkpoints."""
+def summarise(
+    rows: list[dict[str, Any]], after: list[int], every: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Median errors and coverage per checkpoint, over those checkpoints, and (``every``) over
+    the predictions after every epoch from the second to the last but one."""
     out = []
-    for label, sel in [(str(n), [r for r in rows if r["after"] == n]) for n in after] + [
-        ("all", rows)
-    ]:
+    groups = [(str(n), [r for r in rows if r["after"] == n]) for n in after]
+    groups.append((" + ".join(str(n) for n in after), rows))
+    if every:
+        groups.append(("every epoch from 2", every))
+    for label, sel in groups:
         ours = [r for r in sel if "error" in r]
         if not sel:
             continue
@@ -197,6 +206,12 @@ def summarise(rows: list[dict[str, Any]], after: list[int]) -> list[dict[str, An
                     r["carbontracker_error"] for r in sel
                 ),
                 "carbontracker_max_error": max(r["carbontracker_error"] for r in sel),
+                "duration_median_error": (
+                    statistics.median(r["duration_error"] for r in ours) if ours else None
+                ),
+                "duration_coverage": (
+                    sum(r["duration_covered"] for r in ours) / len(ours) if ours else None
+                ),
             }
         )
     return out
@@ -209,15 +224,17 @@ def _pct(x: float | None) -> str:
 def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
     """The tables for docs/benchmarks.md."""
     lines = [
-        "| after epochs | cases | median error (this) | max error (this) | interval coverage "
-        "| median error (carbontracker) | max error (carbontracker) |",
-        "|---|---|---|---|---|---|---|",
+        "| after epochs | cases | energy: median error (this) | max error (this) "
+        "| interval coverage | median error (carbontracker) | max error (carbontracker) "
+        "| duration: median error (this) | interval coverage |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         lines.append(
             f"| {s['after']} | {s['cases']} | {_pct(s['median_error'])} | {_pct(s['max_error'])} "
             f"| {_pct(s['coverage'])} | {_pct(s['carbontracker_median_error'])} "
-            f"| {_pct(s['carbontracker_max_error'])} |"
+            f"| {_pct(s['carbontracker_max_error'])} | {_pct(s['duration_median_error'])} "
+            f"| {_pct(s['duration_coverage'])} |"
         )
     lines += [
         "",
@@ -249,12 +266,17 @@ def main(argv: list[str] | None = None) -> int:
         print("no traces found", file=sys.stderr)
         return 2
     rows: list[dict[str, Any]] = []
+    every: list[dict[str, Any]] = []
     for path in paths:
-        rows += evaluate(load_trace(path), args.after)
-    summary = summarise(rows, args.after)
+        trace = load_trace(path)
+        rows += evaluate(trace, args.after)
+        every += evaluate(trace, list(range(2, len(trace["epochs"]))))
+    summary = summarise(rows, args.after, every)
     print(markdown(rows, summary))
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"rows": rows, "summary": summary, "every": every}, indent=1)
+        )
     return 0
 
 
