@@ -444,3 +444,22 @@ def test_discovery_survives_a_failing_part(tmp_path, monkeypatch):
     assert _names(sensors) == ["gpu:0"]
     assert [(e.kind, e.source) for e in events.events] == [("sensor_discovery_failed", "cpu")]
     _close(sensors)
+
+
+def test_first_cpu_utilisation_reading_waits_for_a_clock_tick(monkeypatch):
+    """A first reading within one kernel tick of its reference must not say 0% (a silent 0 W)."""
+    from carbon_callbacks.core.sensors.cpu_model import CpuUtilisation
+
+    readings = iter([(10.0, 100.0), (10.0, 100.0), (10.0, 100.0), (10.6, 101.0)])
+    last = [(10.6, 101.0)]
+
+    def fake_times():
+        try:
+            last[0] = next(readings)
+        except StopIteration:
+            pass
+        return last[0]
+
+    monkeypatch.setattr(CpuUtilisation, "_times", staticmethod(fake_times))
+    util = CpuUtilisation()  # reference (10.0, 100.0)
+    assert util() == pytest.approx(0.6)  # waited past the tick instead of returning 0.0

@@ -31,6 +31,7 @@ import platform
 import re
 import statistics
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -199,10 +200,14 @@ class CpuUtilisation:
     construction covers the time since construction. Thread-safe.
     """
 
+    #: Longest wait (s) for the first reading to span a clock tick (the kernel counts CPU time
+    #: in ticks of 1-10 ms; a reading within one tick of its reference would say 0%).
+    FIRST_READING_WAIT_S = 0.05
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last = self._times()
-        self._last_fraction = 0.0
+        self._last_fraction: float | None = None
 
     @staticmethod
     def _times() -> tuple[float, float]:
@@ -219,9 +224,15 @@ class CpuUtilisation:
         now = self._times()
         with self._lock:
             busy0, total0 = self._last
+            if now[1] - total0 <= 0 and self._last_fraction is None:
+                # the first reading: wait (briefly, once) for a tick, never report a silent 0%
+                deadline = time.monotonic() + self.FIRST_READING_WAIT_S
+                while now[1] - total0 <= 0 and time.monotonic() < deadline:
+                    time.sleep(0.002)
+                    now = self._times()
             d_total = now[1] - total0
             if d_total <= 0:  # called twice within one clock tick: repeat the last value
-                return self._last_fraction
+                return self._last_fraction if self._last_fraction is not None else 0.0
             self._last = now
             fraction = min(1.0, max(0.0, (now[0] - busy0) / d_total))
             self._last_fraction = fraction
