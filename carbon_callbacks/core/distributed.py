@@ -140,8 +140,19 @@ class RankGroup:
             hosts=len({h for h, _ in everyone}),
         )
 
+    def close(self) -> None:
+        """Release the group's gloo resources (local; idempotent, never raises)."""
+        group, self.group = self.group, None
+        if group is not None:
+            try:
+                self._dist.destroy_process_group(group)
+            except Exception:  # noqa: BLE001 - the default group may be gone already
+                pass
+
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order, on every rank (a collective)."""
+        if self.group is None:
+            raise DistributedError("the tracker's process group is closed")
         out: list[Any] = [None] * self._dist.get_world_size(group=self.group)
         try:
             self._dist.all_gather_object(out, obj, group=self.group)

@@ -283,6 +283,9 @@ class CarbonTracker:
                     self._writer.close()
                 self._sigterm.uninstall()
                 self._close_intensity()
+                if self._group is not None:
+                    self._group.close()
+                    self._group = None
         return self.totals()
 
     def _close_intensity(self) -> None:
@@ -856,7 +859,8 @@ class CarbonTracker:
         if not self.ranks.host_leader and self.config.components == "all":
             changes["components"] = "gpu"
         gpu = self._gpu_override
-        if gpu is None and self.ranks.distributed and self.config.gpu_ids is None:
+        nvml_gpus = self.config.measures_gpu and self.config.sim_gpu is None
+        if gpu is None and nvml_gpus and self.ranks.distributed and self.config.gpu_ids is None:
             local = os.environ.get("LOCAL_RANK")
             if local is not None and local.isdigit():
                 gpu = int(local)
