@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -48,6 +50,34 @@ def main() -> int:
                 last = value
         fh.flush()
     return 0
+
+
+def start_pollers(folder: str, gpus: int, tag: str = "") -> list[tuple[subprocess.Popen, str]]:
+    """One poller process per GPU index ``0..gpus-1``; (process, output path) each."""
+    started = []
+    for gpu in range(gpus):
+        path = os.path.join(folder, f"poll{tag}_gpu{gpu}_{time.time_ns()}.txt")
+        cmd = [sys.executable, os.path.abspath(__file__), path, "--index", str(gpu)]
+        started.append((subprocess.Popen(cmd), path))
+    time.sleep(1.0)  # let each poller see its first step
+    return started
+
+
+def stop_pollers(pollers: list[tuple[subprocess.Popen, str]]) -> list[tuple[list, list]]:
+    """Stop the pollers (after the step following the last edge); the steps of each GPU."""
+    time.sleep(0.5)
+    for process, _ in pollers:
+        process.terminate()
+        process.wait(timeout=10)
+    return [load_steps(path) for _, path in pollers]
+
+
+def window_j(steps: list[tuple[list, list]], start_unix_s: float, end_unix_s: float) -> float:
+    """Counter energy in J of all polled GPUs between two unix times."""
+    return sum(
+        energy_at(times, energy, end_unix_s) - energy_at(times, energy, start_unix_s)
+        for times, energy in steps
+    )
 
 
 def load_steps(path: str) -> tuple[list[float], list[float]]:

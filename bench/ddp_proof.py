@@ -14,17 +14,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from counter_poller import energy_at, load_steps  # noqa: E402
+from counter_poller import start_pollers, stop_pollers, window_j  # noqa: E402
 
 from carbon_callbacks.demo import build_unet  # noqa: E402
 from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
@@ -50,20 +48,10 @@ def main() -> int:
     parser.add_argument("--log-dir", default=os.path.join(tempfile.gettempdir(), "ddp_carbon"))
     args = parser.parse_args()
     rank0 = os.environ.get("LOCAL_RANK", "0") == "0"
-    here = os.path.dirname(os.path.abspath(__file__))
-    pollers, paths = [], []
+    pollers = []
     if rank0:
         os.makedirs(args.log_dir, exist_ok=True)
-        for gpu in range(2):
-            path = os.path.join(args.log_dir, f"poll_gpu{gpu}.txt")
-            paths.append(path)
-            pollers.append(
-                subprocess.Popen(
-                    [sys.executable, os.path.join(here, "counter_poller.py"), path, "--index",
-                     str(gpu)]
-                )
-            )  # fmt: skip
-        time.sleep(1.0)
+        pollers = start_pollers(args.log_dir, gpus=2)
     x = torch.randn(1024, 1, 256, 256)
     data = torch.utils.data.TensorDataset(x, (x > 0.5).float())
     loader = torch.utils.data.DataLoader(data, batch_size=32, num_workers=2)
@@ -82,21 +70,14 @@ def main() -> int:
     trainer.fit(Seg(), loader)
     if not trainer.is_global_zero:
         return 0
-    time.sleep(0.5)
-    for p in pollers:
-        p.terminate()
-        p.wait(timeout=10)
+    steps = stop_pollers(pollers)
     from carbon_callbacks.core.records import read_run_log
 
     log = read_run_log(callback.tracker.log_path)
-    steps = [load_steps(p) for p in paths]
     rows = []
     for e in log.epochs:
         tracked = sum(v for k, v in e["energy_j"].items() if "/gpu:" in k)
-        ref = sum(
-            energy_at(t, en, e["end_unix_s"]) - energy_at(t, en, e["start_unix_s"])
-            for t, en in steps
-        )
+        ref = window_j(steps, e["start_unix_s"], e["end_unix_s"])
         rows.append({"tracked_j": tracked, "reference_j": ref, "ratio": tracked / ref,
                      "duration_s": e["duration_s"], "energy_j": e["energy_j"]})  # fmt: skip
     ratios = [r["ratio"] for r in rows]

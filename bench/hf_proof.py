@@ -14,16 +14,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from counter_poller import energy_at, load_steps  # noqa: E402
+from counter_poller import start_pollers, stop_pollers, window_j  # noqa: E402
 
 from carbon_callbacks.integrations.huggingface import CarbonCallback  # noqa: E402
 
@@ -51,19 +49,7 @@ def main() -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     tmp = os.path.join(tempfile.gettempdir(), f"hf_proof_{world}")
     os.makedirs(tmp, exist_ok=True)
-    here = os.path.dirname(os.path.abspath(__file__))
-    pollers, paths = [], []
-    if rank == 0:
-        for gpu in range(world):
-            path = os.path.join(tmp, f"poll{gpu}_{time.time_ns()}.txt")
-            paths.append(path)
-            pollers.append(
-                subprocess.Popen(
-                    [sys.executable, os.path.join(here, "counter_poller.py"), path,
-                     "--index", str(gpu)]
-                )
-            )  # fmt: skip
-        time.sleep(1.0)
+    pollers = start_pollers(tmp, gpus=world) if rank == 0 else []
     config = GPT2Config(n_layer=6, n_embd=512, n_head=8, vocab_size=8192, n_positions=256)
     model = GPT2LMHeadModel(config)
     targs = TrainingArguments(
@@ -78,21 +64,14 @@ def main() -> int:
     trainer.train()
     if rank != 0:
         return 0
-    time.sleep(0.5)
-    for p in pollers:
-        p.terminate()
-        p.wait(timeout=10)
+    steps = stop_pollers(pollers)
     from carbon_callbacks.core.records import read_run_log
 
     log = read_run_log(callback.tracker.log_path)
-    steps = [load_steps(p) for p in paths]
     rows = []
     for e in log.epochs:
         tracked = sum(v for k, v in e["energy_j"].items() if "gpu:" in k)
-        ref = sum(
-            energy_at(t, en, e["end_unix_s"]) - energy_at(t, en, e["start_unix_s"])
-            for t, en in steps
-        )
+        ref = window_j(steps, e["start_unix_s"], e["end_unix_s"])
         rows.append({"tracked_j": tracked, "reference_j": ref, "duration_s": e["duration_s"]})
     ratios = [r["tracked_j"] / r["reference_j"] for r in rows]
     result = {

@@ -114,7 +114,6 @@ class CarbonTracker:
         self._stopped = False
         self._start_snap: Snapshot | None = None
         self._epoch_snap: Snapshot | None = None
-        self._epoch_steps: int | None = None
         self._phases: list[tuple[str, Snapshot]] = []
         # totals of this process's segment (a resumed run adds the offsets below)
         self.epochs_completed = 0
@@ -405,7 +404,6 @@ class CarbonTracker:
                 if not self.monitoring or self._meter is None:
                     return
                 self._epoch_snap = self._meter.mark()
-                self._epoch_steps = None
                 self._epoch_phases = []
             except Exception as exc:  # noqa: BLE001
                 self.events.record("hook_failed", f"epoch_start failed: {exc!r}", "tracker")
