@@ -30,6 +30,9 @@ NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_UNKNOWN = 999
 NVML_DEVICE_MIG_DISABLE = 0
 NVML_DEVICE_MIG_ENABLE = 1
+NVML_FI_DEV_POWER_INSTANT = 186
+NVML_VALUE_TYPE_DOUBLE = 0
+NVML_VALUE_TYPE_UNSIGNED_INT = 1
 
 
 class NVMLError(Exception):
@@ -51,6 +54,10 @@ class FakeGpu:
     uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
     energy_mj: list[float] = field(default_factory=lambda: [0.0])
     power_mw: list[float] = field(default_factory=lambda: [100_000.0])
+    # the instantaneous power field (mW); None: the field answers NOT_SUPPORTED (as by default,
+    # so that tests of the averaged path need not opt out)
+    instant_mw: list[float] | None = None
+    instant_value_type: int = NVML_VALUE_TYPE_UNSIGNED_INT
     utilisation_pct: list[float] = field(default_factory=lambda: [50.0])
     default_limit_mw: float | None = None
     energy_supported: bool = True
@@ -78,6 +85,9 @@ class FakeNvml:
     """The module object. ``init_error``: a code that nvmlInit raises (e.g. library not found)."""
 
     NVMLError = NVMLError
+    NVML_FI_DEV_POWER_INSTANT = NVML_FI_DEV_POWER_INSTANT
+    NVML_VALUE_TYPE_DOUBLE = NVML_VALUE_TYPE_DOUBLE
+    NVML_VALUE_TYPE_UNSIGNED_INT = NVML_VALUE_TYPE_UNSIGNED_INT
 
     def __init__(self, gpus: list[FakeGpu] | None = None, *, init_error: int | None = None):
         self.gpus = list(gpus or [])
@@ -166,6 +176,35 @@ class FakeNvml:
         if not gpu.power_supported:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         return gpu.next_value(gpu.power_mw, function)
+
+    def nvmlDeviceGetFieldValues(self, handle: FakeHandle, field_ids: list) -> list:
+        """Like pynvml: one struct per field, each with its own ``nvmlReturn``."""
+        function = "nvmlDeviceGetFieldValues"
+        gpu = self._gpu(handle, function)
+        out = []
+        for field_id in field_ids:
+            if field_id != NVML_FI_DEV_POWER_INSTANT or gpu.instant_mw is None:
+                value = SimpleNamespace(uiVal=0, dVal=0.0)
+                out.append(
+                    SimpleNamespace(
+                        fieldId=field_id,
+                        nvmlReturn=NVML_ERROR_NOT_SUPPORTED,
+                        valueType=NVML_VALUE_TYPE_UNSIGNED_INT,
+                        value=value,
+                    )
+                )
+                continue
+            mw = gpu.next_value(gpu.instant_mw, function)
+            value = SimpleNamespace(uiVal=int(mw), dVal=float(mw))
+            out.append(
+                SimpleNamespace(
+                    fieldId=field_id,
+                    nvmlReturn=NVML_SUCCESS,
+                    valueType=gpu.instant_value_type,
+                    value=value,
+                )
+            )
+        return out
 
     def nvmlDeviceGetUtilizationRates(self, handle: FakeHandle) -> SimpleNamespace:
         function = "nvmlDeviceGetUtilizationRates"

@@ -83,6 +83,26 @@ class Sensor(ABC):
         """A replacement sensor to use after this one fails, or ``None`` (then it is lost)."""
         return None
 
+    def drain_notices(self) -> list[str]:
+        """Degradations the sensor handled itself since the last call (the meter records them).
+
+        A sensor that keeps its method but loses part of its means (e.g. a GPU whose
+        instantaneous power field stops answering, so that bridging falls back to the averaged
+        power) says so here, once, instead of failing; :attr:`info` already describes the new
+        state.
+        """
+        notices = getattr(self, "_notices", None)
+        if not notices:
+            return []
+        self._notices: list[str] = []
+        return notices
+
+    def _notice(self, message: str) -> None:
+        """Queue one degradation message for :meth:`drain_notices`."""
+        if getattr(self, "_notices", None) is None:
+            self._notices = []
+        self._notices.append(message)
+
     def close(self) -> None:
         """Release any resource (file handles, NVML). Idempotent."""
 

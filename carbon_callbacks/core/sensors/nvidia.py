@@ -22,10 +22,11 @@ seeing no GPU gives no sensor and one event (a warning when GPUs were asked for)
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from carbon_callbacks.core.events import EventLog
@@ -37,6 +38,9 @@ from carbon_callbacks.core.tables import lookup_gpu_tdp_w
 KIND_UNAVAILABLE = "gpu_unavailable"  # NVML missing / failing / no GPU
 KIND_SELECTION = "gpu_selection"  # a requested GPU id that does not resolve
 KIND_UNSUPPORTED = "gpu_unsupported"  # MIG instances: no per-instance energy
+#: How the provenance names the two power signals.
+POWER_INSTANT_TEXT = "the instantaneous power field NVML_FI_DEV_POWER_INSTANT (mW)"
+POWER_AVERAGE_TEXT = "nvmlDeviceGetPowerUsage (mW, averaged by NVML over about 1 s)"
 KIND_FALLBACK = "sensor_fallback"  # a GPU measured by a weaker method than the counter
 
 _lock = threading.Lock()
@@ -103,6 +107,25 @@ def _is_nvml_error(nvml: Any, exc: BaseException, code_name: str) -> bool:
         and code is not None
         and getattr(exc, "value", None) == code
     )
+
+
+_FIELD_MEMBERS = {
+    "NVML_VALUE_TYPE_DOUBLE": "dVal",
+    "NVML_VALUE_TYPE_UNSIGNED_INT": "uiVal",
+    "NVML_VALUE_TYPE_UNSIGNED_LONG": "ulVal",
+    "NVML_VALUE_TYPE_UNSIGNED_LONG_LONG": "ullVal",
+    "NVML_VALUE_TYPE_SIGNED_LONG_LONG": "sllVal",
+    "NVML_VALUE_TYPE_SIGNED_INT": "siVal",
+    "NVML_VALUE_TYPE_UNSIGNED_SHORT": "usVal",
+}
+
+
+def _field_number(nvml: Any, value: Any) -> float:
+    """The number in an NVML field value, by its declared type (unsigned int if unknown)."""
+    for type_name, member in _FIELD_MEMBERS.items():
+        if getattr(nvml, type_name, object()) == getattr(value, "valueType", None):
+            return float(getattr(value.value, member))
+    return float(value.value.uiVal)
 
 
 def _describe(exc: BaseException) -> str:
@@ -392,8 +415,11 @@ class NvmlGpuSensor(Sensor):
     Counter mode reads ``nvmlDeviceGetTotalEnergyConsumption`` (mJ) and reports joules since
     the sensor opened (``is_counter = True``). When that call raises NotSupported at open, or
     with ``force_sampled=True``, the sensor is a power sensor (``is_counter = False``). In both
-    modes :meth:`read_power_w` reads ``nvmlDeviceGetPowerUsage`` (mW -> W) and costs
-    microseconds (``cheap_power = True``).
+    modes :meth:`read_power_w` costs microseconds (``cheap_power = True``): it reads the
+    instantaneous power field (``NVML_FI_DEV_POWER_INSTANT``, mW) where the driver has it, else
+    ``nvmlDeviceGetPowerUsage`` (mW), which NVML averages over about a second and which lags
+    every change of load (docs/benchmarks.md). If the field stops answering mid-run, the sensor
+    switches to the averaged power and says so once (:meth:`drain_notices`).
 
     Args:
         gpu: NVML index or a :class:`GpuRef` (opened by UUID).
@@ -407,6 +433,7 @@ class NvmlGpuSensor(Sensor):
     cheap_power = True
 
     def __init__(self, gpu: int | GpuRef, *, nvml: Any = None, force_sampled: bool = False):
+        self._force_sampled_arg = force_sampled
         self._device = _NvmlDevice(gpu, nvml)
         try:
             self._open(force_sampled)
@@ -427,25 +454,48 @@ class NvmlGpuSensor(Sensor):
                 if not device.not_supported(exc):
                     raise
         self.is_counter = self._start_mj is not None
-        if self.is_counter:
-            method = "counter"
-            detail = (
-                "nvmlDeviceGetTotalEnergyConsumption (mJ), delta; "
-                "values dated at the counter's steps"
-            )
-        else:
+        self._instant = self._probe_instant()
+        if not self.is_counter:
             self.read_power_w()  # proves power works; raises SensorError otherwise
-            why = "forced" if force_sampled else "energy counter not supported"
-            method = "sampled"
-            detail = f"nvmlDeviceGetPowerUsage (mW) integrated by the meter ({why})"
         self.force_sampled = force_sampled
         self.info = SensorInfo(
             name=f"gpu:{device.index}",
             component="gpu",
             device=f"{device.name} ({device.uuid})",
-            method=method,
-            detail=detail,
+            method="counter" if self.is_counter else "sampled",
+            detail=self._detail(),
         )
+
+    def _detail(self) -> str:
+        power = POWER_INSTANT_TEXT if self._instant else POWER_AVERAGE_TEXT
+        if self.is_counter:
+            return (
+                "nvmlDeviceGetTotalEnergyConsumption (mJ), delta; values dated at the counter's "
+                f"steps; bridged to marks with {power}"
+            )
+        why = "forced" if self._force_sampled_arg else "energy counter not supported"
+        return f"{power} integrated by the meter ({why})"
+
+    def _probe_instant(self) -> bool:
+        """True when the instantaneous power field answers with a plausible value."""
+        try:
+            return self._read_instant_w() > 0.0
+        except Exception:  # noqa: BLE001 - absent field, old driver or stand-in: averaged power
+            return False
+
+    def _read_instant_w(self) -> float:
+        nvml = self._device._nvml
+        field_id = getattr(nvml, "NVML_FI_DEV_POWER_INSTANT", None)
+        get_fields = getattr(nvml, "nvmlDeviceGetFieldValues", None)
+        if field_id is None or get_fields is None:
+            raise SensorError("this NVML has no field values")
+        value = get_fields(self._device.handle, [field_id])[0]
+        if value.nvmlReturn != 0:
+            raise SensorError(f"NVML field {field_id} returned {value.nvmlReturn}")
+        milliwatts = float(_field_number(nvml, value))
+        if not math.isfinite(milliwatts) or milliwatts < 0:
+            raise SensorError(f"NVML field {field_id} gave {milliwatts} mW")
+        return milliwatts / 1000.0
 
     @property
     def gpu(self) -> GpuRef:
@@ -464,11 +514,12 @@ class NvmlGpuSensor(Sensor):
             )
         return (now_mj - self._start_mj) / 1000.0
 
-    def read_energy_dated(self) -> tuple[float, float]:
+    def read_energy_dated(self) -> tuple[float, float] | None:
         """(joules since open, ``time.monotonic()`` at which the counter reached them).
 
         The counter steps (about every 100 ms on an H100); :class:`SteppedCounterClock` dates
-        each value at its step instead of at the read.
+        each value at its step instead of at the read. None when this read cannot be dated
+        (it straddled a step): the meter then bridges with power until the next read.
         """
         if self._start_mj is None:
             raise NotImplementedError("this GPU sensor samples power; it has no counter")
@@ -478,7 +529,10 @@ class NvmlGpuSensor(Sensor):
                     self._device.call("nvmlDeviceGetTotalEnergyConsumption", "energy counter")
                 )
             )
-        now_mj, t_valid = self._clock.read_dated()
+        dated = self._clock.read_dated()
+        if dated is None:
+            return None
+        now_mj, t_valid = dated
         if now_mj < self._start_mj:
             raise SensorError(
                 f"gpu:{self._device.index} energy counter went backwards ({now_mj} < "
@@ -487,8 +541,28 @@ class NvmlGpuSensor(Sensor):
         return (now_mj - self._start_mj) / 1000.0, t_valid
 
     def read_power_w(self) -> float:
-        """Board power now, in watts."""
+        """Board power now, in watts (instantaneous field where available, else averaged)."""
+        if self._instant:
+            try:
+                return self._read_instant_w()
+            except Exception as exc:  # noqa: BLE001 - the averaged power still works
+                self._instant = False
+                if hasattr(self, "info"):
+                    self.info = replace(self.info, detail=self._detail())
+                self._notice(
+                    f"gpu:{self._device.index} instantaneous power field failed "
+                    f"({_describe(exc)}); power is read from nvmlDeviceGetPowerUsage (averaged "
+                    "over about 1 s, lags load changes) from now on"
+                )
         return float(self._device.call("nvmlDeviceGetPowerUsage", "power reading")) / 1000.0
+
+    def next_read_time(self, after: float) -> float | None:
+        """Best monotonic time >= ``after`` to read the counter: mid-way between its steps.
+
+        None when the counter's steps are not known (yet), or in sampled mode.
+        """
+        clock = self._clock
+        return None if clock is None else clock.next_mid_step(after)
 
     def fallback(self) -> Sensor | None:
         """Counter -> sampled power of the same GPU (else modelled); sampled -> modelled."""
