@@ -1,15 +1,17 @@
 """Background sampling and marks: cumulative joules per sensor, at any instant, cheaply.
 
 One daemon thread reads every sensor each ``interval_s`` seconds: counters (NVML total energy,
-RAPL) are read as they are, power sensors are integrated by the trapezoid rule. Sensors whose
-power costs microseconds to read (NVML) are also read every ``power_interval_s`` (0.1 s): for
-sampled GPUs that is the integration grid, and for counters it carries the energy from the last
-counter read (which re-anchors it) to the present. A *mark*
-(:meth:`Meter.mark`), taken from a training hook, does no slow I/O: it timestamps the instant
-and bridges each sensor's last sample to it with the trapezoid of the last sampled power and,
-where the sensor can read power in microseconds (NVML), the power read at the mark. Reading
-NVML's energy counter costs milliseconds (see docs/benchmarks.md), which is why it is left to
-the thread. The difference of two marks is a :class:`Measurement`.
+RAPL) are read as they are, power sensors are integrated by the trapezoid rule. NVML's stepping
+energy counter has its own cadence, mid-way between its ~100 ms steps: once per step while
+epochs are short, about ten times per epoch for longer ones (:meth:`Meter.hint_epoch_s`).
+Sensors whose power costs microseconds to read (NVML) are also read every
+``power_interval_s`` (0.1 s): for sampled GPUs that is the integration grid, and for counters
+it carries the energy from the last counter read (which re-anchors it) to the present. A
+*mark* (:meth:`Meter.mark`), taken from a training hook, does no slow I/O: it timestamps the
+instant and bridges each sensor's last sample to it with the trapezoid of the last sampled
+power and, where the sensor can read power in microseconds (NVML), the power read at the mark.
+Reading NVML's energy counter costs milliseconds (see docs/benchmarks.md), which is why it is
+left to the thread. The difference of two marks is a :class:`Measurement`.
 
 The meter keeps a fixed amount of state per sensor, whatever the length of the run. When a
 sensor fails, the failure is recorded once, the sensor's :meth:`~Sensor.fallback` takes over
@@ -21,9 +23,11 @@ at interpreter exit.
 from __future__ import annotations
 
 import atexit
+import math
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from carbon_callbacks.core.events import EventLog
@@ -31,6 +35,12 @@ from carbon_callbacks.core.sensors.base import Sensor, SensorInfo
 
 #: Seconds between power reads of sensors that read power in microseconds (NVML: ~4 us).
 POWER_INTERVAL_S = 0.1
+#: Shortest automatic time between two reads of a stepping counter (s): about one NVML step.
+#: Each read of NVML's energy counter keeps a CPU core busy for ~4 ms (docs/benchmarks.md),
+#: so this cadence costs ~4% of one core; it is used only while epochs are short.
+COUNTER_MIN_INTERVAL_S = 0.1
+#: With the automatic cadence, a stepping counter is read about this many times per epoch.
+COUNTER_READS_PER_EPOCH = 10
 #: Shortest window (s) over which two counter reads give a power estimate for bridging marks.
 MIN_POWER_WINDOW_S = 0.01
 #: Method-history entries kept per sensor (fallback chains are at most a few steps long).
@@ -115,13 +125,24 @@ class _State:
 class Meter:
     """Samples sensors on a daemon thread and answers marks from the training thread.
 
+    Stepping counters (sensors with a ``next_read_time`` method: NVML's energy counter, which
+    advances every ~100 ms) are read on their own cadence, mid-way between two steps so that
+    each value is fresh and datable. With ``counter_interval_s=None`` the cadence adapts to the
+    epochs (:meth:`hint_epoch_s`): about :data:`COUNTER_READS_PER_EPOCH` reads per epoch, judged
+    from the last epoch and from how long the current one has lasted, between one read per step
+    (0.1 s) and ``interval_s``. A run starts at one read per step.
+    A mark is then bridged from a counter value at most one cadence old, which is what keeps
+    short epochs right (docs/benchmarks.md, "meter designs replayed").
+
     Args:
         sensors: the sensors to read; names must be unique.
         events: where failures and fallbacks are recorded (warned once).
-        interval_s: seconds between full reads of every sensor (counters included).
+        interval_s: seconds between full reads of every other sensor (RAPL counters, models).
         power_interval_s: seconds between the power reads of sensors whose power costs
             microseconds (NVML); between two counter reads these samples carry the energy, so
             marks are bridged over at most this span.
+        counter_interval_s: seconds between reads of stepping counters; ``None`` (default)
+            adapts as above.
     """
 
     def __init__(
@@ -130,6 +151,7 @@ class Meter:
         events: EventLog,
         interval_s: float = 1.0,
         power_interval_s: float = POWER_INTERVAL_S,
+        counter_interval_s: float | None = None,
     ):
         names = [s.info.name for s in sensors]
         if len(set(names)) != len(names):
@@ -137,6 +159,9 @@ class Meter:
         self.events = events
         self.interval_s = float(interval_s)
         self.power_interval_s = float(power_interval_s)
+        self._counter_fixed_s = None if counter_interval_s is None else float(counter_interval_s)
+        self._counter_auto_s = COUNTER_MIN_INTERVAL_S
+        self._hint_t: float | None = None  # monotonic time of the last epoch's end (or start)
         self._states: dict[str, _State] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -150,6 +175,7 @@ class Meter:
         if self._started:
             return self.mark()
         now_unix = time.time()
+        self._hint_t = time.monotonic()
         for sensor in self._initial_sensors:
             state = _State(sensor=sensor, methods=[(now_unix, sensor.info.method)])
             self._states[sensor.info.name] = state
@@ -175,6 +201,7 @@ class Meter:
         snapshot = None
         if self._states:
             self.sample_now()
+            self._record_notices()
             snapshot = self.mark()
         for state in self._states.values():
             try:
@@ -196,17 +223,72 @@ class Meter:
         with self._lock:
             return [s.sensor.info for s in self._states.values()]
 
+    # -- cadence -------------------------------------------------------------------------------
+    @property
+    def counter_interval_s(self) -> float:
+        """Seconds between two reads of the stepping counters now.
+
+        Automatic: a tenth of the longer of the last epoch and the time since it ended (an
+        epoch in progress is at least that long), between 0.1 s and ``interval_s``.
+        """
+        if self._counter_fixed_s is not None:
+            return self._counter_fixed_s
+        since_s = time.monotonic() - self._hint_t if self._hint_t is not None else 0.0
+        running_s = since_s / COUNTER_READS_PER_EPOCH
+        return min(self.interval_s, max(self._counter_auto_s, running_s))
+
+    def hint_epoch_s(self, duration_s: float) -> None:
+        """Tell the automatic counter cadence how long the epoch that just ended took (s)."""
+        if duration_s > 0 and math.isfinite(duration_s):
+            self._counter_auto_s = max(COUNTER_MIN_INTERVAL_S, duration_s / COUNTER_READS_PER_EPOCH)
+            self._hint_t = time.monotonic()
+
+    @staticmethod
+    def _stepped(sensor: Sensor) -> bool:
+        return sensor.is_counter and callable(getattr(sensor, "next_read_time", None))
+
+    def _next_counter_read(self, now: float) -> float:
+        """When the stepping counters are read next (inf when there are none)."""
+        cadence = self.counter_interval_s
+        after = now + max(0.0, cadence - 0.5 * COUNTER_MIN_INTERVAL_S)
+        stepped = [
+            st.sensor
+            for st in self._states.values()
+            if st.lost_at_unix_s is None and self._stepped(st.sensor)
+        ]
+        if not stepped:
+            return math.inf
+        try:
+            aligned = stepped[0].next_read_time(after)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - alignment is an optimisation
+            aligned = None
+        return now + cadence if aligned is None else max(aligned, now + 1e-3)
+
     # -- sampling (meter thread) ---------------------------------------------------------------
     def _run(self) -> None:
         try:
-            fast = any(st.sensor.cheap_power for st in self._states.values())
-            period = min(self.interval_s, self.power_interval_s) if fast else self.interval_s
-            next_full = time.monotonic() + self.interval_s
-            while not self._stop.wait(period):
-                full = time.monotonic() >= next_full - 1e-3
-                if full:
-                    next_full = time.monotonic() + self.interval_s
-                self.sample_now(power_only=not full)
+            now = time.monotonic()
+            cheap = any(st.sensor.cheap_power for st in self._states.values())
+            next_full = now + self.interval_s
+            next_counter = self._next_counter_read(now)
+            next_power = now + self.power_interval_s if cheap else math.inf
+            while True:
+                due = min(next_full, next_counter, next_power)
+                if self._stop.wait(max(0.0, due - time.monotonic())):
+                    return
+                now = time.monotonic()
+                if now >= next_counter - 1e-3:
+                    self._sample_where(self._stepped)
+                    next_counter = self._next_counter_read(time.monotonic())
+                    next_power = now + self.power_interval_s if cheap else math.inf
+                if now >= next_full - 1e-3:
+                    self._sample_where(lambda sensor: not self._stepped(sensor))
+                    next_full = now + self.interval_s
+                    next_power = now + self.power_interval_s if cheap else math.inf
+                elif now >= next_power - 1e-3:
+                    self.sample_now(power_only=True)
+                    next_power = now + self.power_interval_s
+                self._record_notices()
         except Exception as exc:  # noqa: BLE001 - the thread must end quietly, never kill training
             self.events.record(
                 "meter_stopped",
@@ -231,17 +313,36 @@ class Meter:
             else:
                 self._sample(state)
 
-    def _read(self, sensor: Sensor) -> tuple[float, float | None, float | None]:
+    def _sample_where(self, which: Callable[[Sensor], bool]) -> None:
+        """Fully read the live sensors that ``which`` selects."""
+        for state in list(self._states.values()):
+            if state.lost_at_unix_s is None and which(state.sensor):
+                self._sample(state)
+
+    def _record_notices(self) -> None:
+        """Record what sensors degraded by themselves (e.g. a power field lost), once each."""
+        for name, state in list(self._states.items()):
+            try:
+                notices = state.sensor.drain_notices()
+            except Exception:  # noqa: BLE001 - a notice must never stop the thread
+                continue
+            for message in notices:
+                self.events.record("sensor_degraded", message, name)
+
+    def _read(self, sensor: Sensor) -> tuple[float | None, float | None, float | None]:
         """(value, power_w, t_valid): value is cumulative J for counters, W for power sensors.
 
         ``t_valid`` is the monotonic time a counter value stands for when the sensor can date
         it (a stepping counter: see :mod:`carbon_callbacks.core.sensors.step_clock`), else None.
+        A stepping counter whose read could not be dated gives value None (power only).
         """
         if sensor.is_counter:
-            dated = getattr(sensor, "read_energy_dated", None)
+            read_dated = getattr(sensor, "read_energy_dated", None)
             t_valid = None
-            if dated is not None:
-                energy_j, t_valid = dated()
+            energy_j: float | None
+            if read_dated is not None:
+                dated = read_dated()
+                energy_j, t_valid = (None, None) if dated is None else dated
             else:
                 energy_j = sensor.read_energy_j()
             power_w = None
@@ -259,6 +360,8 @@ class Meter:
         t = time.monotonic()
         try:
             value, power_w, t_valid = self._read(sensor)
+            if value is None:  # an undatable first read: the plain value, dated at the read
+                value, t_valid = sensor.read_energy_j(), None
         except Exception as exc:  # noqa: BLE001
             state.last_t = t
             self._fail(state, exc)
@@ -285,6 +388,10 @@ class Meter:
         t_after = time.monotonic()
         with self._lock:
             if state.sensor is not sensor:  # replaced meanwhile
+                return
+            if value is None:  # a counter read that could not be dated: carry on by power
+                if power_w is not None:
+                    self._integrate_power(state, power_w, t_after)
                 return
             if sensor.is_counter:
                 # a counter re-anchors the energy; its read takes milliseconds, so it is dated
@@ -318,10 +425,15 @@ class Meter:
         with self._lock:
             if state.sensor is not sensor:
                 return
-            previous = state.last_power_w if state.last_power_w is not None else power_w
-            state.energy_j += 0.5 * (previous + power_w) * max(0.0, t - state.last_t)
-            state.last_t = t
-            state.last_power_w = power_w
+            self._integrate_power(state, power_w, t)
+
+    @staticmethod
+    def _integrate_power(state: _State, power_w: float, t: float) -> None:
+        """Carry the energy from the last sample to ``t`` by the trapezoid rule (lock held)."""
+        previous = state.last_power_w if state.last_power_w is not None else power_w
+        state.energy_j += 0.5 * (previous + power_w) * max(0.0, t - state.last_t)
+        state.last_t = t
+        state.last_power_w = power_w
 
     def _fail(self, state: _State, exc: BaseException) -> None:
         """Record a failed read and switch to the sensor's fallback, or mark it lost."""
@@ -361,6 +473,8 @@ class Meter:
         t = time.monotonic()
         try:
             value, power_w, _ = self._read(replacement)
+            if replacement.is_counter and value is None:
+                value = replacement.read_energy_j()
         except Exception as exc2:  # noqa: BLE001
             state.last_t = t
             self._fail(state, exc2)
@@ -369,7 +483,7 @@ class Meter:
         if previous_power_w is not None and power_w is not None:
             # the gap since the last good sample, bridged by the trapezoid of the two powers
             state.energy_j += 0.5 * (previous_power_w + power_w) * gap_s
-        if replacement.is_counter:
+        if replacement.is_counter and value is not None:
             state.offset_j = state.energy_j - value
         state.last_t = t
         state.last_power_w = power_w

@@ -192,7 +192,12 @@ class CarbonTracker:
                 f"({self.config.components!r}); energy will be reported as unmeasured, not zero",
                 "tracker",
             )
-        self._meter = Meter(sensors, self.events, interval_s=self.config.interval_s)
+        self._meter = Meter(
+            sensors,
+            self.events,
+            interval_s=self.config.interval_s,
+            counter_interval_s=self.config.counter_interval_s,
+        )
         started_unix = time.time()
         if self.config.log_dir is not None and self.ranks.rank == 0:
             path = new_run_log_path(
@@ -435,6 +440,7 @@ class CarbonTracker:
             if start is None or self._meter is None:
                 return {}
             end = self._meter.mark()
+            self._meter.hint_epoch_s(end.time_monotonic_s - start.time_monotonic_s)
             m = self._combine(self._meter.measure(start, end))
             self.last_measurement = m
             record, energy_kwh, co2_g, intensity = self._measurement_record(m, "epoch", index)

@@ -200,6 +200,15 @@ TABLE: dict[str, tuple[list, list[tuple[object, str]]]] = {
             (True, r"interval_s must be a number"),
         ],
     ),
+    "counter_interval_s": (
+        [None, 0.05, 0.1, 3600],
+        [
+            (0, r"counter_interval_s must be a finite number > 0"),
+            (0.01, r"counter_interval_s must be None \(adapts to the epochs\) or between 0.05"),
+            (7200, r"counter_interval_s must be None \(adapts to the epochs\) or between 0.05"),
+            ("fast", r"counter_interval_s must be a number"),
+        ],
+    ),
     "gpu_method": (
         ["auto", "sampled"],
         [

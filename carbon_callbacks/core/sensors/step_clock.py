@@ -37,7 +37,7 @@ class SteppedCounterClock:
         read: Callable[[], float],
         *,
         clock: Callable[[], float] = time.monotonic,
-        poll_budget_s: float = 0.25,
+        poll_budget_s: float = 0.35,
         relock_s: float = 5.0,
         margin_s: float = 0.005,
     ):
@@ -50,84 +50,147 @@ class SteppedCounterClock:
         self._step_t: float | None = None  # a step time known from polling
         self._locked_at = -math.inf
         self._last_value: float | None = None
-        self._last_read_mid: float | None = None
+        self._last_dated: float | None = None  # the step time given with _last_value
+        self._ambiguous = 0  # reads in a row that straddled a predicted step
         self.locks = 0
         self._read_s = 0.0
+        self._fastest_read_s = math.inf
         self._origin_t: float | None = None  # the first step seen: the period's baseline
         self._relock_after_s = 1.0  # grows as the period gets more precise
 
-    def _timed_read(self) -> tuple[float, float]:
+    def _timed_read(self) -> tuple[float, float, float]:
+        """(value, clock before the read, clock after it).
+
+        The value was current at some instant inside that window. The window can be much
+        longer than the read itself: the thread may wait for Python's GIL after the call
+        returns (tens of milliseconds while a training loop holds it), so the window, not its
+        midpoint, is what can be trusted.
+        """
         t0 = self._clock()
         value = self._read()
         t1 = self._clock()
         self._read_s = t1 - t0
-        return value, 0.5 * (t0 + t1)
+        self._fastest_read_s = min(self._fastest_read_s, self._read_s)
+        return value, t0, t1
 
-    def read_dated(self) -> tuple[float, float]:
-        """(value, clock time at which the counter reached it)."""
-        value, t = self._timed_read()
-        period = self.period_s
+    def next_mid_step(self, after: float) -> float | None:
+        """The first time >= ``after`` half a period past a predicted step (None: not locked).
+
+        A read then is as far as it can be from the steps on both sides, so its value is fresh
+        and can be dated without a new lock, even with a few milliseconds of step jitter.
+        """
+        period, step_t = self.period_s, self._step_t
+        if period is None or step_t is None:
+            return None
+        n = math.ceil((after - step_t) / period - 0.5)
+        return step_t + (n + 0.5) * period
+
+    def read_dated(self) -> tuple[float, float] | None:
+        """(value, clock time at which the counter reached it), or None when undatable.
+
+        None means this read straddled a predicted step (typically because the thread waited
+        for the GIL after the call), so the value may belong to either step: the caller skips
+        it rather than risk dating it one step off (a whole step of energy, 40 J at 400 W).
+        """
+        value, t0, t1 = self._timed_read()
+        period, step_t = self.period_s, self._step_t
         if (
             period is not None
-            and self._step_t is not None
-            and t - self._locked_at < self._relock_after_s
+            and step_t is not None
+            and t1 - self._locked_at < self._relock_after_s
         ):
-            n = math.floor((t - self._step_t) / period)
-            predicted = self._step_t + n * period
-            age = t - predicted
-            if self.margin_s < age < period - self.margin_s and value != self._last_value:
-                self._last_value = value
-                return value, predicted
-        return self._lock(value, t)
+            n = math.floor((t0 - step_t) / period)
+            before = step_t + n * period  # the last predicted step before the read began
+            clean = t0 - before > self.margin_s and t1 < before + period - self.margin_s
+            if clean:
+                self._ambiguous = 0
+                if value != self._last_value:
+                    self._last_value, self._last_dated = value, before
+                    return value, before
+                if self._last_dated is not None and abs(self._last_dated - before) < 0.5 * period:
+                    return value, before  # the same step read again
+                # no step where one was predicted: the phase is off, measure it again
+            else:
+                self._ambiguous += 1
+                if self._ambiguous < 3:
+                    return None
+        return self._lock(value, t0, t1)
 
-    def _poll_step(self, value: float, t: float) -> tuple[float, float] | None:
-        """Read until the value changes; (new value, estimated step time) or None."""
-        deadline = t + self.poll_budget_s
-        previous_mid = t
+    def _poll_step(self, value: float, t0: float) -> tuple[float, float, float] | None:
+        """Read until the value changes; (new value, step time, end of that read) or None.
+
+        ``t0``: when the read that saw ``value`` began. A step is accepted only between two
+        back-to-back reads (the second began as soon as the first could end); a step seen
+        across a long wait (the GIL, a busy driver) is skipped for the next one, and
+        :attr:`_stepped_unseen` says that happened.
+        """
+        deadline = t0 + self.poll_budget_s
+        previous_start = t0
+        self._stepped_unseen = False
         while True:
-            new, mid = self._timed_read()
+            new, start, end = self._timed_read()
             if new != value:
-                return new, 0.5 * (previous_mid + mid)
-            if mid > deadline:
+                if start - previous_start <= self._fastest_read_s + self.margin_s:
+                    # back-to-back reads: the step lies between the two values' instants,
+                    # each about half a (fastest) read into its call
+                    return new, 0.5 * (previous_start + start) + 0.5 * self._fastest_read_s, end
+                value = new  # a step seen across a long wait: wait for the next one
+                self._stepped_unseen = True
+            if end > deadline:
                 return None
-            previous_mid = mid
+            previous_start = start
 
-    def _lock(self, value: float, t: float) -> tuple[float, float]:
+    def _lock(self, value: float, t0: float, t1: float) -> tuple[float, float] | None:
         self.locks += 1
-        first = self._poll_step(value, t)
-        if first is None:  # not stepping within the budget: date at the read
-            self.period_s = None
-            self._last_value = value
-            return value, t
-        v1, t1 = first
+        self._ambiguous = 0
+        if self.period_s is None:
+            # learn how long an undisturbed read takes before judging windows by it
+            for _ in range(3):
+                value, t0, t1 = self._timed_read()
+        first = self._poll_step(value, t0)
+        if first is None:
+            if self.period_s is not None or self._stepped_unseen:
+                # a known stepping counter whose step hid behind long waits this time: keep
+                # the phase, skip this value, and try again at the next read
+                self._locked_at = max(self._locked_at, t1 - self._relock_after_s + 1.0)
+                return None
+            # not stepping within the budget: date at the read
+            self._last_value, self._last_dated = value, None
+            return value, 0.5 * (t0 + t1)
+        v1, step1, end1 = first
         previous_step, period = self._step_t, self.period_s
-        anchor_value, anchor_t = v1, t1
+        anchor_value, anchor_t = v1, step1
         if period is None or previous_step is None:
-            second = self._poll_step(v1, t1)
-            if second is None:
-                self._last_value = v1
-                return v1, t1
-            anchor_value, anchor_t = second
-            self.period_s = anchor_t - t1
-            if self.period_s < 3 * max(self._read_s, 1e-4):
+            second = self._poll_step(v1, end1 - self._read_s)
+            if second is None or self._stepped_unseen:
+                # one step seen (or the next one hidden, so the gap may hold two periods): v1
+                # is datable, the period is not known yet
+                self._locked_at = -math.inf
+                self._last_value, self._last_dated = v1, step1
+                return v1, step1
+            anchor_value, anchor_t, _ = second
+            self.period_s = anchor_t - step1
+            if self.period_s < 3 * max(self._fastest_read_s, 1e-4):
                 # it changes with (almost) every read: a continuous counter, fresh at the read
                 self.period_s = None
-                self._last_value = anchor_value
+                self._last_value, self._last_dated = anchor_value, None
                 return anchor_value, anchor_t
-            self._origin_t = t1
-            self._relock_after_s = min(self.relock_s, 8 * self.period_s)
+            self._origin_t = step1
+            # a period from two neighbouring steps is uncertain by a few percent: re-measure
+            # it over a longer baseline before the prediction can drift by a read
+            self._relock_after_s = min(self.relock_s, 2 * self.period_s)
         else:
             # Count the steps since the first one seen. The count is unambiguous while the
             # period's error over the baseline stays under half a step, so the baseline (and
             # with it the time between locks) grows by a safe factor at each lock.
             origin = self._origin_t if self._origin_t is not None else previous_step
-            steps = round((t1 - origin) / period)
+            steps = round((step1 - origin) / period)
             if steps >= 1:
-                estimate = (t1 - origin) / steps
+                estimate = (step1 - origin) / steps
                 if abs(estimate - period) < 0.1 * period:
                     self.period_s = estimate
-                    self._relock_after_s = min(self.relock_s, 2.5 * (t1 - origin))
+                    self._relock_after_s = min(self.relock_s, 0.75 * (step1 - origin))
         self._step_t = anchor_t
         self._locked_at = anchor_t
-        self._last_value = anchor_value
+        self._last_value, self._last_dated = anchor_value, anchor_t
         return anchor_value, anchor_t

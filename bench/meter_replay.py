@@ -1,0 +1,142 @@
+"""Replay meter designs on a raw NVML trace (``bench/nvml_trace.py``) against the counter.
+
+    python bench/meter_replay.py nvml_trace.json
+
+Each design is the meter's own arithmetic (``carbon_callbacks/core/meter.py``) run on recorded
+readings instead of live ones: a counter value read at time t is the one of the last step
+before t, dated at that step (what the step clock does); between counter reads, power samples
+are integrated by the trapezoid rule; a mark bridges the last sample to the edge with the power
+read at the edge. Designs differ in how often the counter is read, how often power is read and
+which power signal is used (NVML's averaged ``nvmlDeviceGetPowerUsage`` or the instantaneous
+field). The reference is the counter poller's steps, interpolated at each epoch edge.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Design:
+    """One meter design: intervals in seconds (``counter_s=None``: sampled power only)."""
+
+    name: str
+    counter_s: float | None
+    power_s: float
+    signal: str  # "avg" or "inst"
+
+
+DESIGNS = [
+    Design("counter 1 s + avg power 0.1 s (v0.1)", 1.0, 0.1, "avg"),
+    Design("counter 1 s + instant power 0.1 s", 1.0, 0.1, "inst"),
+    Design("counter 1 s + instant power 0.02 s", 1.0, 0.02, "inst"),
+    Design("counter 0.5 s + instant power 0.05 s", 0.5, 0.05, "inst"),
+    Design("counter 0.2 s + instant power 0.05 s", 0.2, 0.05, "inst"),
+    Design("counter every step + avg power", 0.1, 0.1, "avg"),
+    Design("counter every step + instant power", 0.1, 0.1, "inst"),
+    Design("sampled avg 0.1 s (v0.1)", None, 0.1, "avg"),
+    Design("sampled instant 0.1 s", None, 0.1, "inst"),
+    Design("sampled instant 0.02 s", None, 0.02, "inst"),
+]
+
+
+class Trace:
+    """Readings of one recorded trace, looked up by unix time."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        s = raw["samples"]
+        self.t = [row[0] for row in s]
+        self.avg = [row[1] for row in s]
+        self.inst = [row[2] if row[2] is not None else row[1] for row in s]
+        self.step_t = raw["steps"]["times"]
+        self.step_e = raw["steps"]["energy_j"]
+        self.edges = raw["edges"]
+
+    def power(self, signal: str, t: float) -> float:
+        k = max(0, bisect.bisect_right(self.t, t) - 1)
+        return (self.avg if signal == "avg" else self.inst)[k]
+
+    def counter(self, t: float) -> tuple[float, float]:
+        """(energy J, step time) of the last step at or before ``t``."""
+        k = bisect.bisect_right(self.step_t, t) - 1
+        return self.step_e[k], self.step_t[k]
+
+    def reference(self, t: float) -> float:
+        k = bisect.bisect_left(self.step_t, t)
+        t0, t1 = self.step_t[k - 1], self.step_t[k]
+        e0, e1 = self.step_e[k - 1], self.step_e[k]
+        return e0 + (e1 - e0) * (t - t0) / (t1 - t0)
+
+
+def replay(trace: Trace, design: Design) -> list[float]:
+    """The design's energy (J) at every epoch edge, in edge order (start, end, start, ...)."""
+    marks = sorted(t for _, t0, t1 in trace.edges for t in (t0, t1))
+    t = trace.step_t[1] + 0.05
+    energy, last_t = (trace.counter(t)[0], trace.counter(t)[1]) if design.counter_s else (0.0, t)
+    last_p = trace.power(design.signal, t)
+    next_counter = t + (design.counter_s or 0.0)
+    out: dict[float, float] = {}
+    k = 0
+    while k < len(marks):
+        t_next = t + design.power_s
+        while k < len(marks) and marks[k] <= t_next:
+            tm = marks[k]
+            p = trace.power(design.signal, tm)
+            out[tm] = energy + 0.5 * (last_p + p) * (tm - last_t)
+            k += 1
+        t = t_next
+        p = trace.power(design.signal, t)
+        if design.counter_s and t >= next_counter - 1e-9:
+            energy, last_t = trace.counter(t)
+            next_counter = t + design.counter_s
+        else:
+            energy += 0.5 * (last_p + p) * (t - last_t)
+            last_t = t
+        last_p = p
+    return [out[t] for _, t0, t1 in trace.edges for t in (t0, t1)]
+
+
+def score(trace: Trace, at_edges: list[float]) -> dict[str, Any]:
+    """Per phase: median and p90 absolute per-epoch error (%), and the phase's sum ratio."""
+    phases: dict[str, dict[str, list[float]]] = {}
+    for k, (phase, t0, t1) in enumerate(trace.edges):
+        ref = trace.reference(t1) - trace.reference(t0)
+        got = at_edges[2 * k + 1] - at_edges[2 * k]
+        row = phases.setdefault(phase, {"ref": [], "got": []})
+        row["ref"].append(ref)
+        row["got"].append(got)
+    result = {}
+    for phase, row in phases.items():
+        errs = sorted(abs(g / r - 1) * 100 for g, r in zip(row["got"], row["ref"], strict=True))
+        result[phase] = {
+            "first_ratio": row["got"][0] / row["ref"][0],
+            "median_abs_err_pct": statistics.median(errs),
+            "p90_abs_err_pct": errs[int(0.9 * (len(errs) - 1))],
+            "sum_ratio": sum(row["got"]) / sum(row["ref"]),
+        }
+    return result
+
+
+def main(paths: list[str]) -> int:
+    for path in paths:
+        with open(path) as fh:
+            trace = Trace(json.load(fh))
+        print(path)
+        for design in DESIGNS:
+            res = score(trace, replay(trace, design))
+            cells = "; ".join(
+                f"{ph}: {r['median_abs_err_pct']:.2f}% [{r['p90_abs_err_pct']:.1f}] "
+                f"sum {r['sum_ratio']:.4f} first {r['first_ratio']:.3f}"
+                for ph, r in res.items()
+            )
+            print(f"  {design.name:40s} {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
