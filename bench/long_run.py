@@ -13,6 +13,9 @@ The run outlasts one device command (10 minutes), so it is started detached
 (``setsid nohup ... &``) and a later command collects it: everything lands in the folder of
 ``--out`` (the JSON, the run log, the poller's steps), and a file ``done`` is written there last,
 also after a failure (the JSON then holds ``error``). Progress goes to stdout, one line per epoch.
+``--partial FOLDER`` reads the run going on there (its run log and the poller's steps are
+flushed as they come) and writes the figures so far: the first command collects those, in case
+the second never reaches the machine.
 
 The JSON: ``meta``; ``epochs`` (per epoch: edges, tracker J, reference J, ratio, cumulative
 ratio); ``per_epoch`` (error statistics of epochs 2..n) and ``first_epoch``; ``run_ratio`` (sum
@@ -26,6 +29,7 @@ tracker's threads, from /proc, over the training time).
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import os
@@ -39,7 +43,7 @@ import lightning.pytorch as pl
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from counter_poller import start_pollers, stop_pollers, window_j  # noqa: E402
+from counter_poller import load_steps, start_pollers, stop_pollers, window_j  # noqa: E402
 from gpu_proof import Seg, _loader  # noqa: E402
 from window_stats import compare_windows, error_stats, gpu_j, sum_ratio  # noqa: E402
 
@@ -100,17 +104,23 @@ class LongRunControl(pl.Callback):
         self.thread_cpu_s = thread_cpu_s()
 
 
-def analyse(log_path: str, steps: list, control: LongRunControl) -> dict[str, Any]:
-    """The figures of the JSON (see the module's docstring) from the run log and the steps."""
+def analyse(log_path: str, steps: list, control: LongRunControl | None) -> dict[str, Any]:
+    """The figures of the JSON (see the module's docstring) from the run log and the steps.
+
+    Also on a run still going (``--partial``): epochs that end after the last polled step are
+    left out, and ``meter_threads`` is absent (``control`` None).
+    """
     log = read_run_log(log_path)
 
     def reference(start: float, end: float) -> float:
         return window_j(steps, start, end)
 
-    windows = [(e["start_unix_s"], e["end_unix_s"], gpu_j(e["energy_j"])) for e in log.epochs]
+    last_step_unix_s = min(times[-1] for times, _ in steps) if steps else 0.0
+    epochs = [e for e in log.epochs if e["end_unix_s"] < last_step_unix_s]
+    windows = [(e["start_unix_s"], e["end_unix_s"], gpu_j(e["energy_j"])) for e in epochs]
     rows = compare_windows(windows, reference)
     tracker_sum = ref_sum = 0.0
-    for row, epoch in zip(rows, log.epochs, strict=True):
+    for row, epoch in zip(rows, epochs, strict=True):
         tracker_sum += row["tracker_j"]
         ref_sum += row["reference_j"]
         row["duration_s"] = epoch["duration_s"]
@@ -136,17 +146,18 @@ def analyse(log_path: str, steps: list, control: LongRunControl) -> dict[str, An
                 {k: ev.get(k) for k in ("kind", "message", "time_unix_s")} for ev in log.events
             ],
         },
-        "meter_threads": {
+    }
+    if control is not None:
+        out["meter_threads"] = {
             "cpu_s": control.thread_cpu_s,
             "train_s": control.train_s,
             "pct_of_one_core": {
                 name: cpu_s / control.train_s * 100.0 if control.train_s > 0 else None
                 for name, cpu_s in control.thread_cpu_s.items()
             },
-        },
-    }
+        }
     footer = log.footer
-    if footer is not None:
+    if footer is not None and footer["ended_at_unix_s"] < last_step_unix_s:
         # the whole session the footer's energy_j covers (its duration_s from the meter's start)
         end = footer["ended_at_unix_s"]
         start = end - footer["duration_s"]
@@ -195,6 +206,23 @@ def train(args: argparse.Namespace, folder: str) -> dict[str, Any]:
     return analyse(carbon.tracker.log_path, steps, control)
 
 
+def partial(folder: str, out: str) -> int:
+    """Figures of the run going on in ``folder`` so far (its run log and steps are flushed)."""
+    logs = sorted(glob.glob(os.path.join(folder, "*.carbon.jsonl")))
+    polls = sorted(glob.glob(os.path.join(folder, "poll_long_gpu*.txt")))
+    if not logs or not polls:
+        print(f"nothing to read in {folder}: run logs {logs}, poller files {polls}")
+        return 1
+    result: dict[str, Any] = {"meta": {"partial": True, "read_at_unix_s": time.time()}}
+    result.update(analyse(logs[-1], [load_steps(p) for p in polls], None))
+    first = result["epochs"][0]["start_unix_s"] if result["epochs"] else time.time()
+    result["meta"]["wall_s"] = time.time() - first
+    with open(out, "w") as fh:
+        json.dump(result, fh, indent=1)
+    print_summary(result)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="/tmp/long/long_run.json")
@@ -205,7 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         "--max-epochs", type=int, default=1000, help="planned epochs (a user states some)"
     )
     parser.add_argument("--smoke", action="store_true", help="CPU plumbing check (~20 s)")
+    parser.add_argument(
+        "--partial", metavar="FOLDER", help="only read the run going on in FOLDER, write --out"
+    )
     args = parser.parse_args(argv)
+    if args.partial:
+        return partial(args.partial, args.out)
     if args.smoke:
         for name, value in (("minutes", 0.25), ("batches", 2), ("idle_s", 0.3)):
             if getattr(args, name) == parser.get_default(name):
@@ -270,7 +303,7 @@ def print_summary(result: dict[str, Any]) -> None:
         f" first epoch {_fmt(result['first_epoch'], '.4f')}"
     )
     print("per minute:", [_fmt(m["ratio"], ".4f") for m in result["per_minute"]])
-    print("tracker threads:", result["meter_threads"])
+    print("tracker threads:", result.get("meter_threads"))
 
 
 if __name__ == "__main__":
