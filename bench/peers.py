@@ -252,8 +252,10 @@ def run_one(bench: Bench, mode: str, shape: RunShape, loader: Any) -> dict[str, 
 
 
 def _versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for dist in ("carbon_callbacks", "torch", "lightning", *PEER_DISTRIBUTIONS.values()):
+    import carbon_callbacks
+
+    versions: dict[str, str | None] = {"carbon_callbacks": carbon_callbacks.__version__}
+    for dist in ("torch", "lightning", *PEER_DISTRIBUTIONS.values()):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
