@@ -1,12 +1,15 @@
 """Reference energy from NVML's counter, read back to back in a separate process.
 
-    python bench/counter_poller.py OUT.txt [--index 0] [--max-s 600]
+    python bench/counter_poller.py OUT.txt [--index 0] [--max-s 600] [--fake-w W]
 
 NVML's total-energy counter advances in steps (about every 100 ms on an H100). This process
 reads it continuously and writes ``unix_time_s energy_mj`` each time the value steps, dating
 the step at the middle of the read that saw it (one read takes ~4 ms). Energy at any instant is
 then the linear interpolation between the surrounding steps: a reference fresh to within one
 read, independent of the tracker (another process, no shared state). Stops on SIGTERM/SIGINT.
+
+``--fake-w W`` writes a made-up counter instead (a constant W watts, a step every 100 ms), with
+no NVML: it lets the benchmarks' plumbing run on a machine without a GPU (their ``--smoke``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
-import pynvml
+#: Period of the made-up counter's steps (``--fake-w``), like an H100's counter.
+FAKE_STEP_S = 0.1
 
 
 def main() -> int:
@@ -27,6 +32,7 @@ def main() -> int:
     parser.add_argument("out")
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--max-s", type=float, default=600.0)
+    parser.add_argument("--fake-w", type=float, default=None, help="made-up counter, no NVML")
     args = parser.parse_args()
     stop = False
 
@@ -36,9 +42,14 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    deadline = time.time() + args.max_s
+    if args.fake_w is not None:
+        _fake(args.out, args.fake_w, deadline, lambda: stop)
+        return 0
+    import pynvml
+
     pynvml.nvmlInit()
     handle = pynvml.nvmlDeviceGetHandleByIndex(args.index)
-    deadline = time.time() + args.max_s
     last = None
     with open(args.out, "w") as fh:
         while not stop and time.time() < deadline:
@@ -47,17 +58,42 @@ def main() -> int:
             t1 = time.time()
             if value != last:
                 fh.write(f"{0.5 * (t0 + t1):.6f} {value}\n")
+                fh.flush()  # readable while it runs (read_pollers); ~10 writes a second
                 last = value
-        fh.flush()
     return 0
 
 
-def start_pollers(folder: str, gpus: int, tag: str = "") -> list[tuple[subprocess.Popen, str]]:
-    """One poller process per GPU index ``0..gpus-1``; (process, output path) each."""
+def _fake(out: str, power_w: float, deadline_unix_s: float, stopped: Callable[[], bool]) -> None:
+    """A made-up counter: ``power_w`` x elapsed time, in mJ, stepping every ``FAKE_STEP_S``."""
+    origin = time.time()
+    with open(out, "w") as fh:
+        while not stopped() and time.time() < deadline_unix_s:
+            now = time.time()
+            fh.write(f"{now:.6f} {round(power_w * (now - origin) * 1000.0)}\n")
+            fh.flush()
+            time.sleep(FAKE_STEP_S)
+
+
+def start_pollers(
+    folder: str,
+    gpus: int,
+    tag: str = "",
+    *,
+    max_s: float = 600.0,
+    fake_w: float | None = None,
+) -> list[tuple[subprocess.Popen, str]]:
+    """One poller process per GPU index ``0..gpus-1``; (process, output path) each.
+
+    ``max_s``: each poller stops by itself after this many seconds (a safety net; pass more
+    than the span to be measured). ``fake_w``: made-up counters of that many watts, no NVML.
+    """
     started = []
     for gpu in range(gpus):
         path = os.path.join(folder, f"poll{tag}_gpu{gpu}_{time.time_ns()}.txt")
         cmd = [sys.executable, os.path.abspath(__file__), path, "--index", str(gpu)]
+        cmd += ["--max-s", str(max_s)]
+        if fake_w is not None:
+            cmd += ["--fake-w", str(fake_w)]
         started.append((subprocess.Popen(cmd), path))
     time.sleep(1.0)  # let each poller see its first step
     return started
@@ -69,6 +105,14 @@ def stop_pollers(pollers: list[tuple[subprocess.Popen, str]]) -> list[tuple[list
     for process, _ in pollers:
         process.terminate()
         process.wait(timeout=10)
+    return [load_steps(path) for _, path in pollers]
+
+
+def read_pollers(pollers: list[tuple[subprocess.Popen, str]]) -> list[tuple[list, list]]:
+    """The steps of each GPU so far, the pollers still running (each flushes every step).
+
+    Wait for one step (~0.2 s) after the last edge of interest before reading.
+    """
     return [load_steps(path) for _, path in pollers]
 
 
@@ -85,9 +129,11 @@ def load_steps(path: str) -> tuple[list[float], list[float]]:
     times, energy = [], []
     with open(path) as fh:
         for line in fh:
-            t, e = line.split()
-            times.append(float(t))
-            energy.append(float(e) / 1000.0)
+            fields = line.split()
+            if len(fields) != 2 or not line.endswith("\n"):
+                break  # a line being written by a running poller
+            times.append(float(fields[0]))
+            energy.append(float(fields[1]) / 1000.0)
     return times[1:], energy[1:]  # the first line is the value found, not a step
 
 

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,10 +32,16 @@ import pynvml
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from counter_poller import energy_at, load_steps  # noqa: E402
+from counter_poller import start_pollers, stop_pollers, window_j  # noqa: E402
 
-from carbon_callbacks.demo import build_unet
-from carbon_callbacks.integrations.lightning import CarbonCallback
+from carbon_callbacks.demo import build_unet  # noqa: E402
+from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
+
+
+def _sync() -> None:
+    """Wait for the GPU's queue (nothing to wait for on a CPU-only machine)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 class EpochTimer(pl.Callback):
@@ -46,11 +51,11 @@ class EpochTimer(pl.Callback):
         self.starts: list[float] = []
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        torch.cuda.synchronize()
+        _sync()
         self.starts.append(time.perf_counter())
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        torch.cuda.synchronize()
+        _sync()
         self.starts.append(time.perf_counter())
 
     @property
@@ -104,12 +109,7 @@ def quiet_span(gpu_method: str, seconds: float = 20.0, idle_s: float = 2.0) -> d
     x = torch.randn(32, 1, 256, 256, device="cuda")
     y = (x > 0.5).float()
     with tempfile.TemporaryDirectory() as tmp:
-        poll_path = os.path.join(tmp, "poll.txt")
-        here = os.path.dirname(os.path.abspath(__file__))
-        poller = subprocess.Popen(
-            [sys.executable, os.path.join(here, "counter_poller.py"), poll_path]
-        )
-        time.sleep(1.0)
+        pollers = start_pollers(tmp, gpus=1)
         tracker = CarbonTracker(
             log_dir=tmp, verbose=0, zone="DE", gpu_ids=[0], gpu_method=gpu_method
         )
@@ -135,10 +135,7 @@ def quiet_span(gpu_method: str, seconds: float = 20.0, idle_s: float = 2.0) -> d
             time.sleep(idle_s)
         c1 = counter_j()
         tracker.stop()
-        time.sleep(0.3)
-        poller.terminate()
-        poller.wait(timeout=10)
-        times, energy = load_steps(poll_path)
+        steps = stop_pollers(pollers)
         log = read_run_log(tracker.log_path)
     span = [p for p in log.phases if p["name"] == "span"][0]
     span_j = sum(v for k, v in span["energy_j"].items() if k.startswith("gpu"))
@@ -150,11 +147,7 @@ def quiet_span(gpu_method: str, seconds: float = 20.0, idle_s: float = 2.0) -> d
         "span_s": span["duration_s"],
         "epoch_ratios_plain": [t / r for t, r in zip(epochs_j, epochs_ref, strict=True)],
         "epoch_ratios": [
-            t
-            / (
-                energy_at(times, energy, e["end_unix_s"])
-                - energy_at(times, energy, e["start_unix_s"])
-            )
+            t / window_j(steps, e["start_unix_s"], e["end_unix_s"])
             for t, e in zip(epochs_j, log.epochs, strict=True)
         ],
         "methods": span["methods"],
@@ -174,9 +167,10 @@ class Seg(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
-def _loader(n: int, size: int, batch: int) -> Any:
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(n, 1, size, size, device="cuda", generator=g)
+def _loader(n: int, size: int, batch: int, device: str = "cuda") -> Any:
+    """``n`` random images ``size`` x ``size`` and their masks, held on ``device``."""
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(n, 1, size, size, device=device, generator=g)
     y = (x > 0.5).float()
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch)
 
@@ -212,16 +206,8 @@ def fit(
         enable_model_summary=False,
         callbacks=callbacks,
     )
-    poller = None
-    poll_path = os.path.join(log_dir, f"poll_{time.time_ns()}.txt")
-    if reference:
-        here = os.path.dirname(os.path.abspath(__file__))
-        poller = subprocess.Popen(
-            [sys.executable, os.path.join(here, "counter_poller.py"), poll_path]
-        )
-        time.sleep(1.0)
+    pollers = start_pollers(log_dir, gpus=1) if reference else []
     trainer.fit(Seg(width), _loader(n, size, batch))
-    time.sleep(0.3)  # let the poller see the step after the last edge
     out: dict[str, Any] = {"epoch_s": timer.epoch_s}
     if cb is not None:
         from carbon_callbacks.core.records import read_run_log
@@ -235,14 +221,9 @@ def fit(
     if ref is not None:
         out["counter_j"] = ref.deltas_j
         out["plain_ratio_per_epoch"] = [t / r for t, r in zip(tracked, ref.deltas_j, strict=True)]
-    if poller is not None:
-        poller.terminate()
-        poller.wait(timeout=10)
-        times, energy = load_steps(poll_path)
-        fresh = [
-            energy_at(times, energy, e["end_unix_s"]) - energy_at(times, energy, e["start_unix_s"])
-            for e in log.epochs
-        ]
+    if pollers:
+        steps = stop_pollers(pollers)  # after the step that follows the last edge
+        fresh = [window_j(steps, e["start_unix_s"], e["end_unix_s"]) for e in log.epochs]
         out["poller_j"] = fresh
         out["ratio_per_epoch"] = [t / r for t, r in zip(tracked, fresh, strict=True)]
         out["ratio_run"] = sum(tracked) / sum(fresh)

@@ -1,45 +1,88 @@
 """Side by side on a real GPU: carbon_callbacks, CodeCarbon, carbontracker and Zeus.
 
-    PYTHONPATH=. python bench/peers.py --reps 2 --out peers.json
+    PYTHONPATH=.:/tmp/site python3 bench/peers.py --reps 3 --out peers.json
+    PYTHONPATH=. python3 bench/peers.py --smoke --out /tmp/peers_smoke.json   # CPU, no peers
 
 Needs the peers installed (codecarbon, carbontracker, zeus; see docs/benchmarks.md for how the
-wheels were carried). The same Lightning training (a U-Net, ~1 s epochs, data on the GPU) runs
-with no tracker and with each tracker wrapped around the same epochs, in rotated order. For
-every tracker and epoch: its GPU energy against NVML's counter (a poller in another process,
-``bench/counter_poller.py``, interpolated at the tracker's own epoch edges), and the epoch time
-(the median of epochs 2..n, hooks included) against the run without a tracker.
+wheels were carried); a peer that is missing or fails is recorded as an error and the rest goes
+on. The same Lightning training (a U-Net, data on the GPU) runs with no tracker and with each
+tracker wrapped around the same epochs, trackers rotated within each repetition, in two kinds
+of run:
+
+- ``steady``: epochs of ~1 s (16 batches);
+- ``short``: epochs of ~0.18 s (3 batches).
+
+Every run begins after ``--idle-s`` seconds (default 3) of idle GPU, so its first epoch is a
+warm-up from idle power, reported on its own. One counter poller (``bench/counter_poller.py``,
+another process) runs for the whole benchmark; each tracker's GPU energy per epoch is compared
+with the counter interpolated at that tracker's own epoch edges. Epoch time is the wall time
+between epoch starts (hooks included); per run its median over epochs 2..n, against the
+no-tracker run of the same kind and repetition. Our tracker runs with its default settings.
+
+The JSON holds ``meta``, ``settings``, ``runs`` (one record per run, its windows included) and
+``summary`` (:func:`window_stats.summarise_runs`); it is rewritten after every run. Runs that
+would end past ``--max-s`` are skipped (recorded), so the command ends inside a device call.
+Default: 3 repetitions x 5 modes x 2 kinds, about 6 minutes on one H100.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import logging
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from counter_poller import energy_at, load_steps  # noqa: E402
+from counter_poller import read_pollers, start_pollers, stop_pollers, window_j  # noqa: E402
 from gpu_proof import EpochTimer, Seg, _loader  # noqa: E402
+from window_stats import compare_windows, gpu_j, summarise_runs  # noqa: E402
 
 from carbon_callbacks.core.records import read_run_log  # noqa: E402
 from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
 
+MODES = ("none", "carbon_callbacks", "codecarbon", "carbontracker", "zeus")
+#: Distribution name of each peer, for its version.
+PEER_DISTRIBUTIONS = {"codecarbon": "codecarbon", "carbontracker": "carbontracker", "zeus": "zeus"}
+#: Watts of the made-up counter and of the stated GPU power in ``--smoke`` (ratios ~1).
+SMOKE_POWER_W = 100.0
+
+
+@dataclass
+class RunShape:
+    """One kind of run: how many epochs of how many batches, and the model's size."""
+
+    kind: str
+    epochs: int
+    samples: int
+    size_px: int
+    batch: int
+    width: int
+
 
 class Windows(pl.Callback):
-    """Collects (start unix s, end unix s, GPU J) per epoch from a wrapped tracker."""
+    """Collects (start unix s, end unix s, GPU J) per epoch from a wrapped peer."""
 
     def __init__(self) -> None:
         self.rows: list[tuple[float, float, float]] = []
 
+    def windows(self) -> list[tuple[float, float, float]]:
+        """The epochs as this tracker reported them (call after the fit)."""
+        return self.rows
+
 
 class CodeCarbonCB(Windows):
+    """CodeCarbon 3.x: ``start_task``/``stop_task`` per epoch (reads NVML's counter at each)."""
+
     def __init__(self, tmp: str) -> None:
         super().__init__()
         from codecarbon import OfflineEmissionsTracker
@@ -48,6 +91,7 @@ class CodeCarbonCB(Windows):
             country_iso_code="DEU", gpu_ids=[0], measure_power_secs=1, save_to_file=False,
             log_level="error", output_dir=tmp,
         )  # fmt: skip
+        self.t0 = 0.0
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self.t.start_task("epoch")
@@ -60,6 +104,13 @@ class CodeCarbonCB(Windows):
 
 
 class CarbonTrackerCB(Windows):
+    """carbontracker 2.x: ``epoch_start``/``epoch_end``; mean sampled power x epoch time.
+
+    The energy of each epoch is taken at the end of the run from carbontracker's final lists,
+    as its "Actual consumption" sums them (an epoch without a power sample borrows a later
+    epoch's mean power, which it only has by then).
+    """
+
     def __init__(self, tmp: str, epochs: int) -> None:
         super().__init__()
         from carbontracker.tracker import CarbonTracker
@@ -68,6 +119,8 @@ class CarbonTrackerCB(Windows):
             epochs=epochs, epochs_before_pred=0, components="gpu", update_interval=1,
             log_dir=tmp, verbose=0, ignore_errors=True,
         )  # fmt: skip
+        self.thread: Any = None
+        self.starts: list[float] = []
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self.t.epoch_start()
@@ -75,117 +128,295 @@ class CarbonTrackerCB(Windows):
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self.t.epoch_end()
-        thread = self.thread
-        start = thread.cur_epoch_time
-        gpu = [c for c in thread.components if c.name == "gpu"][0]
-        kwh = gpu.energy_usage(thread.epoch_times)[-1]
-        self.rows.append((start, start + thread.epoch_times[-1], float(kwh) * 3.6e6))
+        self.starts.append(self.thread.cur_epoch_time)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self.t.stop()
 
+    def windows(self) -> list[tuple[float, float, float]]:
+        thread = self.thread
+        gpu = [c for c in thread.components if c.name == "gpu"][0]
+        kwh = gpu.energy_usage(thread.epoch_times)  # PUE not applied (carbontracker adds 1.58)
+        return [
+            (start, start + seconds, float(e) * 3.6e6)
+            for start, seconds, e in zip(self.starts, thread.epoch_times, kwh, strict=False)
+        ]
+
 
 class ZeusCB(Windows):
+    """Zeus: a ``ZeusMonitor`` window per epoch (synchronises CUDA, then reads the counter)."""
+
     def __init__(self) -> None:
         super().__init__()
         from zeus.monitor import ZeusMonitor
 
         self.m = ZeusMonitor(gpu_indices=[0])
+        self.t0 = 0.0
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self.m.begin_window("epoch")
         self.t0 = time.time()
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        result = self.m.end_window("epoch")  # synchronises CUDA, then reads the counter
+        result = self.m.end_window("epoch")
         self.rows.append((self.t0, time.time(), float(result.gpu_energy[0])))
 
 
-def run(mode: str, epochs: int, tmp: str) -> dict[str, Any]:
-    timer = EpochTimer()
-    callbacks: list[Any] = [timer]
-    wrapper: Any = None
+def make_tracker(mode: str, tmp: str, epochs: int, smoke: bool) -> pl.Callback | None:
+    """The callback that wraps ``mode``'s tracker around each epoch (None for ``"none"``)."""
+    if mode == "none":
+        return None
     if mode == "carbon_callbacks":
-        wrapper = CarbonCallback(log_dir=tmp, verbose=0, zone="DE", gpu_ids=[0])
-    elif mode == "codecarbon":
-        wrapper = CodeCarbonCB(tmp)
-    elif mode == "carbontracker":
-        wrapper = CarbonTrackerCB(tmp, epochs)
-    elif mode == "zeus":
-        wrapper = ZeusCB()
-    if wrapper is not None:
-        callbacks.append(wrapper)
-    poll_path = os.path.join(tmp, f"poll_{mode}_{time.time_ns()}.txt")
-    here = os.path.dirname(os.path.abspath(__file__))
-    poller = subprocess.Popen([sys.executable, os.path.join(here, "counter_poller.py"), poll_path])
-    time.sleep(1.0)
-    trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="gpu", devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=callbacks,
-    )  # fmt: skip
-    trainer.fit(Seg(32), _loader(512, 256, 32))
-    time.sleep(0.3)
-    poller.terminate()
-    poller.wait(timeout=10)
-    out: dict[str, Any] = {"epoch_s": timer.epoch_s}
-    if wrapper is None:
+        if smoke:  # no GPU here: a stated GPU power, compared with a made-up counter
+            return CarbonCallback(
+                log_dir=tmp, verbose=0, zone="DE", sim_gpu="smoke",
+                sim_gpu_watts=SMOKE_POWER_W, sim_gpu_util=1.0,
+            )  # fmt: skip
+        return CarbonCallback(log_dir=tmp, verbose=0, zone="DE")  # default settings
+    if mode == "codecarbon":
+        return CodeCarbonCB(tmp)
+    if mode == "carbontracker":
+        return CarbonTrackerCB(tmp, epochs)
+    if mode == "zeus":
+        return ZeusCB()
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+def tracker_windows(tracker: pl.Callback) -> tuple[list[tuple[float, float, float]], Any]:
+    """(windows, methods) of a tracker after its fit; methods only for ours."""
+    if isinstance(tracker, CarbonCallback):
+        log = read_run_log(tracker.tracker.log_path)
+        rows = [(e["start_unix_s"], e["end_unix_s"], gpu_j(e["energy_j"])) for e in log.epochs]
+        return rows, log.epochs[0]["methods"] if log.epochs else None
+    assert isinstance(tracker, Windows)
+    return tracker.windows(), None
+
+
+class Bench:
+    """The shared state of one benchmark: pollers, data, settings, and the idle clock."""
+
+    def __init__(self, args: argparse.Namespace, tmp: str, pollers: list) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.pollers = pollers
+        self.device = "cpu" if args.smoke else "cuda"
+        self.fit_ended = time.monotonic()
+
+    def fit(self, shape: RunShape, loader: Any, tracker: pl.Callback | None) -> dict[str, Any]:
+        """Wait for the idle span, fit ``shape.epochs`` epochs; epoch times and idle power."""
+        timer = EpochTimer()
+        trainer = pl.Trainer(
+            max_epochs=shape.epochs, accelerator=self.device, devices=1, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            callbacks=[timer] + ([tracker] if tracker is not None else []),
+        )  # fmt: skip
+        model = Seg(shape.width)
+        idle_s = time.monotonic() - self.fit_ended
+        if idle_s < self.args.idle_s:
+            time.sleep(self.args.idle_s - idle_s)
+        fit_start_unix_s = time.time()
+        out: dict[str, Any] = {"idle_s_before": time.monotonic() - self.fit_ended}
+        try:
+            trainer.fit(model, loader)
+        finally:
+            self.fit_ended = time.monotonic()
+        out["fit_s"] = time.time() - fit_start_unix_s
+        out["epoch_s"] = timer.epoch_s
+        out["fit_start_unix_s"] = fit_start_unix_s
         return out
-    if mode == "carbon_callbacks":
-        log = read_run_log(wrapper.tracker.log_path)
-        rows = [
-            (e["start_unix_s"], e["end_unix_s"],
-             sum(v for k, v in e["energy_j"].items() if k.startswith("gpu")))
-            for e in log.epochs
-        ]  # fmt: skip
-    else:
-        rows = wrapper.rows
-    times, energy = load_steps(poll_path)
-    ratios = []
-    for t0, t1, joules in rows:
-        ref = energy_at(times, energy, t1) - energy_at(times, energy, t0)
-        ratios.append(joules / ref)
-    out.update(ratios=ratios, gpu_j=[r[2] for r in rows])
-    return out
+
+    def reference_j(self) -> Any:
+        """A function (start, end) -> counter J, from the steps polled so far."""
+        time.sleep(0.3)  # the poller's step after the last edge (counts as idle for the next)
+        steps = read_pollers(self.pollers)
+        return lambda start, end: window_j(steps, start, end)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
+def run_one(bench: Bench, mode: str, shape: RunShape, loader: Any) -> dict[str, Any]:
+    """One fit of ``shape`` with ``mode``'s tracker; the run record (see summarise_runs)."""
+    tracker = make_tracker(mode, bench.tmp, shape.epochs, bench.args.smoke)
+    record = bench.fit(shape, loader, tracker)
+    reference = bench.reference_j()
+    start = record.pop("fit_start_unix_s")
+    try:
+        record["idle_w_before"] = reference(start - 1.0, start)
+    except ValueError:  # the poller had not run for 1 s yet
+        record["idle_w_before"] = None
+    if tracker is not None:
+        windows, methods = tracker_windows(tracker)
+        record["epochs"] = compare_windows(windows, reference)
+        record["methods"] = methods
+        if len(windows) != shape.epochs:
+            record["note"] = f"{len(windows)} windows for {shape.epochs} epochs"
+    return record
+
+
+def _versions() -> dict[str, str | None]:
+    import carbon_callbacks
+
+    versions: dict[str, str | None] = {"carbon_callbacks": carbon_callbacks.__version__}
+    for dist in ("torch", "lightning", *PEER_DISTRIBUTIONS.values()):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def _gpu_name() -> str | None:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def shapes_for(args: argparse.Namespace) -> list[RunShape]:
+    """The steady and short run shapes (tiny on CPU for ``--smoke``)."""
+    if args.smoke:
+        return [
+            RunShape("steady", args.steady_epochs, samples=32, size_px=32, batch=8, width=4),
+            RunShape("short", args.short_epochs, samples=8, size_px=32, batch=8, width=4),
+        ]
+    return [
+        RunShape("steady", args.steady_epochs, samples=512, size_px=256, batch=32, width=32),
+        RunShape("short", args.short_epochs, samples=32 * args.short_batches, size_px=256,
+                 batch=32, width=32),
+    ]  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="peers.json")
-    parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=10)
-    args = parser.parse_args()
-    modes = ["none", "carbon_callbacks", "codecarbon", "carbontracker", "zeus"]
-    results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
+    parser.add_argument("--steady-epochs", type=int, default=8, help="epochs of ~1 s per run")
+    parser.add_argument("--short-epochs", type=int, default=30, help="short epochs per run")
+    parser.add_argument("--short-batches", type=int, default=3, help="batches per short epoch")
+    parser.add_argument("--idle-s", type=float, default=3.0, help="idle GPU before each run")
+    parser.add_argument("--max-s", type=float, default=540.0, help="skip runs ending later")
+    parser.add_argument("--smoke", action="store_true", help="CPU plumbing check, no peers")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        for name, value in (("steady_epochs", 3), ("short_epochs", 4), ("idle_s", 0.3)):
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    for name in ("lightning.pytorch", "lightning.fabric"):  # "GPU available..." once per fit
+        logging.getLogger(name).setLevel(logging.WARNING)
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise SystemExit(f"unknown modes {sorted(unknown)}; choose from {MODES}")
+    torch.backends.cudnn.benchmark = False
+    shapes = shapes_for(args)
+    results: dict[str, Any] = {
+        "meta": {"gpu": _gpu_name(), "versions": _versions(), "smoke": args.smoke,
+                 "started_at_unix_s": time.time()},
+        "settings": {"reps": args.reps, "modes": modes, "idle_s": args.idle_s,
+                     "max_s": args.max_s, "shapes": [asdict(s) for s in shapes]},
+        "runs": [],
+    }  # fmt: skip
+    runs: list[dict[str, Any]] = results["runs"]
+
+    def save() -> None:
+        results["summary"] = summarise_runs(runs)
+        results["meta"]["elapsed_s"] = time.monotonic() - started
+        tmp_out = args.out + ".part"
+        with open(tmp_out, "w") as fh:
+            json.dump(results, fh, indent=1)
+        os.replace(tmp_out, args.out)
+
+    unavailable: dict[str, str] = {}
+    if args.smoke:
+        unavailable = {m: "skipped: --smoke" for m in PEER_DISTRIBUTIONS}
+    run_s: dict[str, float] = {}  # the longest run so far of each kind, for --max-s
     with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(args.reps):
-            for mode in modes[rep % len(modes) :] + modes[: rep % len(modes)]:
-                try:
-                    results[mode].append(run(mode, args.epochs, tmp))
-                except Exception as exc:  # noqa: BLE001 - a peer failing is a result too
-                    results[mode].append({"error": repr(exc)})
-                with open(args.out, "w") as fh:
-                    json.dump(results, fh, indent=1)
-    base = statistics.median(
-        statistics.median(r["epoch_s"][1:]) for r in results["none"] if "epoch_s" in r
-    )
-    for mode in modes:
-        ok = [r for r in results[mode] if "epoch_s" in r]
-        if not ok:
-            print(f"{mode}: failed: {results[mode][0].get('error')}")
-            continue
-        med = statistics.median(statistics.median(r["epoch_s"][1:]) for r in ok)
-        line = f"{mode}: added epoch time {(med - base) / base * 100:+.2f}%"
-        ratios = [x for r in ok for x in r.get("ratios", [])[1:]]
-        if ratios:
-            err = sorted(abs(x - 1) for x in ratios)
-            line += (
-                f"; GPU energy vs counter (steady epochs) median {statistics.median(ratios):.4f},"
-                f" median |err| {statistics.median(err) * 100:.2f}%,"
-                f" p90 |err| {err[int(0.9 * (len(err) - 1))] * 100:.2f}%"
-            )
-        print(line)
+        max_poll_s = args.max_s + 120.0
+        fake_w = SMOKE_POWER_W if args.smoke else None
+        pollers = start_pollers(tmp, gpus=1, max_s=max_poll_s, fake_w=fake_w)
+        bench = Bench(args, tmp, pollers)
+        loaders = {
+            s.kind: _loader(s.samples, s.size_px, s.batch, device=bench.device) for s in shapes
+        }
+        # Load kernels and libraries once, untimed, so that every recorded run starts alike.
+        warm = RunShape("warm-up", 2, **{k: v for k, v in asdict(shapes[0]).items()
+                                          if k not in ("kind", "epochs")})  # fmt: skip
+        bench.fit(warm, loaders[shapes[0].kind], None)
+        try:
+            for rep in range(args.reps):
+                for shape in shapes:
+                    order = modes[rep % len(modes) :] + modes[: rep % len(modes)]
+                    for position, mode in enumerate(order):
+                        record: dict[str, Any] = {"mode": mode, "kind": shape.kind, "rep": rep,
+                                                  "position": position}  # fmt: skip
+                        elapsed = time.monotonic() - started
+                        if mode in unavailable:
+                            record["error"] = unavailable[mode]
+                        elif elapsed + run_s.get(shape.kind, 0.0) > args.max_s:
+                            record["error"] = f"skipped: would end past --max-s {args.max_s} s"
+                        else:
+                            t0 = time.monotonic()
+                            try:
+                                record.update(run_one(bench, mode, shape, loaders[shape.kind]))
+                            except Exception as exc:  # noqa: BLE001 - a peer failing is a result
+                                record["error"] = repr(exc)
+                                record["traceback"] = traceback.format_exc(limit=-4)
+                                if isinstance(exc, ImportError):
+                                    unavailable[mode] = f"skipped: {exc!r}"
+                            record["run_s"] = time.monotonic() - t0
+                            run_s[shape.kind] = max(run_s.get(shape.kind, 0.0), record["run_s"])
+                        runs.append(record)
+                        save()
+                        print(_run_line(record), flush=True)
+        finally:
+            stop_pollers(pollers)
+            save()
+    print_summary(results["summary"])
     return 0
+
+
+def _run_line(record: dict[str, Any]) -> str:
+    head = f"rep {record['rep']} {record['kind']:6s} {record['mode']:16s}"
+    if "error" in record:
+        return f"{head} {record['error']}"
+    ratios = [r["ratio"] for r in record.get("epochs", [])]
+    line = f"{head} {record.get('run_s', 0):5.1f} s, idle {record['idle_w_before'] or 0:.0f} W"
+    if ratios and all(r is not None for r in ratios):
+        line += f", first {ratios[0]:.3f}, ratios {min(ratios):.3f}..{max(ratios):.3f}"
+    return line
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """One line per tracker and kind: the table of docs/benchmarks.md."""
+    for mode, kinds in summary.items():
+        for kind, f in kinds.items():
+            line = f"{mode:16s} {kind:6s} runs {f['runs']}"
+            if "added_epoch_time_pct" in f:
+                t = f["added_epoch_time_pct"]
+                line += (
+                    f" | added epoch time {_fmt(t['median'], '+.2f')}%"
+                    f" [{_fmt(t['min'], '+.2f')}, {_fmt(t['max'], '+.2f')}]"
+                )
+            if "per_epoch" in f:
+                p, w, r = f["per_epoch"], f["first_epoch"], f["run_ratio"]
+                line += (
+                    f" | epochs 2..n: ratio {_fmt(p['median_ratio'], '.4f')},"
+                    f" |err| {_fmt(p['median_abs_err_pct'], '.2f')}%"
+                    f" [p90 {_fmt(p['p90_abs_err_pct'], '.2f')}%]"
+                    f" | first epoch: ratio {_fmt(w['median_ratio'], '.3f')}"
+                    f" |err| {_fmt(w['median_abs_err_pct'], '.1f')}%"
+                    f" | run {_fmt(r['median'], '.4f')}"
+                    f" [{_fmt(r['min'], '.4f')}, {_fmt(r['max'], '.4f')}]"
+                )
+            if f["errors"]:
+                line += f" | errors: {f['errors'][0]}"
+            print(line)
 
 
 if __name__ == "__main__":
