@@ -92,7 +92,12 @@ def test_four_ranks_on_two_hosts_sum_on_rank_zero(tmp_path):
     logs = list(tmp_path.glob("*.carbon.jsonl"))
     assert len(logs) == 1  # only rank 0 writes
     log = read_run_log(logs[0])
-    assert log.header["ranks"] == {"world_size": 4, "hosts": 2, "combined": True}
+    assert log.header["ranks"] == {
+        "world_size": 4,
+        "hosts": 2,
+        "combined": True,
+        "intensity_from_rank": 0,
+    }
     for epoch in log.epochs:
         power = epoch["power_w"]  # summed over ranks, per component
         assert power["gpu"] == pytest.approx(sum(GPU_W.values()), rel=0.08)

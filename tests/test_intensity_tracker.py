@@ -325,6 +325,67 @@ def test_default_is_offline_and_needs_no_network(tmp_path, monkeypatch):
     assert isinstance(t.intensity, StaticIntensityProvider)
 
 
+def test_a_live_source_put_off_for_ranks_starts_nothing_until_activated(monkeypatch):
+    """What a rank other than 0 holds: settings checked, no thread, no socket, the zone's
+    annual average; rank 0 (or a process alone) activates it and it fetches."""
+    from carbon_callbacks.core.config import CarbonConfig
+    from carbon_callbacks.core.intensity.ranks import DeferredLiveProvider, can_forecast
+    from carbon_callbacks.core.intensity.resolve import resolve_intensity
+
+    api = FakeApi()
+    api.route(r"^/dataset/", eds_handler({"CO2Emis": [], "CO2EmisProg": []}))
+    settings = {"zone": "DK1", "live_intensity": True, "energidataservice_base_url": api.url}
+    try:
+        with pytest.raises(ConfigError, match="serves zone"):  # still refused at once
+            resolve_intensity(
+                CarbonConfig.from_kwargs(**{**settings, "live_intensity": "gb"}),
+                EventLog(),
+                {},
+                defer_live=True,
+            )
+        events = EventLog()
+        guard = SocketGuard(monkeypatch)
+        provider = resolve_intensity(
+            CarbonConfig.from_kwargs(**settings), events, {}, defer_live=True
+        )
+        assert isinstance(provider, DeferredLiveProvider) and provider.live is None
+        assert provider.zone == "DK1"
+        assert provider.intensity_over(0.0, 1.0) == zone_value("DK")
+        assert provider.forecast_over(0.0, 1.0) is None and not can_forecast(provider)
+        assert guard.calls == [] and api.requests == [] and events.events == []
+        assert "carbon_callbacks-intensity-DK1" not in [t.name for t in threading.enumerate()]
+        monkeypatch.undo()
+        live_provider = provider.activate(events)
+        assert provider.activate(events) is live_provider  # once
+        assert isinstance(live_provider, LiveIntensityProvider) and can_forecast(live_provider)
+        assert live_provider.wait_ready(5.0)
+        assert api.hits(r"^/dataset/CO2Emis$")
+        provider.close()
+        assert provider.activate(events) is provider  # closed: nothing starts again
+        live_provider._thread.join(2.0)
+        assert not live_provider.running
+    finally:
+        api.close()
+
+
+def test_rank_zero_value_held_over_another_window_says_so():
+    from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensitySegment
+    from carbon_callbacks.core.intensity.ranks import HELD_NOTE, held_over
+
+    annual = zone_value("DK")
+    assert held_over(annual, 10.0, 20.0) is annual  # no window: nothing to hold
+    seg = IntensitySegment(100.0, 160.0, 80.0, "measured", "EDS", "direct", 0.0, 300.0)
+    live_value = IntensityEstimate(80.0, "DK1", "EDS", "direct", "measured", None, 100.0, 160.0,
+                                   (seg,))  # fmt: skip
+    held = held_over(live_value, 200.0, 230.0)
+    assert (held.intensity_g_per_kwh, held.kind, held.zone) == (80.0, "measured", "DK1")
+    assert (held.start_unix_s, held.end_unix_s) == (200.0, 230.0)
+    (one,) = held.segments
+    assert (one.start_unix_s, one.end_unix_s) == (200.0, 230.0)
+    assert (one.value_start_unix_s, one.value_end_unix_s) == (100.0, 160.0)  # rank 0's window
+    assert one.note == HELD_NOTE
+
+
 def test_token_never_reaches_logs_warnings_or_reprs(tmp_path):
     api = FakeApi()
     api.route(r"/carbon-intensity/", Response(401, {"message": "Invalid auth-token"}))

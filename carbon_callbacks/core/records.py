@@ -9,7 +9,9 @@ Schema version 1. Every line is one JSON object with a ``"type"``:
     :class:`~carbon_callbacks.core.intensity.base.IntensityEstimate` dict), ``pue``, ``epochs``
     (planned, or null) and ``total_steps``. A resumed run adds ``resumed_from`` (earlier run ids)
     and ``offsets`` (``energy_kwh``, ``co2_g``, ``duration_s``, ``epochs`` carried over); its
-    cumulative and footer figures include them.
+    cumulative and footer figures include them. ``ranks``: ``world_size``, ``hosts``,
+    ``combined`` (the ranks' figures are exchanged and summed) and, when combined,
+    ``intensity_from_rank`` (0: every rank applied rank 0's carbon intensity).
 ``epoch``
     ``epoch`` (0-based), ``start_unix_s``, ``end_unix_s``, ``duration_s``, ``energy_j``
     (``{sensor: J}``, IT energy before PUE), ``methods`` (``{sensor: method}``), ``energy_kwh``

@@ -35,10 +35,12 @@ from carbon_callbacks.core.distributed import (
     RankInfo,
     _dist,
     local_rank_info,
+    may_be_distributed,
     world_size,
 )
 from carbon_callbacks.core.events import CarbonCallbacksWarning, Event, EventLog
 from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityProvider
+from carbon_callbacks.core.intensity.ranks import DeferredLiveProvider, can_forecast, held_over
 from carbon_callbacks.core.intensity.resolve import resolve_intensity
 from carbon_callbacks.core.intensity.static import StaticIntensityProvider
 from carbon_callbacks.core.meter import Measurement, Meter, Snapshot
@@ -58,6 +60,26 @@ from carbon_callbacks.core.units import J_PER_KWH
 #: Epochs kept for prediction (older ones are summed, not kept): memory stays bounded.
 _HISTORY_LEN = 4096
 _STATE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _RankZeroShare:
+    """What rank 0 adds to the per-epoch exchange, so that every rank records the same epoch.
+
+    Attributes:
+        start_unix_s / end_unix_s: rank 0's epoch window (UTC seconds).
+        duration_s: rank 0's epoch duration (monotonic seconds).
+        intensity: the intensity rank 0 applied to that window, with its provenance (live,
+            held, annual or labelled fallback, as rank 0's source answered).
+        forecasts: whether rank 0's source can forecast; then, when a prediction is made, rank 0
+            also sends the forecast it applied (one more small exchange), else nobody asks.
+    """
+
+    start_unix_s: float
+    end_unix_s: float
+    duration_s: float
+    intensity: IntensityEstimate
+    forecasts: bool
 
 
 class CarbonTracker:
@@ -99,10 +121,22 @@ class CarbonTracker:
         self._writer: RunLogWriter | None = None
         self.events = EventLog(listener=self._on_event)
         # resolving is cheap and validates the zone now; a live provider fetches on its own
-        # thread (never on this one) and is closed by stop()
-        self._owns_intensity = intensity is None
-        self._intensity: IntensityProvider = intensity or resolve_intensity(config, self.events)
+        # thread (never on this one) and is closed by stop(). When this process may be one of
+        # several ranks, a live provider is only built here and started at start() on rank 0
+        # (the other ranks use rank 0's values: see _settle_intensity and _combine)
+        defer_live = intensity is None and config.distributed is not False and may_be_distributed()
+        self._intensity: IntensityProvider = intensity or resolve_intensity(
+            config, self.events, defer_live=defer_live
+        )
         self._owns_intensity = intensity is None  # a provider made here is closed at stop()
+        #: True on a rank other than 0 of a combined run: its epochs use rank 0's intensity.
+        self._follows_rank_zero = False
+        #: Rank 0's last intensity received (or, on rank 0, sent) in the per-epoch exchange.
+        self._rank_zero_intensity: IntensityEstimate | None = None
+        #: Whether rank 0's source can forecast (from the last exchange; see _RankZeroShare).
+        self._rank_zero_forecasts = False
+        #: The intensity agreed for the epoch being combined (taken by _epoch_end).
+        self._epoch_intensity: IntensityEstimate | None = None
         self._intensity_failing = False
         self._intensity_fallback: IntensityProvider | None = None
         self._given_sensors = sensors
@@ -179,6 +213,7 @@ class CarbonTracker:
         from carbon_callbacks.core.sensors.discovery import discover_sensors
 
         self._join_ranks()
+        self._settle_intensity()
         config = self._rank_config()
         sensors = self._given_sensors
         if sensors is None:
@@ -223,7 +258,15 @@ class CarbonTracker:
                     "its own figures",
                     "distributed",
                 )
+                self._intensity_alone()
         intensity = self._intensity_over(started_unix, started_unix)
+        ranks: dict[str, Any] = {
+            "world_size": self.ranks.world_size,
+            "hosts": self.ranks.hosts,
+            "combined": self._group is not None,
+        }
+        if self._group is not None:
+            ranks["intensity_from_rank"] = 0  # every rank applies rank 0's values
         self._write(
             {
                 "type": "header",
@@ -243,11 +286,7 @@ class CarbonTracker:
                 "total_steps": self.config.total_steps,
                 "resumed_from": list(self._prior_run_ids),
                 "offsets": dict(self._offset),
-                "ranks": {
-                    "world_size": self.ranks.world_size,
-                    "hosts": self.ranks.hosts,
-                    "combined": self._group is not None,
-                },
+                "ranks": ranks,
             }
         )
         with self._events_lock:  # events from other threads wait for the swap
@@ -291,12 +330,6 @@ class CarbonTracker:
                     self._group.close()
                     self._group = None
         return self.totals()
-
-    def _close_intensity(self) -> None:
-        """Stop a live provider's refresh thread (only one this tracker resolved itself)."""
-        if self._owns_intensity:
-            with contextlib.suppress(Exception):
-                self._intensity.close()
 
     def _stop(self, status: str) -> None:
         if self._epoch_snap is not None and self._meter is not None:
@@ -443,7 +476,9 @@ class CarbonTracker:
             self._meter.hint_epoch_s(end.time_monotonic_s - start.time_monotonic_s)
             m = self._combine(self._meter.measure(start, end))
             self.last_measurement = m
-            record, energy_kwh, co2_g, intensity = self._measurement_record(m, "epoch", index)
+            record, energy_kwh, co2_g, intensity = self._measurement_record(
+                m, "epoch", index, self._take_epoch_intensity()
+            )
             record["steps"] = steps
             self.epochs_monitored += 1
             if not m.energy_j:
@@ -498,9 +533,19 @@ class CarbonTracker:
         return metrics
 
     def _measurement_record(
-        self, m: Measurement, kind: str, epoch: int | None
+        self,
+        m: Measurement,
+        kind: str,
+        epoch: int | None,
+        intensity: IntensityEstimate | None = None,
     ) -> tuple[dict[str, Any], float, float, IntensityEstimate]:
-        intensity = self._intensity_over(m.start_unix_s, m.end_unix_s)
+        """The record of ``m`` with its energy (kWh), CO2eq (g) and the intensity applied.
+
+        ``intensity``: the value agreed between ranks for this window; ``None``: ask the
+        provider (see :meth:`_intensity_over`).
+        """
+        if intensity is None:
+            intensity = self._intensity_over(m.start_unix_s, m.end_unix_s)
         energy_kwh = m.total_energy_j / J_PER_KWH * self.config.pue
         co2_g = energy_kwh * intensity.intensity_g_per_kwh
         record: dict[str, Any] = {
@@ -576,8 +621,7 @@ class CarbonTracker:
                 )
             return
         applied = intensity
-        now = time.time()
-        forecast = self._forecast_over(now, now + pred.remaining_duration_s)
+        forecast = self._prediction_forecast(pred.remaining_duration_s)
         if forecast is not None:
             pred = pred.with_intensity(forecast.intensity_g_per_kwh)
             applied = forecast
@@ -878,13 +922,72 @@ class CarbonTracker:
             changes["gpu_ids"] = [gpu]
         return dataclasses.replace(self.config, **changes) if changes else self.config
 
+    def _settle_intensity(self) -> None:
+        """Once the ranks are known: decide who asks the intensity source.
+
+        Rank 0 (or a process alone) starts a live provider that was put off at construction.
+        Every other rank of a combined run starts nothing and applies rank 0's values, received
+        with each epoch (:meth:`_combine`); a live provider this rank already started (it could
+        not tell it was a rank at construction) is closed, so that requests do not grow with
+        the number of ranks.
+        """
+        provider = self._intensity
+        if self._group is not None and self.ranks.rank != 0:
+            self._follows_rank_zero = True
+            if self._owns_intensity and getattr(provider, "running", False):
+                with contextlib.suppress(Exception):
+                    provider.close()
+                self.events.record(
+                    "intensity_live_closed",
+                    f"rank {self.ranks.rank} closed the live carbon-intensity source it had "
+                    "started before the ranks were known; it uses rank 0's values",
+                    "intensity",
+                    warn=False,
+                )
+            return
+        if isinstance(provider, DeferredLiveProvider):
+            self._intensity = provider.activate(self.events)
+        if self._group is not None:
+            others = self.ranks.world_size - 1
+            self.events.record(
+                "intensity_from_rank_zero",
+                f"the carbon intensity is asked for on rank 0 only; the {others} other rank(s) "
+                "apply rank 0's value (and forecast) to every epoch, so their CO2eq figures, "
+                "predictions and budget decisions are the same as rank 0's",
+                "intensity",
+                warn=False,
+            )
+
+    def _intensity_alone(self) -> None:
+        """The ranks no longer exchange: this rank asks its own source from now on."""
+        if not self._follows_rank_zero:
+            return
+        self._follows_rank_zero = False
+        if isinstance(self._intensity, DeferredLiveProvider):
+            self._intensity = self._intensity.activate(self.events)
+
     def _combine(self, m: Measurement) -> Measurement:
-        """Merge every rank's measurement of the same epoch (a collective on all ranks)."""
+        """Merge every rank's measurement of the same epoch (a collective on all ranks).
+
+        Rank 0 adds its epoch window and the intensity it applies to it (a
+        :class:`_RankZeroShare`); every rank then records rank 0's window, duration and
+        intensity, so CO2eq, predictions and budget decisions agree across ranks.
+        """
         if self._group is None:
             return m
+        share = None
+        if self.ranks.rank == 0:
+            self._epoch_intensity = self._intensity_over(m.start_unix_s, m.end_unix_s)
+            share = _RankZeroShare(
+                m.start_unix_s,
+                m.end_unix_s,
+                m.duration_s,
+                self._epoch_intensity,
+                can_forecast(self._intensity),
+            )
         try:
             parts = self._group.gather(
-                (self.ranks.rank, m.energy_j, m.methods, m.components, m.incomplete)
+                (self.ranks.rank, m.energy_j, m.methods, m.components, m.incomplete, share)
             )
         except Exception as exc:  # noqa: BLE001
             self._group = None
@@ -894,16 +997,62 @@ class CarbonTracker:
                 "its own figures",
                 "distributed",
             )
+            self._intensity_alone()
             return m
         energy, methods, components, incomplete = {}, {}, {}, []
-        for rank_, e, meth, comp, inc in parts:
+        for rank_, e, meth, comp, inc, _ in parts:
             for name in e:
                 key = f"rank{rank_}/{name}"
                 energy[key], methods[key], components[key] = e[name], meth[name], comp[name]
             incomplete += [f"rank{rank_}/{n}" for n in inc]
-        return dataclasses.replace(
+        combined = dataclasses.replace(
             m, energy_j=energy, methods=methods, components=components, incomplete=tuple(incomplete)
         )
+        lead = next((p[5] for p in parts if p[0] == 0), None)
+        if not isinstance(lead, _RankZeroShare):
+            return combined
+        self._epoch_intensity = self._rank_zero_intensity = lead.intensity
+        self._rank_zero_forecasts = lead.forecasts
+        return dataclasses.replace(
+            combined,
+            start_unix_s=lead.start_unix_s,
+            end_unix_s=lead.end_unix_s,
+            duration_s=lead.duration_s,
+        )
+
+    def _take_epoch_intensity(self) -> IntensityEstimate | None:
+        """The intensity the ranks agreed for the epoch just combined (once), else ``None``."""
+        agreed, self._epoch_intensity = self._epoch_intensity, None
+        return agreed
+
+    def _prediction_forecast(self, remaining_s: float) -> IntensityEstimate | None:
+        """The forecast over the next ``remaining_s`` seconds for a prediction, or ``None``.
+
+        Combined ranks use rank 0's: when rank 0's source can forecast (it said so in the
+        epoch's exchange, so every rank knows), rank 0 asks it and sends the answer to all in
+        one small exchange; otherwise nobody asks and every rank keeps the epoch's intensity.
+        """
+        if self._group is None:
+            now = time.time()
+            return self._forecast_over(now, now + remaining_s)
+        if not self._rank_zero_forecasts:
+            return None
+        forecast = None
+        if self.ranks.rank == 0:
+            now = time.time()
+            forecast = self._forecast_over(now, now + remaining_s)
+        try:
+            return self._group.broadcast(forecast, src=0)
+        except Exception as exc:  # noqa: BLE001
+            self._group = None
+            self.events.record(
+                "ranks_not_combined",
+                f"sending rank 0's intensity forecast failed ({exc!r}); from now on each rank "
+                "reports its own figures",
+                "distributed",
+            )
+            self._intensity_alone()
+            return forecast
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickling (spawned workers, ddp_spawn) is allowed before ``start()`` only."""
@@ -979,7 +1128,13 @@ class CarbonTracker:
         A live source failing must not cost the epoch its record: the fallback is labelled
         (its kind and source say what it is), warned once per failure streak, and the
         provider is asked again next time (``intensity_recovered`` when it answers).
+
+        A rank other than 0 of a combined run holds rank 0's last value instead (see
+        :func:`~carbon_callbacks.core.intensity.ranks.held_over`): its epochs get rank 0's own
+        value through :meth:`_combine`; this serves phases, a partial epoch and progress reads.
         """
+        if self._follows_rank_zero and self._rank_zero_intensity is not None:
+            return held_over(self._rank_zero_intensity, start_unix_s, end_unix_s)
         try:
             estimate = self._intensity.intensity_over(start_unix_s, end_unix_s)
         except Exception as exc:  # noqa: BLE001 - a provider must never cost an epoch

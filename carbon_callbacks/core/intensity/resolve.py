@@ -35,6 +35,14 @@ that could open a socket, and any live setting that is therefore unused is named
 factory must not block: it returns a provider that fetches on its own background thread. If it
 raises, the run degrades to the packaged annual average with one warning event. This module
 itself opens no connection, except the opt-in IP lookup.
+
+**Several ranks.** With ``defer_live=True`` (the tracker passes it when the process may be one of
+several data-parallel ranks) a live provider is returned as a
+:class:`~carbon_callbacks.core.intensity.ranks.DeferredLiveProvider`: settings are checked and a
+built-in source is built now (so a bad setting is still refused at construction), but nothing
+starts, fetches or opens a socket until the tracker activates it, on rank 0 only. A registered
+factory is then called at activation, and if it raises (even :class:`ConfigError`) the run
+degrades to the annual average with one ``intensity_live_failed`` event.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from carbon_callbacks.core.config import ENV_INTENSITY, ENV_ZONE, CarbonConfig, ConfigError
@@ -51,6 +60,7 @@ from carbon_callbacks.core.config import normalise_zone as _normalise_zone
 from carbon_callbacks.core.events import EventLog
 from carbon_callbacks.core.intensity.base import IntensityProvider
 from carbon_callbacks.core.intensity.http import FetchError, HttpClient
+from carbon_callbacks.core.intensity.ranks import DeferredLiveProvider
 from carbon_callbacks.core.intensity.static import (
     WORLD_INTENSITY_G_PER_KWH,
     WORLD_YEAR,
@@ -205,13 +215,19 @@ def _static_for(
 
 
 def _zone_provider(
-    zone: str, config: CarbonConfig, events: EventLog, *, explicit: bool = True
+    zone: str,
+    config: CarbonConfig,
+    events: EventLog,
+    *,
+    explicit: bool = True,
+    defer_live: bool = False,
 ) -> IntensityProvider:
     """The provider for a validated zone: live when allowed and available, else the table.
 
     Args:
         explicit: the zone came from a setting or ``$CARBON_CALLBACKS_ZONE`` (a live request
             that cannot be met is then refused, not degraded).
+        defer_live: return a live provider not started yet (see the module docstring).
     """
     with _LIVE_LOCK:
         spec = _LIVE.get(zone)
@@ -226,20 +242,48 @@ def _zone_provider(
                 EVENT_LIVE_UNAVAILABLE, f"{reason}; using the annual average", EVENT_SOURCE
             )
         return _static_for(zone, spec, config, events)
+    if isinstance(choice, LiveProviderSpec) and defer_live:
+        return DeferredLiveProvider(
+            zone,
+            partial(_start_registered, choice, zone, config),
+            StaticIntensityProvider(choice.offline_zone or zone),
+            choice.description,
+        )
     try:
         if isinstance(choice, LiveProviderSpec):
             return choice.factory(zone, config, events)
-        return live_provider(choice, zone, config, events)
+        return live_provider(choice, zone, config, events, defer=defer_live)
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - a live source must never stop the run
-        events.record(
-            EVENT_LIVE_FAILED,
-            f"live carbon intensity for {zone} could not start ({exc}); "
-            "using the packaged annual average instead",
-            EVENT_SOURCE,
-        )
+        return _live_failed(zone, exc, spec, config, events)
+
+
+def _live_failed(
+    zone: str,
+    exc: Exception,
+    spec: LiveProviderSpec | None,
+    config: CarbonConfig,
+    events: EventLog,
+) -> IntensityProvider:
+    """Record that the zone's live provider could not start; its packaged value instead."""
+    events.record(
+        EVENT_LIVE_FAILED,
+        f"live carbon intensity for {zone} could not start ({exc}); "
+        "using the packaged annual average instead",
+        EVENT_SOURCE,
+    )
     return _static_for(zone, spec, config, events)
+
+
+def _start_registered(
+    spec: LiveProviderSpec, zone: str, config: CarbonConfig, events: EventLog
+) -> IntensityProvider:
+    """Call a registered factory late (a deferred provider's activation); never raises."""
+    try:
+        return spec.factory(zone, config, events)
+    except Exception as exc:  # noqa: BLE001 - at activation even a ConfigError only degrades
+        return _live_failed(zone, exc, spec, config, events)
 
 
 def _live_choice(
@@ -330,19 +374,40 @@ def build_live_source(
 
 
 def live_provider(
-    choice: str, zone: str | None, config: CarbonConfig, events: EventLog
+    choice: str,
+    zone: str | None,
+    config: CarbonConfig,
+    events: EventLog,
+    *,
+    defer: bool = False,
 ) -> IntensityProvider:
-    """A built-in live provider, refreshing on its own thread (see :func:`build_live_source`)."""
-    from carbon_callbacks.core.intensity.live import LiveIntensityProvider
+    """A built-in live provider, refreshing on its own thread (see :func:`build_live_source`).
 
+    Args:
+        defer: build the source now but start nothing: a
+            :class:`~carbon_callbacks.core.intensity.ranks.DeferredLiveProvider`.
+    """
     source, static_zone = build_live_source(choice, zone, config)
     fallback = (
         StaticIntensityProvider(static_zone)
         if static_zone is not None
         else StaticIntensityProvider.world_fallback()
     )
-    client = HttpClient(offline=config.offline is not False)
-    return LiveIntensityProvider(source, fallback, events, client=client)
+    offline = config.offline is not False
+    if defer:
+        starter = partial(_start_live_source, source, fallback, offline)
+        return DeferredLiveProvider(source.zone, starter, fallback, source.description)
+    return _start_live_source(source, fallback, offline, events)
+
+
+def _start_live_source(
+    source: Any, fallback: IntensityProvider, offline: bool, events: EventLog
+) -> IntensityProvider:
+    """A :class:`~carbon_callbacks.core.intensity.live.LiveIntensityProvider` for ``source``,
+    its refresh thread started."""
+    from carbon_callbacks.core.intensity.live import LiveIntensityProvider
+
+    return LiveIntensityProvider(source, fallback, events, client=HttpClient(offline=offline))
 
 
 def live_source_for(config: CarbonConfig) -> Any:
@@ -463,7 +528,11 @@ def _record_fallback_once(events: EventLog, reason: str = "") -> None:
 
 
 def resolve_intensity(
-    config: CarbonConfig, events: EventLog, env: Mapping[str, str] = os.environ
+    config: CarbonConfig,
+    events: EventLog,
+    env: Mapping[str, str] = os.environ,
+    *,
+    defer_live: bool = False,
 ) -> IntensityProvider:
     """The intensity provider for a run, by the precedence in the module docstring.
 
@@ -472,6 +541,9 @@ def resolve_intensity(
             and location settings).
         events: where the fallback warning (at most one per log) and degradations go.
         env: environment variables (default ``os.environ``; tests pass a dict).
+        defer_live: return a live provider as a
+            :class:`~carbon_callbacks.core.intensity.ranks.DeferredLiveProvider` that starts
+            only when activated (for data-parallel ranks: rank 0 activates it, no other rank).
 
     Raises:
         ConfigError: an unknown zone, or an unparsable ``$CARBON_CALLBACKS_INTENSITY_G_PER_KWH``.
@@ -490,7 +562,7 @@ def resolve_intensity(
             config.intensity_g_per_kwh, label, source="user-stated value (intensity_g_per_kwh)"
         )
     if config.zone is not None:
-        return _zone_provider(validate_zone(config.zone), config, events)
+        return _zone_provider(validate_zone(config.zone), config, events, defer_live=defer_live)
     env_intensity = _env_text(env, ENV_INTENSITY)
     env_zone = _env_text(env, ENV_ZONE)
     zone = validate_zone(env_zone, setting=ENV_ZONE) if env_zone is not None else None
@@ -501,16 +573,18 @@ def resolve_intensity(
             source=f"user-stated value (environment variable {ENV_INTENSITY})",
         )
     if zone is not None:
-        return _zone_provider(zone, config, events)
+        return _zone_provider(zone, config, events, defer_live=defer_live)
     located, why = _locate(config, events, env)
     if located is not None:
-        return _zone_provider(validate_zone(located), config, events, explicit=False)
+        return _zone_provider(
+            validate_zone(located), config, events, explicit=False, defer_live=defer_live
+        )
     if (
         (config.electricitymaps_zone is not None or config.electricitymaps_lat_lon is not None)
         and config.electricitymaps_token
         and config.offline is False
         and config.live_intensity is not False
     ):
-        return live_provider("electricitymaps", None, config, events)
+        return live_provider("electricitymaps", None, config, events, defer=defer_live)
     _record_fallback_once(events, why)
     return StaticIntensityProvider.world_fallback()
