@@ -701,7 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--copy-logs", default=None, help="copy the run and training logs here")
     parser.add_argument("--gpus", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--iterations", type=int, default=200, help="per epoch (nnU-Net: 250)")
+    parser.add_argument("--iterations", type=int, default=250, help="per epoch (nnU-Net's default)")
     parser.add_argument("--val-iterations", type=int, default=10)
     parser.add_argument("--budget-iterations", type=int, default=20)
     parser.add_argument("--cases", type=int, default=40)

@@ -47,7 +47,7 @@ class nnUNetTrainerCarbonProof(nnUNetTrainerCarbon):  # noqa: N801 - nnU-Net's n
     ):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = int(os.environ.get(ENV_EPOCHS, "4"))
-        self.num_iterations_per_epoch = int(os.environ.get(ENV_ITERATIONS, "200"))
+        self.num_iterations_per_epoch = int(os.environ.get(ENV_ITERATIONS, "250"))
         self.num_val_iterations_per_epoch = int(os.environ.get(ENV_VAL_ITERATIONS, "10"))
 
     def make_carbon_tracker(self, config: CarbonConfig) -> CarbonTracker:
