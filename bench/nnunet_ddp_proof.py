@@ -534,16 +534,25 @@ def run_nnunet_train(trainer: str, fold: int, gpus: int, env: Mapping[str, str],
     return code, time.time() - t0
 
 
-def nvml_uuids(count: int) -> list[str]:
-    """UUIDs of NVML devices 0..count-1 (the pollers' indices)."""
+def nvml_gpus(count: int) -> list[dict[str, str]]:
+    """UUID, name and driver of NVML devices 0..count-1 (the pollers' indices)."""
     import pynvml
+
+    def text(value: Any) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     pynvml.nvmlInit()
     try:
         out = []
         for i in range(count):
-            uuid = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
-            out.append(uuid.decode() if isinstance(uuid, bytes) else str(uuid))
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            out.append(
+                {
+                    "uuid": text(pynvml.nvmlDeviceGetUUID(handle)),
+                    "name": text(pynvml.nvmlDeviceGetName(handle)),
+                    "driver": text(pynvml.nvmlSystemGetDriverVersion()),
+                }
+            )
         return out
     finally:
         pynvml.nvmlShutdown()
@@ -604,7 +613,8 @@ def run_gpus(args: argparse.Namespace) -> dict[str, Any]:
     settings = {"zone": "DE", "pue": 1.0, "offline": True, "verbose": 1}
     result: dict[str, Any] = {"timings_s": {"prepare": prep_s}}
 
-    uuids = nvml_uuids(args.gpus)
+    gpus = nvml_gpus(args.gpus)
+    uuids = [g["uuid"] for g in gpus]
     env = train_env(settings, args.epochs, args.iterations, args.val_iterations, args.n_proc_da)
     pollers = start_pollers(str(work), gpus=args.gpus, tag="_A")
     deadline = t0 + args.deadline_s  # both trainings end before it, or are stopped
@@ -648,7 +658,7 @@ def run_gpus(args: argparse.Namespace) -> dict[str, Any]:
         )
     except Exception:  # noqa: BLE001
         checks["analysis_b"] = _check(False, traceback.format_exc(limit=4))
-    result["gpus"] = uuids
+    result["gpus"] = gpus
     result["checks"] = checks
     return result
 
@@ -724,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     failed = [name for name, c in result["checks"].items() if c["gated"] and not c["ok"]]
-    print(f"\n== nnU-Net DDP proof ({'dry run' if args.dry_run else f'{args.gpus} GPUs'})")
+    print(f"\n== nnU-Net DDP proof ({'dry run' if args.dry_run else f'{args.gpus} GPU(s)'})")
     for name, check in result["checks"].items():
         mark = "PASS" if check["ok"] else ("FAIL" if check["gated"] else "note")
         print(f"[{mark}] {name}: {check['detail']}")
@@ -735,8 +745,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": sys.version.split()[0]}
-    for name in ("nnunetv2", "torch", "carbon-callbacks", "simpleitk", "blosc2"):
+    import carbon_callbacks
+
+    out = {
+        "python": sys.version.split()[0],
+        "carbon_callbacks": f"{carbon_callbacks.__version__} ({carbon_callbacks.__file__})",
+    }
+    for name in ("nnunetv2", "torch", "simpleitk", "blosc2", "timm"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
