@@ -1,8 +1,9 @@
 """A tiny synthetic 2D nnU-Net v2 dataset: written, planned and preprocessed once per session.
 
-Ten 64x64 grey PNG cases, each with one bright square (label 1) on a noisy background, in the
-raw layout nnU-Net expects (``Dataset999_CarbonTiny/imagesTr/caseNNN_0000.png``,
-``labelsTr/caseNNN.png``, ``dataset.json``). Planning and preprocessing go through nnU-Net's own
+Ten 64x64 grey PNG cases (by default; ``bench/nnunet_ddp_proof.py`` asks for more and larger),
+each with one bright square (label 1) on a noisy background, in the raw layout nnU-Net expects
+(``Dataset999_CarbonTiny/imagesTr/caseNNN_0000.png``, ``labelsTr/caseNNN.png``,
+``dataset.json``). Planning and preprocessing go through nnU-Net's own
 Python API (``nnunetv2.experiment_planning.plan_and_preprocess_api``), as
 ``nnUNetv2_plan_and_preprocess -d 999 -c 2d -np 1 -npfp 1`` would.
 
@@ -40,19 +41,22 @@ def set_nnunet_env(root: Path) -> dict[str, str]:
     return env
 
 
-def write_raw_dataset(raw_root: Path, seed: int = 0) -> Path:
-    """Write the PNG cases and ``dataset.json``; return the dataset folder."""
+def write_raw_dataset(
+    raw_root: Path, seed: int = 0, n_cases: int = N_CASES, size_px: int = SIZE
+) -> Path:
+    """Write ``n_cases`` PNG cases of ``size_px`` x ``size_px`` pixels and ``dataset.json``;
+    return the dataset folder."""
     from PIL import Image
 
     folder = raw_root / DATASET_NAME
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    for i in range(N_CASES):
-        image = rng.normal(60, 15, (SIZE, SIZE))
-        label = np.zeros((SIZE, SIZE), dtype=np.uint8)
-        side = int(rng.integers(12, 28))
-        y, x = rng.integers(2, SIZE - side - 2, size=2)
+    for i in range(n_cases):
+        image = rng.normal(60, 15, (size_px, size_px))
+        label = np.zeros((size_px, size_px), dtype=np.uint8)
+        side = int(rng.integers(size_px * 3 // 16, size_px * 7 // 16))
+        y, x = rng.integers(2, size_px - side - 2, size=2)
         label[y : y + side, x : x + side] = 1
         image[label == 1] += 120
         image = np.clip(image, 0, 255).astype(np.uint8)
@@ -63,7 +67,7 @@ def write_raw_dataset(raw_root: Path, seed: int = 0) -> Path:
             {
                 "channel_names": {"0": "gray"},
                 "labels": {"background": 0, "square": 1},
-                "numTraining": N_CASES,
+                "numTraining": n_cases,
                 "file_ending": ".png",
             }
         )
@@ -119,9 +123,9 @@ def load_plans_and_dataset_json() -> tuple[dict, dict]:
     return plans, dataset_json
 
 
-def prepare(root: Path) -> dict[str, str]:
+def prepare(root: Path, n_cases: int = N_CASES, size_px: int = SIZE) -> dict[str, str]:
     """Everything a session needs: env, raw PNGs, plans and preprocessed data under ``root``."""
     env = set_nnunet_env(root)
-    write_raw_dataset(Path(env["nnUNet_raw"]))
+    write_raw_dataset(Path(env["nnUNet_raw"]), n_cases=n_cases, size_px=size_px)
     plan_and_preprocess()
     return env
