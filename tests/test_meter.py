@@ -10,6 +10,7 @@ from power_traces import ConstantCounterSensor, TracePowerSensor
 
 from carbon_callbacks.core.events import CarbonCallbacksWarning, EventLog
 from carbon_callbacks.core.meter import Meter
+from carbon_callbacks.core.sensors.cpu_model import CpuModelSensor
 
 
 def _meter(sensors, interval_s=0.02):
@@ -160,3 +161,31 @@ def test_counters_are_read_every_interval_and_bridged_by_fast_power_samples():
     assert len(power_reads) >= 8  # fast power samples carried the energy meanwhile
     m = meter.measure(start, end)
     assert m.energy_j["gpu:0"] == pytest.approx(250.0 * m.duration_s, rel=1e-3)
+
+
+class _MeanSinceLastReadSensor(CpuModelSensor):
+    """A utilisation model whose first reading covers an idle spell before the meter started
+    (0 %), then a busy machine (100 %): ``tdp_w`` watts from the meter's start on."""
+
+    def __init__(self) -> None:
+        readings = iter([0.0])
+        super().__init__(
+            model_name="AMD EPYC 7763", utilisation_fn=lambda: next(readings, 1.0), packages=1
+        )
+
+
+@pytest.mark.parametrize("interval_s", [10.0, 0.05])  # epoch before / after the thread's read
+def test_mean_since_last_read_sensor_counts_the_first_epoch_in_full(interval_s):
+    """The first reading of a utilisation model covers the time before the start: it is not the
+    power of the first interval (it read 0 W, and epoch 0 came out at 0-10 W of 16 W)."""
+    sensor = _MeanSinceLastReadSensor()
+    meter = _meter([sensor], interval_s=interval_s)
+    start = meter.start()
+    time.sleep(0.2)
+    first = meter.mark()
+    time.sleep(0.2)
+    second = meter.mark()
+    meter.stop()
+    for a, b in ((start, first), (first, second)):
+        m = meter.measure(a, b)
+        assert m.energy_j["cpu:model"] == pytest.approx(sensor.tdp_w * m.duration_s, rel=1e-6)
