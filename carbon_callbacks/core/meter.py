@@ -35,6 +35,10 @@ from carbon_callbacks.core.sensors.base import Sensor, SensorInfo
 POWER_INTERVAL_S = 0.1
 #: Shortest window (s) over which two counter reads give a power estimate for bridging marks.
 MIN_POWER_WINDOW_S = 0.01
+#: Shortest span (s) a mean-since-last-read power reading (utilisation models) must cover before
+#: a mark reads it for the first time: a few kernel clock ticks (1-10 ms), so that it measures the
+#: training, not the instant after the previous reading.
+MIN_MEAN_WINDOW_S = 0.05
 #: Method-history entries kept per sensor (fallback chains are at most a few steps long).
 _MAX_METHOD_HISTORY = 8
 
@@ -393,16 +397,16 @@ class Meter:
         """Cumulative joules of every sensor now, without slow I/O."""
         for state in list(self._states.values()):
             sensor = state.sensor
-            if (
-                state.lost_at_unix_s is None
-                and state.last_power_w is None
-                and (sensor.is_counter or _interval_mean(sensor))
-            ):
+            if state.lost_at_unix_s is None and state.last_power_w is None:
                 # No power to bridge with yet (a counter without cheap power, or a mean-since-
                 # last-read model, before the thread's second read): read the sensor itself, once
                 # per mark, only in that first interval. Bridging nothing would date all energy
-                # so far at the next sample.
-                self._sample(state)
+                # so far at the next sample. A mean-since-last-read reading is taken once it
+                # covers a few clock ticks (before that it would repeat the previous reading).
+                if sensor.is_counter or (
+                    _interval_mean(sensor) and time.monotonic() - state.last_t >= MIN_MEAN_WINDOW_S
+                ):
+                    self._sample(state)
         t = time.monotonic()
         t_unix = time.time()
         powers_now: dict[str, float] = {}
