@@ -9,7 +9,8 @@ methods see the first n epochs only and predict the energy of the whole run; the
 ``|predicted - actual| / actual`` with ``actual`` the sum of every epoch in the trace:
 
 * ``carbon_callbacks``: :func:`carbon_callbacks.core.predict.predict_run` (measured so far +
-  the rest forecast per epoch type, with a 90 % interval; coverage = the actual total inside it);
+  the rest forecast per epoch type, with a 90 % interval; coverage = the share of cases whose
+  actual total lies inside it; width = ``(high - low) / actual``, reported as a median);
 * ``carbontracker``: the mean of the n monitored epochs times the epoch count (its
   ``predictor.py``, as described in ``../shared/notes/carbontracker.md`` (c)); no interval.
 
@@ -172,6 +173,8 @@ def evaluate(trace: dict[str, Any], after: list[int]) -> list[dict[str, Any]]:
                     "high_kwh": pred.energy_kwh_high,
                     "error": abs(pred.energy_kwh - actual) / actual,
                     "covered": pred.energy_kwh_low <= actual <= pred.energy_kwh_high,
+                    # interval width relative to the actual total
+                    "width": (pred.energy_kwh_high - pred.energy_kwh_low) / actual,
                     "duration_error": abs(pred.duration_s - actual_s) / actual_s,
                     "duration_covered": pred.duration_s_low <= actual_s <= pred.duration_s_high,
                     "method": pred.method,
@@ -202,6 +205,7 @@ def summarise(
                 "median_error": statistics.median(r["error"] for r in ours) if ours else None,
                 "max_error": max(r["error"] for r in ours) if ours else None,
                 "coverage": sum(r["covered"] for r in ours) / len(ours) if ours else None,
+                "median_width": statistics.median(r["width"] for r in ours) if ours else None,
                 "carbontracker_median_error": statistics.median(
                     r["carbontracker_error"] for r in sel
                 ),
@@ -225,21 +229,23 @@ def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
     """The tables for docs/benchmarks.md."""
     lines = [
         "| after epochs | cases | energy: median error (this) | max error (this) "
-        "| interval coverage | median error (carbontracker) | max error (carbontracker) "
-        "| duration: median error (this) | interval coverage |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| interval coverage | median interval width | median error (carbontracker) "
+        "| max error (carbontracker) | duration: median error (this) | interval coverage |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         lines.append(
             f"| {s['after']} | {s['cases']} | {_pct(s['median_error'])} | {_pct(s['max_error'])} "
-            f"| {_pct(s['coverage'])} | {_pct(s['carbontracker_median_error'])} "
+            f"| {_pct(s['coverage'])} | {_pct(s['median_width'])} "
+            f"| {_pct(s['carbontracker_median_error'])} "
             f"| {_pct(s['carbontracker_max_error'])} | {_pct(s['duration_median_error'])} "
             f"| {_pct(s['duration_coverage'])} |"
         )
     lines += [
         "",
-        "| trace | after | actual kWh | this: predicted [interval] | error | carbontracker error |",
-        "|---|---|---|---|---|---|",
+        "| trace | after | actual kWh | this: predicted [interval] | error | width "
+        "| carbontracker error |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ours = (
@@ -250,7 +256,8 @@ def markdown(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
         )
         lines.append(
             f"| {r['trace']} | {r['after']} | {r['actual_kwh']:.3g} | {ours} "
-            f"| {_pct(r.get('error'))} | {_pct(r['carbontracker_error'])} |"
+            f"| {_pct(r.get('error'))} | {_pct(r.get('width'))} "
+            f"| {_pct(r['carbontracker_error'])} |"
         )
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ from power_traces import ConstantCounterSensor, TracePowerSensor
 
 from carbon_callbacks.core.events import CarbonCallbacksWarning, EventLog
 from carbon_callbacks.core.meter import Meter
+from carbon_callbacks.core.sensors.cpu_model import CpuModelSensor
 
 
 def _meter(sensors, interval_s=0.02):
@@ -160,3 +161,48 @@ def test_counters_are_read_every_interval_and_bridged_by_fast_power_samples():
     assert len(power_reads) >= 8  # fast power samples carried the energy meanwhile
     m = meter.measure(start, end)
     assert m.energy_j["gpu:0"] == pytest.approx(250.0 * m.duration_s, rel=1e-3)
+
+
+class _TickedUtilisation:
+    """Like :class:`CpuUtilisation` on a busy machine (100 %) with a kernel tick of
+    ``tick_s``: a call within one tick of the previous one repeats the previous value; the
+    first call (after a wait on an idle thread, before the training starts) says 0 %."""
+
+    def __init__(self, tick_s: float = 0.01) -> None:
+        self.tick_s = tick_s
+        self.last_t: float | None = None
+        self.last_value = 0.0
+
+    def __call__(self) -> float:
+        now = time.monotonic()
+        if self.last_t is not None and now - self.last_t >= self.tick_s:
+            self.last_value = 1.0
+            self.last_t = now
+        elif self.last_t is None:
+            self.last_t = now
+        return self.last_value
+
+
+def _mean_since_last_read_sensor() -> CpuModelSensor:
+    return CpuModelSensor(
+        model_name="AMD EPYC 7763", utilisation_fn=_TickedUtilisation(), packages=1
+    )
+
+
+@pytest.mark.parametrize("interval_s", [10.0, 0.05])  # epoch before / after the thread's read
+def test_mean_since_last_read_sensor_counts_the_first_epoch_in_full(interval_s):
+    """A utilisation model's first reading covers the time before the start, and a reading
+    within a tick of it repeats it: neither is the power of the first epoch (epoch 0 came out
+    at 0-10 W of 16 W, and epoch 1 at up to twice its power)."""
+    sensor = _mean_since_last_read_sensor()
+    meter = _meter([sensor], interval_s=interval_s)
+    meter.start()
+    epoch_start = meter.mark()  # the first epoch starts right after the tracker
+    time.sleep(0.2)
+    first = meter.mark()
+    time.sleep(0.2)
+    second = meter.mark()
+    meter.stop()
+    for a, b in ((epoch_start, first), (first, second)):
+        m = meter.measure(a, b)
+        assert m.energy_j["cpu:model"] == pytest.approx(sensor.tdp_w * m.duration_s, rel=0.02)

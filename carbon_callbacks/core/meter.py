@@ -1,17 +1,21 @@
 """Background sampling and marks: cumulative joules per sensor, at any instant, cheaply.
 
 One daemon thread reads every sensor each ``interval_s`` seconds: counters (NVML total energy,
-RAPL) are read as they are, power sensors are integrated by the trapezoid rule. NVML's stepping
-energy counter has its own cadence, mid-way between its ~100 ms steps: once per step while
-epochs are short, about ten times per epoch for longer ones (:meth:`Meter.hint_epoch_s`).
-Sensors whose power costs microseconds to read (NVML) are also read every
-``power_interval_s`` (0.1 s): for sampled GPUs that is the integration grid, and for counters
-it carries the energy from the last counter read (which re-anchors it) to the present. A
-*mark* (:meth:`Meter.mark`), taken from a training hook, does no slow I/O: it timestamps the
-instant and bridges each sensor's last sample to it with the trapezoid of the last sampled
-power and, where the sensor can read power in microseconds (NVML), the power read at the mark.
-Reading NVML's energy counter costs milliseconds (see docs/benchmarks.md), which is why it is
-left to the thread. The difference of two marks is a :class:`Measurement`.
+One daemon thread reads every sensor each ``interval_s`` seconds: counters (NVML total energy,
+RAPL) are read as they are, power sensors are integrated by the trapezoid rule (sensors whose
+reading is the mean since their previous read, such as the CPU model's utilisation, by
+rectangles over the interval each reading covers; their first reading, which covers the time
+before the start, is only a reference). NVML's stepping energy counter has its own cadence,
+mid-way between its ~100 ms steps: once per step while epochs are short, about ten times per
+epoch for longer ones (:meth:`Meter.hint_epoch_s`). Sensors whose power costs microseconds to
+read (NVML) are also read every ``power_interval_s`` (0.1 s): for sampled GPUs that is the
+integration grid, and for counters it carries the energy from the last counter read (which
+re-anchors it) to the present. A *mark* (:meth:`Meter.mark`), taken from a training hook, does
+no slow I/O: it timestamps the instant and bridges each sensor's last sample to it with the
+trapezoid of the last sampled power and, where the sensor can read power in microseconds
+(NVML), the power read at the mark. Reading NVML's energy counter costs milliseconds (see
+docs/benchmarks.md), which is why it is left to the thread. The difference of two marks is a
+:class:`Measurement`.
 
 The meter keeps a fixed amount of state per sensor, whatever the length of the run. When a
 sensor fails, the failure is recorded once, the sensor's :meth:`~Sensor.fallback` takes over
@@ -43,6 +47,10 @@ COUNTER_MIN_INTERVAL_S = 0.1
 COUNTER_READS_PER_EPOCH = 10
 #: Shortest window (s) over which two counter reads give a power estimate for bridging marks.
 MIN_POWER_WINDOW_S = 0.01
+#: Shortest span (s) a mean-since-last-read power reading (utilisation models) must cover before
+#: a mark reads it for the first time: a few kernel clock ticks (1-10 ms), so that it measures the
+#: training, not the instant after the previous reading.
+MIN_MEAN_WINDOW_S = 0.05
 #: Method-history entries kept per sensor (fallback chains are at most a few steps long).
 _MAX_METHOD_HISTORY = 8
 
@@ -374,7 +382,9 @@ class Meter:
         if sensor.is_counter:
             state.offset_j -= value  # so that offset + counter starts at the energy so far
             state.energy_j = state.offset_j + value
-        state.last_power_w = power_w
+        # a mean since the previous read (utilisation models) describes the time before the
+        # meter started: it only sets the sensor's reference; the next read covers from here
+        state.last_power_w = None if _interval_mean(sensor) else power_w
 
     def _sample(self, state: _State) -> None:
         sensor = state.sensor
@@ -404,6 +414,10 @@ class Meter:
                     else:  # too short a window to tell the power: keep the last estimate
                         power_w = state.last_power_w
                 state.energy_j = new_energy
+            elif _interval_mean(sensor):
+                # the reading is the mean power since the previous read: a rectangle
+                t = t_after
+                state.energy_j += value * max(0.0, t - state.last_t)
             else:
                 t = t_after
                 previous = state.last_power_w if state.last_power_w is not None else value
@@ -480,7 +494,13 @@ class Meter:
             self._fail(state, exc2)
             return
         gap_s = max(0.0, t - state.last_t)
-        if previous_power_w is not None and power_w is not None:
+        if _interval_mean(replacement):
+            # its first reading covers the time since it was built: only a reference; the gap
+            # is bridged at the last good power
+            power_w = None
+            if previous_power_w is not None:
+                state.energy_j += previous_power_w * gap_s
+        elif previous_power_w is not None and power_w is not None:
             # the gap since the last good sample, bridged by the trapezoid of the two powers
             state.energy_j += 0.5 * (previous_power_w + power_w) * gap_s
         if replacement.is_counter and value is not None:
@@ -493,11 +513,16 @@ class Meter:
         """Cumulative joules of every sensor now, without slow I/O."""
         for state in list(self._states.values()):
             sensor = state.sensor
-            if state.lost_at_unix_s is None and state.last_power_w is None and sensor.is_counter:
-                # No power to bridge with yet (a counter without cheap power, before the thread's
-                # second read): read the counter itself, once per mark, only in that first
-                # interval. Bridging nothing would date all energy so far at the next sample.
-                self._sample(state)
+            if state.lost_at_unix_s is None and state.last_power_w is None:
+                # No power to bridge with yet (a counter without cheap power, or a mean-since-
+                # last-read model, before the thread's second read): read the sensor itself, once
+                # per mark, only in that first interval. Bridging nothing would date all energy
+                # so far at the next sample. A mean-since-last-read reading is taken once it
+                # covers a few clock ticks (before that it would repeat the previous reading).
+                if sensor.is_counter or (
+                    _interval_mean(sensor) and time.monotonic() - state.last_t >= MIN_MEAN_WINDOW_S
+                ):
+                    self._sample(state)
         t = time.monotonic()
         t_unix = time.time()
         powers_now: dict[str, float] = {}
@@ -560,6 +585,11 @@ class Meter:
 
 _LIVE_METERS: weakref.WeakSet[Meter] = weakref.WeakSet()
 _ATEXIT_REGISTERED = False
+
+
+def _interval_mean(sensor: Sensor) -> bool:
+    """True for a power sensor whose reading is the mean since its previous read."""
+    return not sensor.is_counter and bool(getattr(sensor, "power_is_interval_mean", False))
 
 
 def _register_atexit(meter: Meter) -> None:

@@ -4,11 +4,13 @@ The forecast is *measured so far + a forecast of the rest*, remade after every e
 is split into parts that are forecast separately and added up:
 
 * the **base** of each remaining epoch (the epoch minus the named phases measured inside it,
-  e.g. ``"validation"``): the mean of the steady epochs measured so far;
-* each **phase** (validation every k epochs, synthesis every m epochs...): its mean cost per
-  occurrence times the occurrences still to come, read from the pattern seen so far (every
-  epoch; every p-th epoch with offset o; or a plain rate when irregular). Without phase records,
-  epochs that stand out by the same amount at a regular spacing are detected as periodic work.
+  e.g. ``"validation"``): the level of the steady epochs measured so far (their mean when they
+  show no drift; weighted towards the recent ones when they do, see *Interval*);
+* each **phase** (validation every k epochs, synthesis every m epochs...): its cost per
+  occurrence (its level, likewise) times the occurrences still to come, read from the pattern
+  seen so far (every epoch; every p-th epoch with offset o; or a plain rate when irregular).
+  Without phase records, epochs that stand out by the same amount at a regular spacing are
+  detected as periodic work.
 
 *Warm-up*: the first epoch (CUDA context, compilation, cache filling, cudnn autotuning) is left
 out of every per-epoch estimate once a later epoch exists, as are further leading epochs that
@@ -19,17 +21,28 @@ is made wide and lopsided (see :data:`FIRST_EPOCH_LOW`).
 the steps still to come. When both an epoch count and a step count are known, the one that ends
 the run first is used.
 
-*Interval* (nominal :data:`NOMINAL_COVERAGE`): for each part, a Student-t prediction interval of
-the sum of the remaining values, ``t * s * sqrt(R^2/m + R)`` (uncertainty of the mean from m
-values plus the spread of R future values), where the spread ``s`` is pooled with a prior
-relative spread (:data:`PRIOR_REL_SD`, weight :data:`PRIOR_DF`) so that two look-alike epochs do
-not give a falsely narrow interval, plus an allowance for slow drift (:data:`DRIFT_REL` of the
-remainder). The parts' half-widths add in quadrature. CO2eq bounds are the energy bounds times
-the intensity applied to the remainder (the forecast over the predicted span when the intensity
-source has one): the intensity's own uncertainty is not in the interval.
+*Interval* (nominal :data:`NOMINAL_COVERAGE`): each part's values (per epoch, per step or per
+phase run) are taken as a *local level* plus noise: ``value_t = level_t + noise_t``, where the
+level may wander as a random walk, ``level_t = level_(t-1) + step_t``, with
+``var(step) = q var(noise)``. The noise variance has a prior of :data:`PRIOR_REL_SD` of the mean
+(weight :data:`PRIOR_DF`), so that two look-alike epochs do not give a falsely narrow interval;
+the drift-to-noise ratio ``q`` is averaged over a grid (:data:`DRIFT_Q_GRID`, ``q = 0``: no
+drift) with its posterior weight, from a prior around :data:`DRIFT_PRIOR_Q` (a level step of a
+tenth of the noise per epoch, within a decade in ``q``) and the likelihood of the values seen
+(Kalman filter). For each ``q`` the sum of the R values to come has the variance
+``s^2 (R^2 P + R + q R (R + 1) (2R + 1) / 6)``: the level's uncertainty (P, about 1/m from m
+values without drift) times R^2, the noise of R values, and the level's wander, which grows
+with the horizon. The interval is the central part of that mixture (normal), widened by
+``t / z`` for the noise variance's degrees of freedom. The parts' half-widths add in quadrature.
+CO2eq bounds are the energy bounds times the intensity applied to the remainder (the forecast
+over the predicted span when the intensity source has one): the intensity's own uncertainty is
+not in the interval. Changes that nothing before them announces (another job arriving, a
+change of the work itself) are outside the model; so are measurement errors that repeat epoch
+after epoch.
 
-The constants were set from first principles and checked, not fitted, on the recorded traces
-of ``bench/predict_accuracy.py`` (``docs/benchmarks.md``, "Prediction accuracy").
+The constants were set from first principles and checked on synthetic runs with known
+generating processes (``bench/predict_calibration.py``), not fitted to the recorded traces of
+``bench/predict_accuracy.py`` (``docs/benchmarks.md``, "Prediction accuracy").
 """
 
 from __future__ import annotations
@@ -42,14 +55,17 @@ from typing import Any
 
 #: Nominal coverage of the interval (central: 5 % below, 5 % above).
 NOMINAL_COVERAGE = 0.90
-#: Prior relative standard deviation of one epoch (or one phase run) around the steady mean.
+#: Prior relative standard deviation of one epoch (or one phase run) around its level.
 PRIOR_REL_SD = 0.05
 #: Weight of that prior, in pseudo-degrees of freedom pooled with the observed spread.
 PRIOR_DF = 2.0
-#: Relative allowance for slow drift of the per-epoch cost over the rest of the run.
-DRIFT_REL = 0.02
-#: Largest lag-1 autocorrelation used to widen the interval for runs of similar epochs.
-MAX_PHI = 0.8
+#: Prior centre of the drift-to-noise variance ratio ``q``: the level's random-walk step per
+#: epoch has a standard deviation of ``sqrt(q)`` x the epoch-to-epoch noise (0.01: a tenth).
+DRIFT_PRIOR_Q = 0.01
+#: Spread of that prior: standard deviation of ``log10(q)``, in decades.
+DRIFT_PRIOR_DECADES = 1.0
+#: The ratios ``q`` the forecast averages over (0 = no drift; then 1e-4 to 1, half-decade steps).
+DRIFT_Q_GRID: tuple[float, ...] = (0.0,) + tuple(10 ** (k / 2) for k in range(-8, 1))
 #: With only the first (possibly warm-up) epoch measured, the remainder's interval is
 #: ``[FIRST_EPOCH_LOW, FIRST_EPOCH_HIGH]`` times that epoch's cost per remaining epoch: a
 #: warm-up epoch can be twice as slow as the steady ones, and rarely much cheaper.
@@ -202,53 +218,106 @@ def _steady_start(series: Sequence[Sequence[float]]) -> int:
     return start
 
 
-@dataclass(frozen=True)
-class _Estimate:
-    """Per-unit estimate of one series: mean, pooled spread, degrees of freedom, and the
-    variance inflation for correlated neighbours ((1 + phi) / (1 - phi), AR(1))."""
+def _local_level_filter(values: Sequence[float], q: float) -> tuple[float, float, float, float]:
+    """Kalman filter of the local-level model with drift-to-noise ratio ``q``, diffuse start.
 
-    mean: float
-    sd: float
-    df: float
-    m: int
-    first_only: bool
-    inflation: float = 1.0
-
-
-def _lag1(values: Sequence[float]) -> float:
-    """Lag-1 autocorrelation of ``values``, clamped to [0, MAX_PHI] (0 with fewer than 5)."""
-    if len(values) < 5:
-        return 0.0
-    mean = statistics.fmean(values)
-    dev = [v - mean for v in values]
-    denom = math.fsum(d * d for d in dev)
-    if denom <= 0:
-        return 0.0
-    r1 = math.fsum(a * b for a, b in zip(dev, dev[1:], strict=False)) / denom
-    return min(MAX_PHI, max(0.0, r1))
+    Model: ``value_t = level_t + noise_t``, ``level_t = level_(t-1) + step_t``, noise with
+    variance ``sigma^2``, steps with ``q sigma^2``. Returns (the level after the last value, its
+    variance / sigma^2, the sum of squared innovations / their variance / sigma^2 (``sum
+    v^2/F``), the sum of ``log F``); the last two give the likelihood of ``q``.
+    """
+    level, p = values[0], 1.0
+    rss = log_f = 0.0
+    for value in values[1:]:
+        p_pred = p + q
+        f = p_pred + 1.0
+        innovation = value - level
+        rss += innovation * innovation / f
+        log_f += math.log(f)
+        level += p_pred / f * innovation
+        p = p_pred / f
+    return level, p, rss, log_f
 
 
-def _estimate(values: Sequence[float], first_only: bool) -> _Estimate:
-    m = len(values)
-    mean = statistics.fmean(values)
-    observed_var = statistics.variance(values) if m >= 2 else 0.0
-    prior_var = (PRIOR_REL_SD * abs(mean)) ** 2
-    df = PRIOR_DF + m - 1
-    pooled = (PRIOR_DF * prior_var + (m - 1) * observed_var) / df
-    phi = _lag1(values)
-    return _Estimate(mean, math.sqrt(pooled), df, m, first_only, (1 + phi) / (1 - phi))
+def _sum_forecast(
+    values: Sequence[float],
+    count: float,
+    *,
+    units_per_value: float = 1.0,
+    drift_prior_q: float = DRIFT_PRIOR_Q,
+) -> tuple[float, float, float]:
+    """(central, low half-width, high half-width) of the sum of ``count`` future units.
 
-
-def _sum_interval(est: _Estimate, count: float) -> tuple[float, float, float]:
-    """(central, low half-width, high half-width) of the sum of ``count`` future values."""
+    ``values`` are the costs measured so far (oldest first), each standing for
+    ``units_per_value`` units (1 for epochs or phase runs; steps per epoch when the values are
+    per-step costs averaged over an epoch). The values follow a local-level model (see
+    :func:`_local_level_filter`) with the noise variance's prior ``PRIOR_REL_SD`` of the mean
+    (weight ``PRIOR_DF``) and the drift-to-noise ratio ``q`` averaged over
+    :data:`DRIFT_Q_GRID` with its posterior weight (prior: normal in ``log10 q`` around
+    ``drift_prior_q``, sd :data:`DRIFT_PRIOR_DECADES`; ``q = 0`` weighted as the centre). For each
+    ``q`` the sum of ``R`` future values has mean ``R x level`` and variance
+    ``s^2 (R^2 P + R + q R (R + 1) (2R + 1) / 6)``: the level's uncertainty, the future values'
+    noise and the level's future wander. The interval is the normal mixture's central
+    :data:`NOMINAL_COVERAGE` interval, widened by ``t / z`` for the noise variance's
+    degrees of freedom.
+    """
     if count <= 0:
         return 0.0, 0.0, 0.0
-    central = count * est.mean
-    if est.first_only:
-        return central, central * (1 - FIRST_EPOCH_LOW), central * (FIRST_EPOCH_HIGH - 1)
-    var = est.inflation * est.sd**2 * (count**2 / est.m + count) + (DRIFT_REL * central) ** 2
-    half = t_quantile(0.5 + NOMINAL_COVERAGE / 2, est.df) * math.sqrt(var)
-    return central, half, half
+    r = count / units_per_value  # future values' worth
+    m = len(values)
+    scale = abs(statistics.fmean(values))
+    prior_ss = PRIOR_DF * (PRIOR_REL_SD * scale) ** 2
+    nu = PRIOR_DF + m - 1
+    log_weights, centres, sds = [], [], []
+    for q in DRIFT_Q_GRID:
+        level, p, rss, log_f = _local_level_filter(values, q)
+        ss = prior_ss + rss
+        if ss <= 0:  # every value 0: nothing to spread
+            return count * level, 0.0, 0.0
+        log_prior = (
+            -0.5 * (math.log10(q / drift_prior_q) / DRIFT_PRIOR_DECADES) ** 2 if q > 0 else 0.0
+        )
+        log_weights.append(log_prior - 0.5 * log_f - 0.5 * nu * math.log(ss))
+        s2 = ss / nu
+        var = s2 * (r * r * p + r + q * r * (r + 1) * (2 * r + 1) / 6)
+        centres.append(r * level)
+        sds.append(math.sqrt(var))
+    top = max(log_weights)
+    weights = [math.exp(w - top) for w in log_weights]
+    total = math.fsum(weights)
+    weights = [w / total for w in weights]
+    centre = math.fsum(w * c for w, c in zip(weights, centres, strict=True))
+    tail = (1 - NOMINAL_COVERAGE) / 2
+    z = statistics.NormalDist().inv_cdf(1 - tail)
+    widen = t_quantile(1 - tail, nu) / z
+
+    def cdf(x: float) -> float:
+        return math.fsum(
+            w * 0.5 * math.erfc((c - x) / (sd * math.sqrt(2)))
+            for w, c, sd in zip(weights, centres, sds, strict=True)
+        )
+
+    bounds = []
+    for target in (tail, 1 - tail):
+        lo = min(c - 3 * z * sd for c, sd in zip(centres, sds, strict=True))
+        hi = max(c + 3 * z * sd for c, sd in zip(centres, sds, strict=True))
+        for _ in range(50):
+            mid = 0.5 * (lo + hi)
+            if cdf(mid) < target:
+                lo = mid
+            else:
+                hi = mid
+        bounds.append(0.5 * (lo + hi))
+    low_half = widen * max(0.0, centre - bounds[0])
+    high_half = widen * max(0.0, bounds[1] - centre)
+    return units_per_value * centre, units_per_value * low_half, units_per_value * high_half
+
+
+def _first_epoch_interval(first: float, count: float) -> tuple[float, float, float]:
+    """(central, low half-width, high half-width) from the first epoch alone (see
+    :data:`FIRST_EPOCH_LOW`)."""
+    central = count * first
+    return central, central * (1 - FIRST_EPOCH_LOW), central * (FIRST_EPOCH_HIGH - 1)
 
 
 # -- the parts of an epoch -----------------------------------------------------------------------
@@ -259,8 +328,13 @@ class _Part:
     name: str
     durations: list[float]
     energies: list[float]
-    count: float  # occurrences still to come
+    count: float  # occurrences (epochs, steps or phase runs) still to come
     how: str
+    #: occurrences each value stands for (steps per epoch for per-step costs, else 1)
+    units_per_value: float = 1.0
+    #: epochs between two values (the drift prior is per epoch; a phase every p epochs
+    #: drifts p times as much, in variance, from one run to the next)
+    epochs_per_value: float = 1.0
 
 
 def _schedule(occ_epochs: list[int], observed: range, remaining: range) -> tuple[float, str] | None:
@@ -398,6 +472,7 @@ def predict_run(
                     [max(0.0, k - mean_kwh) for _, k in extra],
                     float(count),
                     f"every {int(period)} epochs",
+                    epochs_per_value=period,
                 )
             )
             s_vals = [s_vals[k] for k in rest]
@@ -421,6 +496,7 @@ def predict_run(
             [k / st for _, k, st in pairs],
             left_steps or 0.0,
             "per step",
+            units_per_value=float(steps_per_epoch),  # type: ignore[arg-type]
         )
         parts.insert(0, base)
         steps_seen = sum(steps) or 1
@@ -433,6 +509,7 @@ def predict_run(
                     [p.energy_kwh for p in occ],
                     len(occ) / steps_seen * (left_steps or 0.0),
                     f"{len(occ) / steps_seen:.2g} per step",
+                    epochs_per_value=n / len(occ),
                 )
             )
         remaining_epochs = (left_steps or 0.0) / steps_per_epoch  # type: ignore[operator]
@@ -449,7 +526,14 @@ def predict_run(
                 continue
             count, how = sched
             parts.append(
-                _Part(name, [p.duration_s for p in occ], [p.energy_kwh for p in occ], count, how)
+                _Part(
+                    name,
+                    [p.duration_s for p in occ],
+                    [p.energy_kwh for p in occ],
+                    count,
+                    how,
+                    epochs_per_value=n / len(occ),
+                )
             )
         remaining_epochs = float(left_epochs or 0)
 
@@ -466,21 +550,32 @@ def predict_run(
             p_start = _steady_start([part.durations, part.energies])
         p_first_only = part.name == "base" and first_only
         for key, values in (("s", part.durations[p_start:]), ("kwh", part.energies[p_start:])):
-            central, lo, hi = _sum_interval(_estimate(values, p_first_only), part.count)
+            if p_first_only:
+                central, lo, hi = _first_epoch_interval(values[0], part.count)
+            else:
+                central, lo, hi = _sum_forecast(
+                    values,
+                    part.count,
+                    units_per_value=part.units_per_value,
+                    drift_prior_q=DRIFT_PRIOR_Q * part.epochs_per_value,
+                )
             totals[key][0] += central
             totals[key][1] += lo**2
             totals[key][2] += hi**2
         if part.name != "base":
             described.append(
-                f"{part.name}: {part.how}, {part.count:g} to come x mean of "
+                f"{part.name}: {part.how}, {part.count:g} to come x level of "
                 f"{len(part.energies) - p_start}"
             )
     unit = "step" if by_steps else "epoch"
     left = left_steps if by_steps else left_epochs
-    base_from = "the first epoch only" if first_only else f"{len(k_vals)} steady epoch(s)"
+    base_from = (
+        f"per-{unit} cost of the first epoch only"
+        if first_only
+        else f"per-{unit} level of {len(k_vals)} steady epoch(s) (local-level model)"
+    )
     method = (
-        f"measured {n} epoch(s) + {left:g} remaining {unit}(s) x mean per-{unit} cost of "
-        f"{base_from}"
+        f"measured {n} epoch(s) + {left:g} remaining {unit}(s) x {base_from}"
         + "".join(f"; {d}" for d in notes + described)
         + f"; {round(100 * NOMINAL_COVERAGE)}% interval"
     )

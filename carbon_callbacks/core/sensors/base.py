@@ -70,6 +70,11 @@ class Sensor(ABC):
     is_counter: bool = False
     #: True when :meth:`read_power_w` costs microseconds and may be called from a training hook.
     cheap_power: bool = False
+    #: True when :meth:`read_power_w` returns the mean power since its previous read (a model
+    #: over utilisation since the last call), not the power at the instant. The meter then
+    #: integrates each reading over the interval it covers, and discards the first reading
+    #: (it covers the time before the meter started).
+    power_is_interval_mean: bool = False
 
     def read_energy_j(self) -> float:
         """Cumulative energy in joules since the sensor was opened (counters only)."""

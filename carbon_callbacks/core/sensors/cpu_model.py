@@ -258,6 +258,7 @@ class CpuModelSensor(Sensor):
     """
 
     cheap_power = False
+    power_is_interval_mean = True  # utilisation since the previous read
 
     def __init__(
         self,
