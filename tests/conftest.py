@@ -1,8 +1,14 @@
-"""Shared test set-up: the tests folder is importable (helpers such as power_traces)."""
+"""Shared test set-up: the tests folder is importable (helpers such as power_traces), and
+W&B writes its offline files to a temporary folder, never into the checkout (a framework that
+reports to W&B without a ``dir`` would otherwise create ``./wandb``)."""
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("WANDB_DIR", tempfile.mkdtemp(prefix="carbon_callbacks_wandb_"))
+os.environ.setdefault("WANDB_MODE", "offline")
