@@ -6,6 +6,11 @@ The launching process (rank 0) starts one counter poller per GPU (``bench/counte
 separate processes), Lightning starts rank 1. After the fit, rank 0 compares the GPU energy of
 each epoch in the run log (the sum of both ranks' GPUs) with the pollers' energy of both GPUs
 over the same windows, and checks the header: two distinct GPUs, one CPU/DRAM measurer.
+
+Each rank measures its GPU over its *own* epoch edges, which differ from rank 0's by the time
+the ranks take to reach the same hook. So each rank also records its edges (right around the
+tracker's marks) and rank 0 compares each rank's GPU with its own GPU's counter over that
+rank's own windows (``per_rank``); ``own_windows_run_ratio`` sums both.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from typing import Any
 
 import lightning.pytorch as pl
@@ -41,6 +47,61 @@ class Seg(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
+class Edges(pl.Callback):
+    """Records this rank's epoch edges (unix s) next to the tracker's marks, then writes them.
+
+    Placed after the carbon callback for the start edge and before it for the end edge, so that
+    neither edge includes the tracker's collective at the epoch's end.
+    """
+
+    def __init__(self, path: str, which: str, shared: dict[str, list[float]]) -> None:
+        self.path, self.which, self.shared = path, which, shared
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.which == "start":
+            self.shared["start"].append(time.time())
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.which == "end":
+            self.shared["end"].append(time.time())
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.which == "end":
+            with open(self.path + ".tmp", "w") as fh:
+                json.dump(self.shared, fh)
+            os.replace(self.path + ".tmp", self.path)
+
+
+def _own_windows(steps: list, log: Any, folder: str) -> dict[str, Any]:
+    """Each rank's GPU energy against its own GPU's counter over its own epoch edges."""
+    out: dict[str, Any] = {}
+    tracked_all = ref_all = 0.0
+    for rank in range(2):
+        path = os.path.join(folder, f"edges_rank{rank}.json")
+        deadline = time.time() + 60
+        while not os.path.exists(path) and time.time() < deadline:
+            time.sleep(0.5)
+        with open(path) as fh:
+            edges = json.load(fh)
+        tracked = [
+            sum(v for k, v in e["energy_j"].items() if k.startswith(f"rank{rank}/gpu:"))
+            for e in log.epochs
+        ]
+        windows = list(zip(edges["start"], edges["end"], strict=True))
+        ref = [window_j([steps[rank]], a, b) for a, b in windows]
+        n = min(len(tracked), len(ref))
+        ratios = [t / r for t, r in zip(tracked[:n], ref[:n], strict=True)]
+        out[f"rank{rank}"] = {
+            "run_ratio": sum(tracked[:n]) / sum(ref[:n]),
+            "per_epoch_ratios": ratios,
+            "epoch_s": [b - a for a, b in windows],
+        }
+        tracked_all += sum(tracked[:n])
+        ref_all += sum(ref[:n])
+    out["own_windows_run_ratio"] = tracked_all / ref_all
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="ddp_proof.json")
@@ -56,6 +117,12 @@ def main() -> int:
     data = torch.utils.data.TensorDataset(x, (x > 0.5).float())
     loader = torch.utils.data.DataLoader(data, batch_size=32, num_workers=2)
     callback = CarbonCallback(log_dir=args.log_dir, verbose=1, zone="DE")
+    rank = int(os.environ.get("LOCAL_RANK", "0"))
+    edges_path = os.path.join(args.log_dir, f"edges_rank{rank}.json")
+    if os.path.exists(edges_path):
+        os.remove(edges_path)
+    shared: dict[str, list[float]] = {"start": [], "end": []}
+    edge_end, edge_start = Edges(edges_path, "end", shared), Edges(edges_path, "start", shared)
     trainer = pl.Trainer(
         max_epochs=args.epochs,
         accelerator="gpu",
@@ -65,7 +132,7 @@ def main() -> int:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[callback],
+        callbacks=[edge_end, callback, edge_start],
     )
     trainer.fit(Seg(), loader)
     if not trainer.is_global_zero:
@@ -91,11 +158,14 @@ def main() -> int:
         / sum(r["reference_j"] for r in rows[1:]),
         "per_epoch_median": statistics.median(ratios),
         "events": [ev["kind"] for ev in log.events],
+        "per_rank": _own_windows(steps, log, args.log_dir),
     }
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=1)
     print(json.dumps({k: v for k, v in result.items() if k != "epochs"}, indent=1))
     print("per-epoch ratios:", [round(r, 4) for r in ratios])
+    print("own windows:", {k: (v if isinstance(v, float) else round(v["run_ratio"], 5))
+                           for k, v in result["per_rank"].items()})  # fmt: skip
     return 0
 
 
