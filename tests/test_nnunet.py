@@ -387,6 +387,48 @@ def test_reduction_over_two_real_ranks_sums_energy_and_agrees_on_stop(tmp_path):
     assert s2["energy_kwh"] == pytest.approx(0.030) and stop2 is False
 
 
+def test_budget_over_two_real_ranks_is_decided_on_the_whole_run(tmp_path):
+    """Each rank's share of the energy stays under the budget; the sum of the ranks does not,
+    so both ranks stop at the same epoch and rank 0 says so with the whole run's figure."""
+    pytest.importorskip("torch")
+    import nnunet_ddp_worker as worker
+    import torch.multiprocessing as mp
+
+    mp.spawn(
+        worker.run_budget_rank,
+        args=(2, str(tmp_path / "store"), str(tmp_path)),
+        nprocs=2,
+        join=True,
+    )
+    ranks = [json.loads((tmp_path / f"budget_rank{r}.json").read_text()) for r in (0, 1)]
+    whole_plan = worker.KWH_PER_EPOCH * worker.BUDGET_EPOCHS
+    for policy, expected_epochs, figure in (
+        ("stop-when-spent", 3, "spent: 0.6 kWh measured so far"),
+        ("stop-when-predicted-over", 2, "the whole run is predicted at 0.8 kWh"),
+    ):
+        zero, one = ranks[0][policy], ranks[1][policy]
+        assert worker.BUDGETS[policy] > whole_plan  # no rank's own share ever reaches it
+        assert zero["epochs"] == one["epochs"] == expected_epochs, policy
+        own = worker.KWH_PER_EPOCH * expected_epochs  # measured exactly, on each rank
+        assert zero["own_kwh"] == pytest.approx(own) and one["own_kwh"] == pytest.approx(own)
+        assert zero["should_stop"] and one["should_stop"]
+        assert figure in zero["stop_reason"] and zero["stop_reason"] == one["stop_reason"]
+        said = [line for line in zero["lines"] if "stopping after epoch" in line]
+        assert len(said) == 1 and f"epoch {expected_epochs - 1}:" in said[0]
+        assert figure in said[0] and "summed over 2 ranks" in said[0]
+        assert not one["lines"]  # only rank 0 writes nnU-Net's training log
+        log = next((tmp_path / policy).glob("*.jsonl"))
+        budget = [r for r in map(json.loads, log.read_text().splitlines()) if r["type"] == "budget"]
+        stops = [r for r in budget if r["action"] == "stop"]
+        assert len(stops) == 1 and stops[0]["epoch"] == expected_epochs - 1
+        assert stops[0]["spent"] == pytest.approx(worker.KWH_PER_EPOCH * 2 * expected_epochs)
+    # rank 1 alone holds the budget: it decides on the sum, and rank 0 stops with it
+    zero, one = ranks[0][worker.RANK1_ONLY], ranks[1][worker.RANK1_ONLY]
+    assert zero["epochs"] == one["epochs"] == 3
+    assert not zero["should_stop"] and "spent: 0.6 kWh" in one["stop_reason"]
+    assert any("stopping after epoch 2: budget reached" in line for line in zero["lines"])
+
+
 def test_settings_per_rank():
     import types
 

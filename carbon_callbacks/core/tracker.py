@@ -177,6 +177,10 @@ class CarbonTracker:
             config.budget_policy,
         )
         self._budget_said: set[tuple[str, str, str]] = set()
+        #: Whether the budget is checked after each epoch on this tracker's own figures. An
+        #: integration that combines the ranks' figures itself (nnU-Net under DDP) sets it False
+        #: and passes the decisions taken on the combined figures to :meth:`apply_budget`.
+        self.budget_on_own_figures = True
         self._confirm_asked = False
         self._no_prediction_noted = False
         self.last_metrics: dict[str, float] = {}
@@ -653,22 +657,32 @@ class CarbonTracker:
     # -- budgets ---------------------------------------------------------------------------------
     def _check_budget(self, epoch: int) -> None:
         """Apply the budget after an epoch: warn, or set ``should_stop`` with a reason."""
-        if self.budget is None:
+        if self.budget is None or not self.budget_on_own_figures:
             return
         spent = {
             "co2_g": self._offset["co2_g"] + self._co2_g,
             "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
             "duration_s": self._offset["duration_s"] + self._duration_s,
         }
-        for decision in check_budget(self.budget, spent, self.prediction):
-            key = (decision.action, decision.quantity, decision.trigger)
-            if key in self._budget_said or (decision.action == "stop" and self.should_stop):
-                continue
-            self._budget_said.add(key)
-            if decision.action == "stop":
-                self.should_stop = True
-                self.stop_reason = decision.reason
-            self._announce(decision, epoch)
+        self.apply_budget(check_budget(self.budget, spent, self.prediction), epoch)
+
+    def apply_budget(self, decisions: list[BudgetDecision], epoch: int) -> None:
+        """Act on budget decisions (:func:`~carbon_callbacks.core.budget.check_budget`'s).
+
+        Each new decision is announced once (run log, print, warning); the first stop sets
+        :attr:`should_stop` and :attr:`stop_reason`. Called after every epoch with this
+        tracker's own figures, or by an integration with figures it combined over ranks.
+        """
+        with self._lock:
+            for decision in decisions:
+                key = (decision.action, decision.quantity, decision.trigger)
+                if key in self._budget_said or (decision.action == "stop" and self.should_stop):
+                    continue
+                self._budget_said.add(key)
+                if decision.action == "stop":
+                    self.should_stop = True
+                    self.stop_reason = decision.reason
+                self._announce(decision, epoch)
 
     def _announce(self, decision: BudgetDecision, epoch: int) -> None:
         """Log a budget decision in the run log, print it and raise it as a warning."""

@@ -48,7 +48,11 @@ normal end. ``nnUNetv2_train`` then runs its final validation as usual.
 DDP (``-num_gpus`` > 1): every rank measures its own GPU (by UUID); rank 0 also measures CPU and
 DRAM (once per host) and writes the run log; the per-epoch energy, CO2 and power figures are
 summed over ranks with :func:`carbon_callbacks.core.distributed.sum_across_ranks` (a collective
-every rank calls) and logged on every rank, like nnU-Net's own gathered losses.
+every rank calls) and logged on every rank, like nnU-Net's own gathered losses. The budget is
+decided on the whole run, identically on every rank: the ranks' trackers do not check it on their
+own share; after each epoch every rank compares the limits with the summed totals (energy and CO2
+over ranks, rank 0's time) and the summed prediction (the ranks' predictions added up, bounds
+included; rank 0's duration), so a budget stop ends every rank at the same epoch.
 """
 
 from __future__ import annotations
@@ -67,7 +71,9 @@ from typing import Any
 
 from carbon_callbacks.core import distributed
 from carbon_callbacks.core import metrics as keys
+from carbon_callbacks.core.budget import Budget, check_budget
 from carbon_callbacks.core.config import CarbonConfig, ConfigError
+from carbon_callbacks.core.predict import Prediction
 from carbon_callbacks.core.report import fmt, format_duration
 from carbon_callbacks.core.tracker import CarbonTracker
 
@@ -109,6 +115,16 @@ _SUMMED_KEYS = (
     keys.PRED_CO2_G,
 )
 _STATE_SUMMED = ("energy_kwh", "co2_g")
+#: Prediction fields that add up over ranks, and those taken from rank 0 (time is shared).
+_PRED_SUMMED = (
+    "energy_kwh",
+    "energy_kwh_low",
+    "energy_kwh_high",
+    "co2_g",
+    "co2_g_low",
+    "co2_g_high",
+)
+_PRED_LEAD = ("duration_s", "duration_s_low", "duration_s_high")
 _ATTR = "_carbon"
 
 
@@ -208,6 +224,7 @@ class _Session:
     tracker: CarbonTracker | None
     rank: int = 0
     world_size: int = 1
+    budget: Budget | None = None  # under DDP: decided here on the whole run (see _whole_budget)
     registered: list[str] = field(default_factory=list)
     in_run_training: bool = False
     stop_requested: bool = False
@@ -286,11 +303,17 @@ def _attach(trainer: Any, settings: Mapping[str, Any]) -> None:
     world = distributed.world_size() if ddp else 1
     resolved = build_settings(trainer, settings, rank)
     tracker = None
+    budget = None
     if resolved is not None:
         config = CarbonConfig.from_kwargs(**resolved)
         factory = getattr(trainer, "make_carbon_tracker", None)
         tracker = factory(config) if callable(factory) else CarbonTracker(config=config)
-    session = _Session(tracker=tracker, rank=rank, world_size=world)
+        budget = tracker.budget
+    elif world > 1:  # a rank that measures nothing still takes part in the budget decision
+        budget = Budget.from_settings(settings, settings.get("budget_policy"))
+    if world > 1 and tracker is not None:
+        tracker.budget_on_own_figures = False  # its share is not the run: decided on the sum
+    session = _Session(tracker=tracker, rank=rank, world_size=world, budget=budget)
     trainer.__dict__[_ATTR] = session
     _register(trainer, session, (*keys.EPOCH_KEYS, STATE_KEY))
 
@@ -362,7 +385,9 @@ def _on_epoch_end(trainer: Any, original: Callable[[], Any]) -> None:
         metrics = tracker.epoch_end(steps=int(trainer.num_iterations_per_epoch))
         state = tracker.state_dict()
         stop = bool(tracker.should_stop)
-    metrics, state, stop = _reduce(session, metrics, state, stop)
+    metrics, state, stop, whole = _reduce(session, metrics, state, stop)
+    budget_reason = _whole_budget(session, whole, epoch)
+    stop = stop or budget_reason is not None
     try:
         _log_epoch(trainer, session, epoch, metrics, state)
         if session.logs:
@@ -376,7 +401,10 @@ def _on_epoch_end(trainer: Any, original: Callable[[], Any]) -> None:
         session.stop_requested = True
         session.stopped_by_budget = True
         if session.logs:
-            reason = (tracker.stop_reason if tracker is not None else None) or "budget reached"
+            reason = (tracker.stop_reason if tracker is not None else None) or budget_reason
+            reason = reason or "budget reached"
+            if reason == budget_reason:
+                reason += f" (the whole run: summed over {session.world_size} ranks)"
             trainer.print_to_log_file(
                 f"carbon_callbacks: stopping after epoch {epoch}: {reason}; the final "
                 "checkpoint is written as at a normal end"
@@ -385,15 +413,29 @@ def _on_epoch_end(trainer: Any, original: Callable[[], Any]) -> None:
 
 def _reduce(
     session: _Session, metrics: dict[str, float], state: dict[str, Any] | None, stop: bool
-) -> tuple[dict[str, float], dict[str, Any] | None, bool]:
-    """Under DDP: sum the additive figures over ranks (every rank calls this, same keys)."""
+) -> tuple[dict[str, float], dict[str, Any] | None, bool, dict[str, float] | None]:
+    """Under DDP: sum the additive figures over ranks (every rank calls this, same keys).
+
+    Returns the metrics and state with the sums, the stop vote of any rank, and the summed
+    figures the whole-run budget is decided on (``None`` when not summed).
+    """
     if session.world_size <= 1:
-        return metrics, state, stop
+        return metrics, state, stop, None
     measured = session.tracker is not None
+    lead = session.rank == 0
     values = {k: float(metrics.get(k, math.nan)) if measured else 0.0 for k in _SUMMED_KEYS}
     for name in _STATE_SUMMED:
         values[f"state/{name}"] = float(state[name]) if state is not None else 0.0
     values["stop"] = 1.0 if stop else 0.0
+    # the whole run's time and predicted time are rank 0's; the others add 0
+    pred = session.tracker.prediction if measured else None
+    missing = math.nan if measured else 0.0  # a rank without a prediction: none for the run
+    for name in (*_PRED_SUMMED, *_PRED_LEAD):
+        mine = float(getattr(pred, name)) if pred is not None else missing
+        values[f"pred/{name}"] = mine if lead or name in _PRED_SUMMED else 0.0
+    values["lead/duration_s"] = 0.0
+    if lead:
+        values["lead/duration_s"] = float(state["duration_s"]) if state is not None else math.nan
     try:
         summed = distributed.sum_across_ranks(values)
     except Exception as exc:  # noqa: BLE001
@@ -401,7 +443,7 @@ def _reduce(
             "rank_sum_failed",
             f"summing the carbon figures over ranks failed ({exc!r}); this rank's own are logged",
         )
-        return metrics, state, stop
+        return metrics, state, stop, None
     out = dict(metrics)
     for k in _SUMMED_KEYS:
         if k in metrics or math.isfinite(summed[k]):
@@ -410,7 +452,54 @@ def _reduce(
         state = dict(state)
         for name in _STATE_SUMMED:
             state[name] = summed[f"state/{name}"]
-    return out, state, summed["stop"] > 0
+    return out, state, summed["stop"] > 0, summed
+
+
+def _whole_budget(session: _Session, summed: dict[str, float] | None, epoch: int) -> str | None:
+    """Under DDP: the budget decided on the summed figures, by every rank alike.
+
+    Every rank gets the same sums from the collective and, with the same budget, decides alike;
+    the stop is still summed over ranks (a collective every rank calls), so that ranks given
+    different budgets (a trainer's own ``make_carbon_tracker``) stop together too. Each rank's
+    tracker announces its decisions (rank 0's: run log, training output). Returns the reason of
+    a stop (``"budget reached"`` where only another rank's budget said stop), else ``None``.
+    """
+    if summed is None:
+        return None
+    reason = _budget_on_sums(session, summed, epoch)
+    try:
+        votes = distributed.sum_across_ranks({"stop": 1.0 if reason else 0.0})["stop"]
+    except Exception as exc:  # noqa: BLE001
+        session.record(
+            "rank_sum_failed",
+            f"summing the budget decision over ranks failed ({exc!r}); this rank's own is used",
+        )
+        return reason
+    return (reason or "budget reached") if votes > 0 else None
+
+
+def _budget_on_sums(session: _Session, summed: dict[str, float], epoch: int) -> str | None:
+    if session.budget is None:
+        return None
+    spent = {
+        "energy_kwh": summed["state/energy_kwh"],
+        "co2_g": summed["state/co2_g"],
+        "duration_s": summed["lead/duration_s"],
+    }
+    figures = {name: summed[f"pred/{name}"] for name in (*_PRED_SUMMED, *_PRED_LEAD)}
+    prediction = None
+    if all(math.isfinite(v) for v in figures.values()):
+        prediction = Prediction(
+            after_epochs=epoch + 1,
+            epochs=None,
+            intensity_g_per_kwh=math.nan,
+            method=f"sum of the {session.world_size} ranks' predictions",
+            **figures,
+        )
+    decisions = check_budget(session.budget, spent, prediction)
+    if session.tracker is not None:
+        session.tracker.apply_budget(decisions, epoch)
+    return next((d.reason for d in decisions if d.action == "stop"), None)
 
 
 def _log_epoch(
