@@ -7,7 +7,7 @@ import socket
 import time
 
 import pytest
-from fake_intensity_api import FakeApi, FullBacklogServer, LoopbackOnly, Response, SilentServer
+from fake_intensity_api import FullBacklogServer, Response, SilentServer
 
 from carbon_callbacks.core.intensity.http import (
     FetchError,
@@ -16,12 +16,7 @@ from carbon_callbacks.core.intensity.http import (
     parse_retry_after,
 )
 
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    guard = LoopbackOnly(monkeypatch)
-    yield
-    assert guard.refused == [], f"a test tried to reach {guard.refused}"
+pytestmark = pytest.mark.usefixtures("loopback_only")
 
 
 @pytest.fixture(autouse=True)
@@ -29,13 +24,6 @@ def _no_proxy_no_offline(monkeypatch):
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("CARBON_CALLBACKS_OFFLINE", raising=False)
-
-
-@pytest.fixture
-def api():
-    server = FakeApi()
-    yield server
-    server.close()
 
 
 class Sleeps:

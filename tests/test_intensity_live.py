@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from fake_intensity_api import FakeApi, LoopbackOnly, Response, eds_handler, eds_records
+from fake_intensity_api import FakeApi, Response, eds_handler, eds_records
 
 from carbon_callbacks.core.events import EventLog
 from carbon_callbacks.core.intensity import live as live_mod
@@ -16,17 +16,11 @@ from carbon_callbacks.core.intensity.live import FetchResult, LiveIntensityProvi
 from carbon_callbacks.core.intensity.static import StaticIntensityProvider, zone_value
 from carbon_callbacks.core.intensity.timeline import IntensityPoint
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::carbon_callbacks.core.events.CarbonCallbacksWarning"
-)
+pytestmark = [
+    pytest.mark.usefixtures("loopback_only"),
+    pytest.mark.filterwarnings("ignore::carbon_callbacks.core.events.CarbonCallbacksWarning"),
+]
 DK = zone_value("DK")
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    guard = LoopbackOnly(monkeypatch)
-    yield
-    assert guard.refused == [], f"a test tried to reach {guard.refused}"
 
 
 @pytest.fixture(autouse=True)

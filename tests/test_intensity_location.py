@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from fake_intensity_api import FakeApi, LoopbackOnly, Response
+from fake_intensity_api import FakeApi, Response
 
 from carbon_callbacks.core.config import CarbonConfig as Config
 from carbon_callbacks.core.config import ConfigError
@@ -24,17 +24,11 @@ from carbon_callbacks.core.intensity.location import (
 from carbon_callbacks.core.intensity.resolve import resolve_intensity
 from carbon_callbacks.core.intensity.static import known_zones, zone_value
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::carbon_callbacks.core.events.CarbonCallbacksWarning"
-)
+pytestmark = [
+    pytest.mark.usefixtures("loopback_only"),
+    pytest.mark.filterwarnings("ignore::carbon_callbacks.core.events.CarbonCallbacksWarning"),
+]
 CSV = Path(__file__).resolve().parents[1] / "carbon_callbacks" / "data" / "cloud_regions.csv"
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    guard = LoopbackOnly(monkeypatch)
-    yield
-    assert guard.refused == [], f"a test tried to reach {guard.refused}"
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,6 @@ import math
 
 import pytest
 from fake_intensity_api import (
-    FakeApi,
-    LoopbackOnly,
     Response,
     eds_handler,
     eds_records,
@@ -25,16 +23,11 @@ from carbon_callbacks.core.intensity.gb import GBCarbonIntensitySource, outward_
 from carbon_callbacks.core.intensity.http import FetchError, HttpClient
 from carbon_callbacks.core.intensity.live import parse_utc
 
+pytestmark = pytest.mark.usefixtures("loopback_only")
+
 NOW = 1_714_561_234.0  # 2024-05-01T11:00:34Z
 HOUR = 3600.0
 TOKEN = "em-test-token-0123456789"
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    guard = LoopbackOnly(monkeypatch)
-    yield
-    assert guard.refused == [], f"a test tried to reach {guard.refused}"
 
 
 @pytest.fixture(autouse=True)
@@ -42,13 +35,6 @@ def _env(monkeypatch):
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("CARBON_CALLBACKS_OFFLINE", raising=False)
-
-
-@pytest.fixture
-def api():
-    server = FakeApi()
-    yield server
-    server.close()
 
 
 def client() -> HttpClient:

@@ -8,8 +8,6 @@ import time
 
 import pytest
 from fake_intensity_api import (
-    FakeApi,
-    LoopbackOnly,
     Response,
     eds_handler,
     eds_records,
@@ -32,15 +30,10 @@ from carbon_callbacks.core.intensity.schedule import (
 from carbon_callbacks.core.intensity.timeline import IntensityPoint
 from carbon_callbacks.core.tracker import CarbonTracker
 
+pytestmark = pytest.mark.usefixtures("loopback_only")
+
 H = 3600.0
 T0 = 1_714_521_600.0  # 2024-05-01T00:00:00Z
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    guard = LoopbackOnly(monkeypatch)
-    yield
-    assert guard.refused == [], f"a test tried to reach {guard.refused}"
 
 
 @pytest.fixture(autouse=True)
@@ -52,13 +45,6 @@ def _env(monkeypatch):
         "CARBON_CALLBACKS_ELECTRICITYMAPS_TOKEN",
     ):
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def api():
-    server = FakeApi()
-    yield server
-    server.close()
 
 
 def hourly(values, start=T0, kind="forecast"):

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from fake_intensity_api import FakeApi, LoopbackOnly, Response, eds_handler, eds_records
+from fake_intensity_api import FakeApi, Response, eds_handler, eds_records
 from power_traces import ConstantCounterSensor
 
 from carbon_callbacks.core import metrics as keys
@@ -25,18 +25,12 @@ from carbon_callbacks.core.intensity.timeline import IntensityPoint
 from carbon_callbacks.core.records import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::carbon_callbacks.core.events.CarbonCallbacksWarning"
-)
+pytestmark = [
+    pytest.mark.usefixtures("loopback_only"),
+    pytest.mark.filterwarnings("ignore::carbon_callbacks.core.events.CarbonCallbacksWarning"),
+]
 TOKEN = "em-secret-token-4f9a2b7c"
 GPU_W = 200.0
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    guard = LoopbackOnly(monkeypatch)
-    yield
-    assert guard.refused == [], f"a test tried to reach {guard.refused}"
 
 
 @pytest.fixture(autouse=True)
