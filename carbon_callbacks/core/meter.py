@@ -277,9 +277,10 @@ class Meter:
         try:
             now = time.monotonic()
             cheap = any(st.sensor.cheap_power for st in self._states.values())
+            power_every_s = self.power_interval_s if cheap else math.inf
             next_full = now + self.interval_s
             next_counter = self._next_counter_read(now)
-            next_power = now + self.power_interval_s if cheap else math.inf
+            next_power = now + power_every_s
             while True:
                 due = min(next_full, next_counter, next_power)
                 if self._stop.wait(max(0.0, due - time.monotonic())):
@@ -288,14 +289,14 @@ class Meter:
                 if now >= next_counter - 1e-3:
                     self._sample_where(self._stepped)
                     next_counter = self._next_counter_read(time.monotonic())
-                    next_power = now + self.power_interval_s if cheap else math.inf
+                    next_power = now + power_every_s
                 if now >= next_full - 1e-3:
                     self._sample_where(lambda sensor: not self._stepped(sensor))
                     next_full = now + self.interval_s
-                    next_power = now + self.power_interval_s if cheap else math.inf
+                    next_power = now + power_every_s
                 elif now >= next_power - 1e-3:
                     self.sample_now(power_only=True)
-                    next_power = now + self.power_interval_s
+                    next_power = now + power_every_s
                 self._record_notices()
         except Exception as exc:  # noqa: BLE001 - the thread must end quietly, never kill training
             self.events.record(
@@ -414,16 +415,15 @@ class Meter:
                     else:  # too short a window to tell the power: keep the last estimate
                         power_w = state.last_power_w
                 state.energy_j = new_energy
+                state.last_t = t
+                state.last_power_w = power_w
             elif _interval_mean(sensor):
                 # the reading is the mean power since the previous read: a rectangle
-                t = t_after
-                state.energy_j += value * max(0.0, t - state.last_t)
+                state.energy_j += value * max(0.0, t_after - state.last_t)
+                state.last_t = t_after
+                state.last_power_w = power_w
             else:
-                t = t_after
-                previous = state.last_power_w if state.last_power_w is not None else value
-                state.energy_j += 0.5 * (previous + value) * max(0.0, t - state.last_t)
-            state.last_t = t
-            state.last_power_w = power_w
+                self._integrate_power(state, value, t_after)
 
     def _sample_power(self, state: _State) -> None:
         """A cheap power read between full reads: integrates power (bridging counters too)."""

@@ -52,6 +52,7 @@ class SteppedCounterClock:
         self._last_value: float | None = None
         self._last_dated: float | None = None  # the step time given with _last_value
         self._ambiguous = 0  # reads in a row that straddled a predicted step
+        self._stepped_unseen = False  # the last poll saw a step only across a long wait
         self.locks = 0
         self._read_s = 0.0
         self._fastest_read_s = math.inf
