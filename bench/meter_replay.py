@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 import statistics
 import sys
 from dataclasses import dataclass
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from counter_poller import energy_at  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,7 @@ class Trace:
         return self.step_e[k], self.step_t[k]
 
     def reference(self, t: float) -> float:
-        k = bisect.bisect_left(self.step_t, t)
-        t0, t1 = self.step_t[k - 1], self.step_t[k]
-        e0, e1 = self.step_e[k - 1], self.step_e[k]
-        return e0 + (e1 - e0) * (t - t0) / (t1 - t0)
+        return energy_at(self.step_t, self.step_e, t)
 
 
 def replay(trace: Trace, design: Design) -> list[float]:

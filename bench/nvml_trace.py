@@ -31,17 +31,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from counter_poller import start_pollers, stop_pollers  # noqa: E402
+from nvml_probe import _instant_mw  # noqa: E402
 
 from carbon_callbacks.demo import build_unet  # noqa: E402
-
-_INSTANT = getattr(pynvml, "NVML_FI_DEV_POWER_INSTANT", 186)
-
-
-def _instant_mw(handle: Any) -> int | None:
-    values = pynvml.nvmlDeviceGetFieldValues(handle, [_INSTANT])
-    if values[0].nvmlReturn != 0:
-        return None
-    return int(values[0].value.uiVal)
 
 
 def counter_read_cost(handle: Any, reads: int = 40) -> dict[str, float]:
