@@ -193,11 +193,17 @@ def t_quantile(p: float, df: float) -> float:
     return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
 
 
+def _median_and_limit(values: Sequence[float]) -> tuple[float, float]:
+    """The median of ``values`` and how far from it a value must be to stand out (robust)."""
+    med = statistics.median(values)
+    mad = 1.4826 * statistics.median(abs(v - med) for v in values)
+    return med, max(OUTLIER_MADS * mad, OUTLIER_MIN_REL * abs(med))
+
+
 def _stands_out(value: float, others: Sequence[float]) -> bool:
     """True when ``value`` is far from the median of ``others`` (robust: median deviation)."""
-    med = statistics.median(others)
-    mad = 1.4826 * statistics.median(abs(o - med) for o in others)
-    return abs(value - med) > max(OUTLIER_MADS * mad, OUTLIER_MIN_REL * abs(med))
+    med, limit = _median_and_limit(others)
+    return abs(value - med) > limit
 
 
 def _steady_start(series: Sequence[Sequence[float]]) -> int:
@@ -394,8 +400,7 @@ def _detect_periodic(
     else:
         # leaving one value out of this many moves the median and the MAD by one order
         # statistic at most: one pass over the whole series keeps this O(n log n), not O(n^2)
-        mad = 1.4826 * statistics.median(abs(v - median_kwh) for v in base_kwh)
-        limit = max(OUTLIER_MADS * mad, OUTLIER_MIN_REL * abs(median_kwh))
+        _, limit = _median_and_limit(base_kwh)
         flagged = [i for k, i in enumerate(idx) if base_kwh[k] - median_kwh > limit]
     if len(flagged) < 2 or len(flagged) > len(idx) // 2:
         return None
