@@ -433,7 +433,6 @@ class NvmlGpuSensor(Sensor):
     cheap_power = True
 
     def __init__(self, gpu: int | GpuRef, *, nvml: Any = None, force_sampled: bool = False):
-        self._force_sampled_arg = force_sampled
         self._device = _NvmlDevice(gpu, nvml)
         try:
             self._open(force_sampled)
@@ -473,7 +472,7 @@ class NvmlGpuSensor(Sensor):
                 "nvmlDeviceGetTotalEnergyConsumption (mJ), delta; values dated at the counter's "
                 f"steps; bridged to marks with {power}"
             )
-        why = "forced" if self._force_sampled_arg else "energy counter not supported"
+        why = "forced" if self.force_sampled else "energy counter not supported"
         return f"{power} integrated by the meter ({why})"
 
     def _probe_instant(self) -> bool:
@@ -492,7 +491,7 @@ class NvmlGpuSensor(Sensor):
         value = get_fields(self._device.handle, [field_id])[0]
         if value.nvmlReturn != 0:
             raise SensorError(f"NVML field {field_id} returned {value.nvmlReturn}")
-        milliwatts = float(_field_number(nvml, value))
+        milliwatts = _field_number(nvml, value)
         if not math.isfinite(milliwatts) or milliwatts < 0:
             raise SensorError(f"NVML field {field_id} gave {milliwatts} mW")
         return milliwatts / 1000.0
