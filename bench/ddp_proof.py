@@ -1,6 +1,6 @@
 """Lightning DDP on 2 GPUs: each rank measures its own GPU, rank 0 logs the sum.
 
-    PYTHONPATH=. python bench/ddp_proof.py --out ddp_proof.json
+    PYTHONPATH=. python bench/ddp_proof.py --out ddp_proof.json [--epochs 12 --samples 1024]
 
 The launching process (rank 0) starts one counter poller per GPU (``bench/counter_poller.py``,
 separate processes), Lightning starts rank 1. After the fit, rank 0 compares the GPU energy of
@@ -106,6 +106,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="ddp_proof.json")
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--samples", type=int, default=1024, help="images per epoch (global)")
     parser.add_argument("--log-dir", default=os.path.join(tempfile.gettempdir(), "ddp_carbon"))
     args = parser.parse_args()
     rank0 = os.environ.get("LOCAL_RANK", "0") == "0"
@@ -113,7 +114,7 @@ def main() -> int:
     if rank0:
         os.makedirs(args.log_dir, exist_ok=True)
         pollers = start_pollers(args.log_dir, gpus=2)
-    x = torch.randn(1024, 1, 256, 256)
+    x = torch.randn(args.samples, 1, 256, 256)
     data = torch.utils.data.TensorDataset(x, (x > 0.5).float())
     loader = torch.utils.data.DataLoader(data, batch_size=32, num_workers=2)
     callback = CarbonCallback(log_dir=args.log_dir, verbose=1, zone="DE")
