@@ -10,7 +10,9 @@ over the same windows, and checks the header: two distinct GPUs, one CPU/DRAM me
 Each rank measures its GPU over its *own* epoch edges, which differ from rank 0's by the time
 the ranks take to reach the same hook. So each rank also records its edges (right around the
 tracker's marks) and rank 0 compares each rank's GPU with its own GPU's counter over that
-rank's own windows (``per_rank``); ``own_windows_run_ratio`` sums both.
+rank's own windows (``per_rank``); ``own_windows_run_ratio`` sums both. Each rank also records
+every mark its meter answers (``bench/mark_trace.py``), and ``per_rank.rankN.marks`` gives each
+mark's error against the counter at that instant, by kind (epoch start, epoch end).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from counter_poller import start_pollers, stop_pollers, window_j  # noqa: E402
+from mark_trace import analyse, anchor_dating, install  # noqa: E402
 
 from carbon_callbacks.demo import build_unet  # noqa: E402
 from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
@@ -54,7 +57,7 @@ class Edges(pl.Callback):
     neither edge includes the tracker's collective at the epoch's end.
     """
 
-    def __init__(self, path: str, which: str, shared: dict[str, list[float]]) -> None:
+    def __init__(self, path: str, which: str, shared: dict[str, list[Any]]) -> None:
         self.path, self.which, self.shared = path, which, shared
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
@@ -95,6 +98,8 @@ def _own_windows(steps: list, log: Any, folder: str) -> dict[str, Any]:
             "run_ratio": sum(tracked[:n]) / sum(ref[:n]),
             "per_epoch_ratios": ratios,
             "epoch_s": [b - a for a, b in windows],
+            "marks": analyse(edges.get("marks", []), steps[rank], f"gpu:{rank}"),
+            "anchor_dating": anchor_dating(edges.get("anchors", []), steps[rank], f"gpu:{rank}"),
         }
         tracked_all += sum(tracked[:n])
         ref_all += sum(ref[:n])
@@ -122,7 +127,8 @@ def main() -> int:
     edges_path = os.path.join(args.log_dir, f"edges_rank{rank}.json")
     if os.path.exists(edges_path):
         os.remove(edges_path)
-    shared: dict[str, list[float]] = {"start": [], "end": []}
+    shared: dict[str, list[Any]] = {"start": [], "end": [], "marks": [], "anchors": []}
+    install(shared["marks"], shared["anchors"])  # marks and dated counter values, for checking
     edge_end, edge_start = Edges(edges_path, "end", shared), Edges(edges_path, "start", shared)
     trainer = pl.Trainer(
         max_epochs=args.epochs,

@@ -220,7 +220,10 @@ def fit(
         out["methods"] = log.epochs[0]["methods"]
     if ref is not None:
         out["counter_j"] = ref.deltas_j
-        out["plain_ratio_per_epoch"] = [t / r for t, r in zip(tracked, ref.deltas_j, strict=True)]
+        # None where the synchronous read saw no step in the epoch (an epoch shorter than a step)
+        out["plain_ratio_per_epoch"] = [
+            t / r if r > 0 else None for t, r in zip(tracked, ref.deltas_j, strict=True)
+        ]
     if pollers:
         steps = stop_pollers(pollers)  # after the step that follows the last edge
         fresh = [window_j(steps, e["start_unix_s"], e["end_unix_s"]) for e in log.epochs]

@@ -53,6 +53,23 @@ MIN_POWER_WINDOW_S = 0.01
 MIN_MEAN_WINDOW_S = 0.05
 #: Method-history entries kept per sensor (fallback chains are at most a few steps long).
 _MAX_METHOD_HISTORY = 8
+#: Marks per sensor waiting for the counter's next step to settle them (older ones stay bridged).
+_MAX_PENDING_MARKS = 32
+#: Longest wait (s) in :meth:`Meter.stop` for the step that settles the final mark: one NVML
+#: step (~0.1 s) and the read after it.
+SETTLE_WAIT_S = 0.3
+
+
+@dataclass
+class _Pending:
+    """A mark of a stepping counter, waiting for the first counter value dated after it."""
+
+    name: str  # the sensor's name in the snapshot
+    t: float  # monotonic time of the mark
+    anchor_t: float  # the last dated counter value before the mark: when ...
+    anchor_j: float  # ... and how much (cumulative J, the meter's scale)
+    energy_j: dict[str, float]  # the snapshot's dict, settled in place
+    waiting: set[str]  # the snapshot's set of sensors still waiting
 
 
 @dataclass(frozen=True)
@@ -62,12 +79,25 @@ class Snapshot:
     Attributes:
         time_monotonic_s: ``time.monotonic()`` at the mark (for durations).
         time_unix_s: ``time.time()`` at the mark (UTC seconds, for intensity windows).
-        energy_j: cumulative joules per sensor name since the meter started.
+        energy_j: cumulative joules per sensor name since the meter started. The value of a
+            stepping counter (NVML's energy counter) is first bridged from the counter's last
+            step by power, then *settled* in place by the meter's thread once it reads the
+            counter's next step: the counter interpolated linearly between the two steps around
+            the mark (:meth:`Meter.mark`).
+        bridged_j: for the sensors whose value the meter will settle, the value as bridged at
+            the mark (J), kept so that what settling changed is known.
+        waiting: names of the sensors whose value is not settled yet (emptied by the meter).
     """
 
     time_monotonic_s: float
     time_unix_s: float
     energy_j: dict[str, float]
+    bridged_j: dict[str, float] = field(default_factory=dict)
+    waiting: set[str] = field(default_factory=set)
+
+    def settling_j(self) -> dict[str, float]:
+        """Per sensor, what settling changed (settled minus bridged J; 0 while it waits)."""
+        return {name: self.energy_j[name] - joules for name, joules in self.bridged_j.items()}
 
 
 @dataclass(frozen=True)
@@ -84,6 +114,9 @@ class Measurement:
             ``"counter>sampled"`` when a fallback happened inside it.
         components: per sensor name, ``"gpu"``, ``"cpu"`` or ``"dram"``.
         incomplete: sensor names that were lost during the window (their energy stops there).
+        true_up_j: per sensor, joules included in ``energy_j`` that settle earlier windows'
+            ends (see :meth:`CarbonTracker <carbon_callbacks.core.tracker.CarbonTracker>`'s
+            epoch records); empty when none.
     """
 
     start_unix_s: float
@@ -93,6 +126,7 @@ class Measurement:
     methods: dict[str, str]
     components: dict[str, str]
     incomplete: tuple[str, ...] = ()
+    true_up_j: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_energy_j(self) -> float:
@@ -126,6 +160,9 @@ class _State:
     last_power_w: float | None = None
     offset_j: float = 0.0  # energy counted by earlier sensors in a fallback chain
     lost_at_unix_s: float | None = None
+    # the last counter value dated at its step (stepping counters): (monotonic t, cumulative J)
+    anchor: tuple[float, float] | None = None
+    pending: list[_Pending] = field(default_factory=list)
     # (unix time from which, method) entries, oldest first
     methods: list[tuple[float, str]] = field(default_factory=list)
 
@@ -211,6 +248,7 @@ class Meter:
             self.sample_now()
             self._record_notices()
             snapshot = self.mark()
+            self._settle_final(snapshot)
         for state in self._states.values():
             try:
                 state.sensor.close()
@@ -218,6 +256,33 @@ class Meter:
                 pass
         self._started = False
         return snapshot
+
+    def _settle_final(self, snapshot: Snapshot) -> None:
+        """Read the stepping counters once more after the final mark, to settle it.
+
+        Waits for the counter's next step, at most :data:`SETTLE_WAIT_S` (the thread has
+        stopped; this runs once, at the end of the run).
+        """
+        deadline = snapshot.time_monotonic_s + SETTLE_WAIT_S
+        while True:
+            waiting = [
+                st
+                for name, st in self._states.items()
+                if st.lost_at_unix_s is None and name in snapshot.waiting
+            ]
+            now = time.monotonic()
+            if not waiting or now >= deadline:
+                return
+            try:
+                when = waiting[0].sensor.next_read_time(now)  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - settling is an optimisation
+                when = None
+            when = now + 0.5 * COUNTER_MIN_INTERVAL_S if when is None else max(when, now)
+            if when > deadline:
+                return
+            time.sleep(when - now)
+            for state in waiting:
+                self._sample(state)
 
     @property
     def running(self) -> bool:
@@ -383,6 +448,8 @@ class Meter:
         if sensor.is_counter:
             state.offset_j -= value  # so that offset + counter starts at the energy so far
             state.energy_j = state.offset_j + value
+            if t_valid is not None:
+                state.anchor = (t, state.energy_j)
         # a mean since the previous read (utilisation models) describes the time before the
         # meter started: it only sets the sensor's reference; the next read covers from here
         state.last_power_w = None if _interval_mean(sensor) else power_w
@@ -417,6 +484,8 @@ class Meter:
                 state.energy_j = new_energy
                 state.last_t = t
                 state.last_power_w = power_w
+                if t_valid is not None:
+                    self._settle(state, t, new_energy)
             elif _interval_mean(sensor):
                 # the reading is the mean power since the previous read: a rectangle
                 state.energy_j += value * max(0.0, t_after - state.last_t)
@@ -424,6 +493,28 @@ class Meter:
                 state.last_power_w = power_w
             else:
                 self._integrate_power(state, value, t_after)
+
+    @staticmethod
+    def _settle(state: _State, t: float, energy_j: float) -> None:
+        """A counter value dated at its step ``t``: settle the marks it follows (lock held).
+
+        A mark waiting since an earlier step takes the counter between that step and this one,
+        interpolated linearly in time (NVML says nothing finer than a step); a mark after
+        ``t`` keeps waiting, from this fresher step.
+        """
+        waiting: list[_Pending] = []
+        for p in state.pending:
+            if t <= p.t:
+                p.anchor_t, p.anchor_j = t, energy_j
+                waiting.append(p)
+            elif t > p.anchor_t:
+                share = (p.t - p.anchor_t) / (t - p.anchor_t)
+                p.energy_j[p.name] = p.anchor_j + share * (energy_j - p.anchor_j)
+                p.waiting.discard(p.name)
+            else:  # cannot happen with a monotonic clock; the mark keeps its bridged value
+                p.waiting.discard(p.name)
+        state.pending = waiting
+        state.anchor = (t, energy_j)
 
     def _sample_power(self, state: _State) -> None:
         """A cheap power read between full reads: integrates power (bridging counters too)."""
@@ -473,6 +564,9 @@ class Meter:
             return
         previous_power_w = state.last_power_w
         state.sensor = replacement
+        for p in state.pending:  # marks so far keep their bridged values
+            p.waiting.discard(p.name)
+        state.anchor, state.pending = None, []
         state.offset_j = state.energy_j
         state.last_power_w = None
         state.methods.append((now_unix, replacement.info.method))
@@ -510,7 +604,13 @@ class Meter:
 
     # -- marks (training thread) -----------------------------------------------------------------
     def mark(self) -> Snapshot:
-        """Cumulative joules of every sensor now, without slow I/O."""
+        """Cumulative joules of every sensor now, without slow I/O.
+
+        A stepping counter's value is bridged from its last step; the meter's thread settles
+        it in the returned snapshot once it has read the next step (within about one counter
+        cadence). A measurement taken before that uses the bridged value: at an epoch's end
+        the start mark is settled, the end mark not yet.
+        """
         for state in list(self._states.values()):
             sensor = state.sensor
             if state.lost_at_unix_s is None and state.last_power_w is None:
@@ -533,11 +633,19 @@ class Meter:
                     powers_now[name] = sensor.read_power_w()
                 except Exception:  # noqa: BLE001 - the thread records real failures
                     pass
-        energy: dict[str, float] = {}
+        snapshot = Snapshot(time_monotonic_s=t, time_unix_s=t_unix, energy_j={})
+        energy = snapshot.energy_j
         with self._lock:
             for name, state in self._states.items():
                 energy[name] = self._bridge(state, t, powers_now.get(name))
-        return Snapshot(time_monotonic_s=t, time_unix_s=t_unix, energy_j=energy)
+                if state.anchor is not None and state.anchor[0] < t:
+                    snapshot.bridged_j[name] = energy[name]
+                    snapshot.waiting.add(name)
+                    state.pending.append(_Pending(name, t, *state.anchor, energy, snapshot.waiting))
+                    for dropped in state.pending[:-_MAX_PENDING_MARKS]:
+                        dropped.waiting.discard(dropped.name)
+                    del state.pending[:-_MAX_PENDING_MARKS]
+        return snapshot
 
     def _bridge(self, state: _State, t: float, power_now_w: float | None) -> float:
         """Energy at monotonic time ``t`` from the last sample and the power around it."""

@@ -59,6 +59,9 @@ from carbon_callbacks.core.units import J_PER_KWH
 
 #: Epochs kept for prediction (older ones are summed, not kept): memory stays bounded.
 _HISTORY_LEN = 4096
+#: Epoch ends the tracker follows while the meter may still settle them (epochs shorter than a
+#: counter step leave a few behind; older ones keep their bridged values).
+_UNSETTLED_ENDS_KEPT = 8
 _STATE_VERSION = 1
 
 
@@ -148,6 +151,8 @@ class CarbonTracker:
         self._stopped = False
         self._start_snap: Snapshot | None = None
         self._epoch_snap: Snapshot | None = None
+        # epoch ends whose counter values the meter may still settle: (snapshot, J carried so far)
+        self._unsettled_ends: list[tuple[Snapshot, dict[str, float]]] = []
         self._phases: list[tuple[str, Snapshot]] = []
         # totals of this process's segment (a resumed run adds the offsets below)
         self.epochs_completed = 0
@@ -478,7 +483,7 @@ class CarbonTracker:
                 return {}
             end = self._meter.mark()
             self._meter.hint_epoch_s(end.time_monotonic_s - start.time_monotonic_s)
-            m = self._combine(self._meter.measure(start, end))
+            m = self._combine(self._true_up(self._meter.measure(start, end), end))
             self.last_measurement = m
             record, energy_kwh, co2_g, intensity = self._measurement_record(
                 m, "epoch", index, self._take_epoch_intensity()
@@ -508,6 +513,32 @@ class CarbonTracker:
                     f"{fmt(co2_g, self.config.decimal_precision)} gCO2eq"
                 )
             return metrics
+
+    def _true_up(self, m: Measurement, end: Snapshot) -> Measurement:
+        """Carry into this epoch what the counter settled of earlier epochs' ends.
+
+        An epoch's end is bridged from the counter's last step by power (the next step is up to
+        ~0.1 s away, and the figures are due now); the meter settles it once that step is read
+        (:meth:`Meter.mark`). What settling changed is added to the next epoch, so the sum of
+        the epochs is the counter's up to the last epoch's end, and no epoch inherits a bias
+        of the bridge (at an epoch's edges the GPU often idles while its power reading, which
+        updates every ~0.1 s, still says busy). Recorded as ``true_up_j``.
+        """
+        carried: dict[str, float] = {}
+        keep: list[tuple[Snapshot, dict[str, float]]] = []
+        for snap, applied in self._unsettled_ends:
+            for name, settled_j in snap.settling_j().items():
+                delta_j = settled_j - applied.get(name, 0.0)
+                if delta_j and name in m.energy_j:
+                    carried[name] = carried.get(name, 0.0) + delta_j
+                    applied[name] = settled_j
+            if snap.waiting:
+                keep.append((snap, applied))
+        self._unsettled_ends = (keep + [(end, {})])[-_UNSETTLED_ENDS_KEPT:]
+        if not carried:
+            return m
+        energy = {name: max(0.0, j + carried.get(name, 0.0)) for name, j in m.energy_j.items()}
+        return dataclasses.replace(m, energy_j=energy, true_up_j=carried)
 
     def _add_to_totals(self, m: Measurement, energy_kwh: float, co2_g: float) -> None:
         self._energy_kwh += energy_kwh
@@ -568,6 +599,8 @@ class CarbonTracker:
         }
         if m.incomplete:
             record["incomplete"] = list(m.incomplete)
+        if m.true_up_j:
+            record["true_up_j"] = m.true_up_j
         return record, energy_kwh, co2_g, intensity
 
     def _metrics(
@@ -1001,8 +1034,9 @@ class CarbonTracker:
             )
         try:
             parts = self._group.gather(
-                (self.ranks.rank, m.energy_j, m.methods, m.components, m.incomplete, share)
-            )
+                (self.ranks.rank, m.energy_j, m.methods, m.components, m.incomplete, share,
+                 m.true_up_j)
+            )  # fmt: skip
         except Exception as exc:  # noqa: BLE001
             self._group = None
             self.events.record(
@@ -1013,14 +1047,20 @@ class CarbonTracker:
             )
             self._intensity_alone()
             return m
-        energy, methods, components, incomplete = {}, {}, {}, []
-        for rank_, e, meth, comp, inc, _ in parts:
+        energy, methods, components, incomplete, true_up = {}, {}, {}, [], {}
+        for rank_, e, meth, comp, inc, _, up in parts:
             for name in e:
                 key = f"rank{rank_}/{name}"
                 energy[key], methods[key], components[key] = e[name], meth[name], comp[name]
             incomplete += [f"rank{rank_}/{n}" for n in inc]
+            true_up.update({f"rank{rank_}/{n}": j for n, j in up.items()})
         combined = dataclasses.replace(
-            m, energy_j=energy, methods=methods, components=components, incomplete=tuple(incomplete)
+            m,
+            energy_j=energy,
+            methods=methods,
+            components=components,
+            incomplete=tuple(incomplete),
+            true_up_j=true_up,
         )
         lead = next((p[5] for p in parts if p[0] == 0), None)
         if not isinstance(lead, _RankZeroShare):
