@@ -220,11 +220,20 @@ class CarbonTracker:
         self._settle_intensity()
         config = self._rank_config()
         sensors = self._given_sensors
-        if sensors is None:
+        if not self.ranks.host_leader and not config.measures_gpu:
+            sensors = []  # CPU and DRAM are the host leader's; this rank has nothing else
+            self.events.record(
+                "rank_measures_nothing",
+                f"rank {self.ranks.rank} measures nothing: components={config.components!r} "
+                "and CPU/DRAM are measured once per host, by its lowest rank",
+                "distributed",
+                warn=False,
+            )
+        elif sensors is None:
             sensors = discover_sensors(config, self.events)
         elif not self.ranks.host_leader:
             sensors = [s for s in sensors if s.info.component == "gpu"]
-        if not sensors:
+        if not sensors and (self.ranks.host_leader or config.measures_gpu):
             self.events.record(
                 "no_sensor",
                 "no energy sensor is available for the chosen components "
@@ -689,7 +698,7 @@ class CarbonTracker:
         self._write({"type": "budget", "epoch": epoch, **decision.to_dict()})
         verb = "stopping training" if decision.action == "stop" else "warning"
         text = f"carbon_callbacks: budget {verb}: {decision.reason}"
-        if self.config.verbose >= 1:
+        if self._verbose >= 1:  # rank 0 speaks (every rank takes the same decision)
             self._print(text)
         warnings.warn(text, CarbonCallbacksWarning, stacklevel=4)
 
@@ -916,12 +925,20 @@ class CarbonTracker:
             self._verbose = 0  # rank 0 speaks and writes the run log
 
     def _rank_config(self) -> CarbonConfig:
-        """The settings for discovery on this rank: its own GPU; CPU/DRAM on host leaders."""
+        """The settings for discovery on this rank: its own GPU; CPU/DRAM on host leaders.
+
+        A rank that is not its host's leader drops CPU and DRAM, a stated CPU (``sim_cpu``)
+        included. The GPU named by :meth:`set_gpu` applies only where NVML GPUs are measured
+        (not with ``components='cpu'`` or a stated ``sim_gpu``).
+        """
         changes: dict[str, Any] = {}
-        if not self.ranks.host_leader and self.config.components == "all":
-            changes["components"] = "gpu"
-        gpu = self._gpu_override
+        if not self.ranks.host_leader:
+            if self.config.components == "all":
+                changes["components"] = "gpu"
+            if self.config.sim_cpu is not None:
+                changes.update(sim_cpu=None, sim_cpu_tdp=None)
         nvml_gpus = self.config.measures_gpu and self.config.sim_gpu is None
+        gpu = self._gpu_override if nvml_gpus else None
         if gpu is None and nvml_gpus and self.ranks.distributed and self.config.gpu_ids is None:
             local = os.environ.get("LOCAL_RANK")
             if local is not None and local.isdigit():
