@@ -177,10 +177,6 @@ class CarbonTracker:
             config.budget_policy,
         )
         self._budget_said: set[tuple[str, str, str]] = set()
-        #: Whether the budget is checked after each epoch on this tracker's own figures. An
-        #: integration that combines the ranks' figures itself (nnU-Net under DDP) sets it False
-        #: and passes the decisions taken on the combined figures to :meth:`apply_budget`.
-        self.budget_on_own_figures = True
         self._confirm_asked = False
         self._no_prediction_noted = False
         self.last_metrics: dict[str, float] = {}
@@ -665,8 +661,12 @@ class CarbonTracker:
 
     # -- budgets ---------------------------------------------------------------------------------
     def _check_budget(self, epoch: int) -> None:
-        """Apply the budget after an epoch: warn, or set ``should_stop`` with a reason."""
-        if self.budget is None or not self.budget_on_own_figures:
+        """Apply the budget after an epoch: warn, or set ``should_stop`` with a reason.
+
+        Under a combined run these are the whole run's figures (every rank's energy, rank 0's
+        time and intensity), the same on every rank, so every rank decides alike.
+        """
+        if self.budget is None:
             return
         spent = {
             "co2_g": self._offset["co2_g"] + self._co2_g,
@@ -680,7 +680,7 @@ class CarbonTracker:
 
         Each new decision is announced once (run log, print, warning); the first stop sets
         :attr:`should_stop` and :attr:`stop_reason`. Called after every epoch with this
-        tracker's own figures, or by an integration with figures it combined over ranks.
+        tracker's figures (the combined run's under data parallelism).
         """
         with self._lock:
             for decision in decisions:
@@ -1151,6 +1151,12 @@ class CarbonTracker:
     def sensors(self) -> list[Any]:
         """Provenance of the sensors in use (empty before ``start()``)."""
         return self._meter.sensor_infos if self._meter is not None else []
+
+    @property
+    def ranks_combined(self) -> int:
+        """Ranks whose measurements this tracker's epochs hold: the world size while the ranks
+        are combined (see :meth:`_combine`), else 1 (alone, or after an exchange failed)."""
+        return self.ranks.world_size if self._group is not None else 1
 
     # -- internals -------------------------------------------------------------------------------
     def _intensity_over(self, start_unix_s: float, end_unix_s: float) -> IntensityEstimate:
