@@ -132,3 +132,58 @@ def _spawn_tolerant(tmp_path: Path, hosts: list[str], die: int) -> dict[int, dic
             int(p.stem.split("_")[1]): json.loads(p.read_text())
             for p in tmp_path.glob("result_*.json")
         }
+
+
+# -- what a rank measures, decided without collectives (RankInfo set by hand) -------------------
+def _as_rank(tracker, rank: int, leader: bool):
+    from carbon_callbacks.core.distributed import RankInfo
+
+    tracker.ranks = RankInfo(rank=rank, world_size=2, host_leader=leader)
+    return tracker
+
+
+def test_a_rank_that_is_not_host_leader_drops_a_stated_cpu():
+    from carbon_callbacks.core.tracker import CarbonTracker
+
+    settings = {"sim_cpu": "EPYC", "sim_cpu_tdp": 200.0, "sim_gpu": "H200", "sim_gpu_watts": 700.0}
+    tracker = _as_rank(CarbonTracker(log_dir=None, verbose=0, zone="DK", **settings), 1, False)
+    config = tracker._rank_config()  # was a ConfigError: components='gpu' with sim_cpu
+    assert config.components == "gpu" and config.sim_cpu is None and config.sim_gpu == "H200"
+    tracker.start()
+    assert [s.component for s in tracker.sensors] == ["gpu"]
+    assert "tracker_start_failed" not in [e.kind for e in tracker.events.events]
+    tracker.stop()
+
+
+def test_a_named_gpu_is_ignored_where_no_nvml_gpu_is_measured():
+    from carbon_callbacks.core.tracker import CarbonTracker
+
+    cpu_only = CarbonTracker(log_dir=None, verbose=0, zone="DK", components="cpu")
+    cpu_only.set_gpu("GPU-1a2b")  # what an integration does on a CUDA device
+    assert cpu_only._rank_config().gpu_ids is None  # was a ConfigError: cpu with gpu_ids
+    stated = CarbonTracker(log_dir=None, verbose=0, zone="DK", sim_gpu="G", sim_gpu_watts=9.0)
+    stated.set_gpu(0)
+    assert stated._rank_config().gpu_ids is None
+    nvml = CarbonTracker(log_dir=None, verbose=0, zone="DK")
+    nvml.set_gpu(0)
+    assert nvml._rank_config().gpu_ids == [0]
+
+
+def test_a_cpu_only_rank_that_is_not_host_leader_measures_nothing():
+    from power_traces import ConstantCounterSensor
+
+    from carbon_callbacks.core.tracker import CarbonTracker
+
+    cpu = ConstantCounterSensor("cpu:test", 50.0, component="cpu")
+    tracker = CarbonTracker(
+        log_dir=None, verbose=0, zone="DK", components="cpu", sim_cpu="EPYC", sim_cpu_tdp=9.0
+    )
+    _as_rank(tracker, 1, False).start()  # discovery would find the stated CPU: counted twice
+    assert tracker.sensors == []
+    kinds = [e.kind for e in tracker.events.events]
+    assert "rank_measures_nothing" in kinds and "no_sensor" not in kinds
+    tracker.stop()
+    given = CarbonTracker(log_dir=None, verbose=0, zone="DK", components="cpu", sensors=[cpu])
+    _as_rank(given, 1, False).start()
+    assert given.sensors == []
+    given.stop()

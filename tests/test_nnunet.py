@@ -29,6 +29,8 @@ from carbon_callbacks.core.config import ConfigError
 from carbon_callbacks.core.events import CarbonCallbacksWarning
 from carbon_callbacks.core.records import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
+from carbon_callbacks.integrations import _nnunet_hooks as hooks
+from carbon_callbacks.integrations import _nnunet_patch as patching
 from carbon_callbacks.integrations import nnunet as integ
 
 HAVE_NNUNET = importlib.util.find_spec("nnunetv2") is not None
@@ -115,7 +117,7 @@ def _build(cls, fold=0):
 
 
 def _store(trainer):
-    return integ._store(trainer)
+    return hooks.store(trainer)
 
 
 def _checkpoint(path):
@@ -296,12 +298,12 @@ def test_budget_stop_ends_training_cleanly_with_the_final_checkpoint(nnunet_data
 def test_patch_measures_the_stock_trainer_and_unpatch_restores_it(nnunet_data):
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    before = {name: nnUNetTrainer.__dict__[name] for name in integ._V2_METHODS}
+    before = {name: nnUNetTrainer.__dict__[name] for name in patching.V2_METHODS}
     what = integ.patch(zone="DK", interval_s=0.05, verbose=0)
     assert what.startswith("nnunetv2 ")
-    patched = {name: nnUNetTrainer.__dict__[name] for name in integ._V2_METHODS}
+    patched = {name: nnUNetTrainer.__dict__[name] for name in patching.V2_METHODS}
     assert integ.patch(zone="DK", interval_s=0.05, verbose=0) == what  # idempotent
-    assert {n: nnUNetTrainer.__dict__[n] for n in integ._V2_METHODS} == patched
+    assert {n: nnUNetTrainer.__dict__[n] for n in patching.V2_METHODS} == patched
     # nnU-Net stores its init arguments by reading __init__'s signature: still nnU-Net's
     assert list(inspect.signature(nnUNetTrainer.__init__).parameters) == list(
         inspect.signature(before["__init__"]).parameters
@@ -315,7 +317,7 @@ def test_patch_measures_the_stock_trainer_and_unpatch_restores_it(nnunet_data):
     assert trainer.my_init_kwargs["fold"] == 1
     store = _store(trainer)
     assert {len(v) for v in store.values()} == {2}
-    tracker = integ._session(trainer).tracker
+    tracker = hooks.session(trainer).tracker
     log = read_run_log(tracker.log_path)
     assert Path(tracker.log_path).parent == Path(trainer.output_folder)
     assert [r["energy_kwh"] for r in log.epochs] == pytest.approx(store[keys.EPOCH_ENERGY_KWH])
@@ -333,10 +335,10 @@ def test_patch_measures_the_stock_trainer_and_unpatch_restores_it(nnunet_data):
 
     integ.unpatch()
     integ.unpatch()  # idempotent
-    assert {n: nnUNetTrainer.__dict__[n] for n in integ._V2_METHODS} == before
+    assert {n: nnUNetTrainer.__dict__[n] for n in patching.V2_METHODS} == before
     assert integ.ENV_SETTINGS not in os.environ
     plain = _build(nnUNetTrainer, fold=1)
-    assert integ._session(plain) is None
+    assert hooks.session(plain) is None
     assert not any(k.startswith(keys.PREFIX) for k in _store(plain))
 
 
@@ -348,43 +350,70 @@ def test_patch_reaches_ddp_children_through_run_ddp(nnunet_data):
     original_init = nnUNetTrainer.__dict__["__init__"]
     integ.patch(zone="DK", pue=1.2)
     # mp.spawn pickles run_ddp by reference: the child imports this module and patches there
-    assert run_module.run_ddp is integ._run_ddp_patched
-    assert pickle.loads(pickle.dumps(run_module.run_ddp)) is integ._run_ddp_patched
+    assert run_module.run_ddp is patching._run_ddp_patched
+    assert pickle.loads(pickle.dumps(run_module.run_ddp)) is patching._run_ddp_patched
     assert json.loads(os.environ[integ.ENV_SETTINGS]) == {"zone": "DK", "pue": 1.2}
     # what the child does first, in a process where nothing is patched yet
     env_settings = os.environ[integ.ENV_SETTINGS]
     integ.unpatch()
     os.environ[integ.ENV_SETTINGS] = env_settings
     try:
-        integ._patch_from_env()
+        patching._patch_from_env()
         assert nnUNetTrainer.__dict__["__init__"] is not original_init
-        assert integ._patched_state["settings"] == {"zone": "DK", "pue": 1.2}
+        assert patching._patched_state["settings"] == {"zone": "DK", "pue": 1.2}
     finally:
         integ.unpatch()
         os.environ.pop(integ.ENV_SETTINGS, None)
 
 
-def test_reduction_over_two_real_ranks_sums_energy_and_agrees_on_stop(tmp_path):
-    pytest.importorskip("torch")
-    import nnunet_ddp_worker as worker
+def _spawn_ranks(function, tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(worker.run_rank, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
-    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    m0, s0, stop0 = results[0]["round1"]
-    m1, s1, stop1 = results[1]["round1"]
-    a, b = worker.RANK_METRICS[0], worker.RANK_METRICS[1]
-    for key in integ._SUMMED_KEYS:
-        if key in a:
-            assert m0[key] == pytest.approx(a[key] + b[key]) and m1[key] == m0[key], key
-    assert m0[keys.CPU_POWER_W] == a[keys.CPU_POWER_W]  # rank 0's own (CPU measured once)
-    assert m0[keys.EPOCH_DURATION_S] == a[keys.EPOCH_DURATION_S]
-    assert keys.PRED_ENERGY_KWH not in m0  # predicted nowhere yet: not invented
-    assert stop0 is True and stop1 is True  # rank 1's budget stops every rank
-    assert s0["energy_kwh"] == pytest.approx(0.054) and s0["duration_s"] == 360.0
-    m2, s2, stop2 = results[0]["round2"]  # rank 1 measures nothing: adds nothing
-    assert m2[keys.EPOCH_ENERGY_KWH] == pytest.approx(a[keys.EPOCH_ENERGY_KWH])
-    assert s2["energy_kwh"] == pytest.approx(0.030) and stop2 is False
+    mp.spawn(function, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+
+
+def test_rank_zeros_run_log_holds_every_rank_and_every_rank_logs_the_whole_run(tmp_path):
+    """Two gloo ranks through the integration's hooks: rank 0's run log holds both GPUs and rank
+    0's CPU (the tracker's combination), and nnU-Net's logger on each rank gets that sum."""
+    pytest.importorskip("torch")
+    import nnunet_ddp_worker as worker
+
+    _spawn_ranks(worker.run_sum_rank, tmp_path)
+    ranks = [json.loads((tmp_path / f"sum_rank{r}.json").read_text()) for r in (0, 1)]
+    logs = list((tmp_path / worker.SUM_RUN).glob("*.jsonl"))
+    assert len(logs) == 1 and ranks[0]["log_path"] == str(logs[0]) and not ranks[1]["log_path"]
+    log = read_run_log(logs[0])
+    assert log.header["ranks"]["combined"] is True and log.header["ranks"]["world_size"] == 2
+    names = {"rank0/gpu:0", "rank0/cpu:0", "rank1/gpu:1"}  # rank 1's CPU: the host's, rank 0's
+    assert {s["name"] for s in log.header["sensors"]} == names
+    assert ranks[1]["sensors"] == ["gpu:1"] and "tracker_start_failed" not in ranks[1]["events"]
+    expected = {
+        "rank0/gpu:0": worker.SUM_GPU_KWH[0] * worker.J_PER_KWH,
+        "rank0/cpu:0": worker.SUM_CPU_KWH * worker.J_PER_KWH,
+        "rank1/gpu:1": worker.SUM_GPU_KWH[1] * worker.J_PER_KWH,
+    }
+    whole_kwh = worker.SUM_GPU_KWH[0] + worker.SUM_GPU_KWH[1] + worker.SUM_CPU_KWH
+    assert len(log.epochs) == worker.SUM_EPOCHS
+    for record in log.epochs:
+        assert record["energy_j"] == pytest.approx(expected, rel=1e-9)
+        assert record["energy_kwh"] == pytest.approx(whole_kwh, rel=1e-9)
+    per_epoch = [r["energy_kwh"] for r in log.epochs]
+    cumulative = [r["cumulative"]["energy_kwh"] for r in log.epochs]
+    for rank in ranks:  # the same whole-run figures on every rank, like nnU-Net's losses
+        logged = rank["logger"]
+        assert rank["epochs"] == worker.SUM_EPOCHS
+        assert logged[keys.EPOCH_ENERGY_KWH] == pytest.approx(per_epoch, rel=1e-12)
+        assert logged[keys.ENERGY_KWH] == pytest.approx(cumulative, rel=1e-12)
+        states = logged[integ.STATE_KEY]
+        assert [st["energy_kwh"] for st in states] == pytest.approx(cumulative, rel=1e-12)
+        assert logged[keys.EPOCH_CO2_G] == pytest.approx([r["co2_g"] for r in log.epochs])
+        figures = {k: v for k, v in logged.items() if k != integ.STATE_KEY}
+        assert figures == {k: v for k, v in ranks[0]["logger"].items() if k != integ.STATE_KEY}
+    footer = log.footer
+    assert footer["energy_kwh"] == pytest.approx(whole_kwh * worker.SUM_EPOCHS, rel=1e-9)
+    line = next(x for x in ranks[0]["lines"] if x.startswith("Carbon: training completed"))
+    assert f"{whole_kwh * worker.SUM_EPOCHS:.4g} kWh" in line
+    assert not ranks[1]["lines"]  # only rank 0 writes nnU-Net's training log
 
 
 def test_budget_over_two_real_ranks_is_decided_on_the_whole_run(tmp_path):
@@ -392,14 +421,8 @@ def test_budget_over_two_real_ranks_is_decided_on_the_whole_run(tmp_path):
     so both ranks stop at the same epoch and rank 0 says so with the whole run's figure."""
     pytest.importorskip("torch")
     import nnunet_ddp_worker as worker
-    import torch.multiprocessing as mp
 
-    mp.spawn(
-        worker.run_budget_rank,
-        args=(2, str(tmp_path / "store"), str(tmp_path)),
-        nprocs=2,
-        join=True,
-    )
+    _spawn_ranks(worker.run_budget_rank, tmp_path)
     ranks = [json.loads((tmp_path / f"budget_rank{r}.json").read_text()) for r in (0, 1)]
     whole_plan = worker.KWH_PER_EPOCH * worker.BUDGET_EPOCHS
     for policy, expected_epochs, figure in (
@@ -409,41 +432,37 @@ def test_budget_over_two_real_ranks_is_decided_on_the_whole_run(tmp_path):
         zero, one = ranks[0][policy], ranks[1][policy]
         assert worker.BUDGETS[policy] > whole_plan  # no rank's own share ever reaches it
         assert zero["epochs"] == one["epochs"] == expected_epochs, policy
-        own = worker.KWH_PER_EPOCH * expected_epochs  # measured exactly, on each rank
-        assert zero["own_kwh"] == pytest.approx(own) and one["own_kwh"] == pytest.approx(own)
+        run = worker.KWH_PER_EPOCH * 2 * expected_epochs  # both ranks, on each rank
+        assert zero["run_kwh"] == pytest.approx(run) and one["run_kwh"] == pytest.approx(run)
         assert zero["should_stop"] and one["should_stop"]
         assert figure in zero["stop_reason"] and zero["stop_reason"] == one["stop_reason"]
         said = [line for line in zero["lines"] if "stopping after epoch" in line]
         assert len(said) == 1 and f"epoch {expected_epochs - 1}:" in said[0]
-        assert figure in said[0] and "summed over 2 ranks" in said[0]
+        assert figure in said[0] and "the whole run: 2 ranks combined" in said[0]
         assert not one["lines"]  # only rank 0 writes nnU-Net's training log
-        log = next((tmp_path / policy).glob("*.jsonl"))
-        budget = [r for r in map(json.loads, log.read_text().splitlines()) if r["type"] == "budget"]
-        stops = [r for r in budget if r["action"] == "stop"]
+        logs = list((tmp_path / policy).glob("*.jsonl"))
+        assert len(logs) == 1  # rank 0's
+        stops = [b for b in read_run_log(logs[0]).budgets if b["action"] == "stop"]
         assert len(stops) == 1 and stops[0]["epoch"] == expected_epochs - 1
-        assert stops[0]["spent"] == pytest.approx(worker.KWH_PER_EPOCH * 2 * expected_epochs)
-    # rank 1 alone holds the budget: it decides on the sum, and rank 0 stops with it
+        assert stops[0]["spent"] == pytest.approx(run)
+    # rank 1 alone holds the budget: it decides on the whole run, and rank 0 stops with it
     zero, one = ranks[0][worker.RANK1_ONLY], ranks[1][worker.RANK1_ONLY]
     assert zero["epochs"] == one["epochs"] == 3
     assert not zero["should_stop"] and "spent: 0.6 kWh" in one["stop_reason"]
-    assert any("stopping after epoch 2: budget reached" in line for line in zero["lines"])
+    said = "stopping after epoch 2: the carbon budget of another rank said stop"
+    assert any(said in line for line in zero["lines"])
 
 
-def test_settings_per_rank():
+def test_settings_defaults_come_from_the_trainer():
     import types
 
     trainer = types.SimpleNamespace(output_folder="/r/D/T__P__2d/fold_0", device=None)
     given = {"zone": "DK", "sim_cpu": "EPYC", "sim_cpu_tdp": 200}
-    zero = integ.build_settings(trainer, given, rank=0)
-    assert zero["log_dir"] == "/r/D/T__P__2d/fold_0" and zero["run_name"] == "T__P__2d/fold_0"
-    assert zero["sim_cpu"] == "EPYC" and "components" not in zero
-    one = integ.build_settings(trainer, given, rank=1)
-    assert one["log_dir"] is None and one["verbose"] == 0 and one["components"] == "gpu"
-    assert "sim_cpu" not in one and one["zone"] == "DK"
-    assert integ.build_settings(trainer, {"components": "cpu"}, rank=1) is None
-    assert integ.build_settings(trainer, {"log_dir": "/elsewhere"}, rank=0)["log_dir"] == (
-        "/elsewhere"
-    )
+    out = integ.build_settings(trainer, given)
+    assert out["log_dir"] == "/r/D/T__P__2d/fold_0" and out["run_name"] == "T__P__2d/fold_0"
+    # nothing per rank here: the tracker picks each rank's devices once the ranks are joined
+    assert out["sim_cpu"] == "EPYC" and "components" not in out and "distributed" not in out
+    assert integ.build_settings(trainer, {"log_dir": "/elsewhere"})["log_dir"] == "/elsewhere"
 
 
 # -- W&B through nnU-Net's own MetaLogger-----------------------------------------------------------
@@ -564,7 +583,7 @@ def test_v1_versions():
 
 
 def test_patch_without_nnunet_says_what_is_supported(monkeypatch):
-    monkeypatch.setattr(integ, "_installed_version", lambda distribution: None)
+    monkeypatch.setattr(patching, "installed_version", lambda distribution: None)
     with pytest.raises(integ.NnUNetVersionError, match=r"not installed.*2\.6 to 2\.8.*1\.7"):
         integ.patch()
     assert not integ.is_patched()

@@ -182,10 +182,6 @@ class CarbonTracker:
             config.budget_policy,
         )
         self._budget_said: set[tuple[str, str, str]] = set()
-        #: Whether the budget is checked after each epoch on this tracker's own figures. An
-        #: integration that combines the ranks' figures itself (nnU-Net under DDP) sets it False
-        #: and passes the decisions taken on the combined figures to :meth:`apply_budget`.
-        self.budget_on_own_figures = True
         self._confirm_asked = False
         self._no_prediction_noted = False
         self.last_metrics: dict[str, float] = {}
@@ -225,11 +221,20 @@ class CarbonTracker:
         self._settle_intensity()
         config = self._rank_config()
         sensors = self._given_sensors
-        if sensors is None:
+        if not self.ranks.host_leader and not config.measures_gpu:
+            sensors = []  # CPU and DRAM are the host leader's; this rank has nothing else
+            self.events.record(
+                "rank_measures_nothing",
+                f"rank {self.ranks.rank} measures nothing: components={config.components!r} "
+                "and CPU/DRAM are measured once per host, by its lowest rank",
+                "distributed",
+                warn=False,
+            )
+        elif sensors is None:
             sensors = discover_sensors(config, self.events)
         elif not self.ranks.host_leader:
             sensors = [s for s in sensors if s.info.component == "gpu"]
-        if not sensors:
+        if not sensors and (self.ranks.host_leader or config.measures_gpu):
             self.events.record(
                 "no_sensor",
                 "no energy sensor is available for the chosen components "
@@ -689,8 +694,12 @@ class CarbonTracker:
 
     # -- budgets ---------------------------------------------------------------------------------
     def _check_budget(self, epoch: int) -> None:
-        """Apply the budget after an epoch: warn, or set ``should_stop`` with a reason."""
-        if self.budget is None or not self.budget_on_own_figures:
+        """Apply the budget after an epoch: warn, or set ``should_stop`` with a reason.
+
+        Under a combined run these are the whole run's figures (every rank's energy, rank 0's
+        time and intensity), the same on every rank, so every rank decides alike.
+        """
+        if self.budget is None:
             return
         spent = {
             "co2_g": self._offset["co2_g"] + self._co2_g,
@@ -704,7 +713,7 @@ class CarbonTracker:
 
         Each new decision is announced once (run log, print, warning); the first stop sets
         :attr:`should_stop` and :attr:`stop_reason`. Called after every epoch with this
-        tracker's own figures, or by an integration with figures it combined over ranks.
+        tracker's figures (the combined run's under data parallelism).
         """
         with self._lock:
             for decision in decisions:
@@ -722,7 +731,7 @@ class CarbonTracker:
         self._write({"type": "budget", "epoch": epoch, **decision.to_dict()})
         verb = "stopping training" if decision.action == "stop" else "warning"
         text = f"carbon_callbacks: budget {verb}: {decision.reason}"
-        if self.config.verbose >= 1:
+        if self._verbose >= 1:  # rank 0 speaks (every rank takes the same decision)
             self._print(text)
         warnings.warn(text, CarbonCallbacksWarning, stacklevel=4)
 
@@ -949,12 +958,20 @@ class CarbonTracker:
             self._verbose = 0  # rank 0 speaks and writes the run log
 
     def _rank_config(self) -> CarbonConfig:
-        """The settings for discovery on this rank: its own GPU; CPU/DRAM on host leaders."""
+        """The settings for discovery on this rank: its own GPU; CPU/DRAM on host leaders.
+
+        A rank that is not its host's leader drops CPU and DRAM, a stated CPU (``sim_cpu``)
+        included. The GPU named by :meth:`set_gpu` applies only where NVML GPUs are measured
+        (not with ``components='cpu'`` or a stated ``sim_gpu``).
+        """
         changes: dict[str, Any] = {}
-        if not self.ranks.host_leader and self.config.components == "all":
-            changes["components"] = "gpu"
-        gpu = self._gpu_override
+        if not self.ranks.host_leader:
+            if self.config.components == "all":
+                changes["components"] = "gpu"
+            if self.config.sim_cpu is not None:
+                changes.update(sim_cpu=None, sim_cpu_tdp=None)
         nvml_gpus = self.config.measures_gpu and self.config.sim_gpu is None
+        gpu = self._gpu_override if nvml_gpus else None
         if gpu is None and nvml_gpus and self.ranks.distributed and self.config.gpu_ids is None:
             local = os.environ.get("LOCAL_RANK")
             if local is not None and local.isdigit():
@@ -1174,6 +1191,12 @@ class CarbonTracker:
     def sensors(self) -> list[Any]:
         """Provenance of the sensors in use (empty before ``start()``)."""
         return self._meter.sensor_infos if self._meter is not None else []
+
+    @property
+    def ranks_combined(self) -> int:
+        """Ranks whose measurements this tracker's epochs hold: the world size while the ranks
+        are combined (see :meth:`_combine`), else 1 (alone, or after an exchange failed)."""
+        return self.ranks.world_size if self._group is not None else 1
 
     # -- internals -------------------------------------------------------------------------------
     def _intensity_over(self, start_unix_s: float, end_unix_s: float) -> IntensityEstimate:

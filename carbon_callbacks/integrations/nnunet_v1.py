@@ -31,15 +31,12 @@ from typing import Any
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.config import CarbonConfig
 from carbon_callbacks.core.tracker import CarbonTracker
+from carbon_callbacks.integrations import _nnunet_hooks as hooks
+from carbon_callbacks.integrations._nnunet_plot import PNG_NAME, plot_carbon_progress
+from carbon_callbacks.integrations._nnunet_settings import build_settings, settings_from_env
 
 _ATTR = "_carbon"
 _EPOCH_LINE = "\nepoch: "
-
-
-def _nn() -> Any:
-    from carbon_callbacks.integrations import nnunet
-
-    return nnunet
 
 
 def _session(trainer: Any) -> Any:
@@ -47,10 +44,9 @@ def _session(trainer: Any) -> Any:
 
 
 def _attach(trainer: Any) -> Any:
-    nn = _nn()
-    resolved = nn.build_settings(trainer, nn.settings_from_env(), rank=0)
-    tracker = CarbonTracker(config=CarbonConfig.from_kwargs(**(resolved or {})))
-    session = nn._Session(tracker=tracker)
+    resolved = build_settings(trainer, settings_from_env())
+    tracker = CarbonTracker(config=CarbonConfig.from_kwargs(**resolved))
+    session = hooks.Session(tracker=tracker)
     trainer.__dict__[_ATTR] = session
     return session
 
@@ -110,18 +106,17 @@ def wrappers() -> list[tuple[Any, str, Any]]:
                     stacklevel=2,
                 )
             return on_epoch_end(self)
-        nn = _nn()
         tracker = session.tracker
         metrics = tracker.epoch_end(steps=int(self.num_batches_per_epoch))
         session.history.append(metrics)
         try:
-            nn._print_epoch(self, session, metrics)
+            hooks.print_epoch(self, session, metrics)
         except Exception as exc:  # noqa: BLE001 - never break training
             session.record("hook_failed", f"writing the carbon line failed: {exc!r}")
         result = on_epoch_end(self)
         store = {k: [m.get(k, math.nan) for m in session.history] for k in keys.ALL_KEYS}
         if self.output_folder is not None:
-            nn.plot_carbon_progress(store, Path(self.output_folder) / nn.PNG_NAME, session)
+            plot_carbon_progress(store, Path(self.output_folder) / PNG_NAME, session)
         if tracker.should_stop:
             session.stopped_by_budget = True
             self.max_num_epochs = self.epoch  # nnUNetTrainerV2 returns epoch < max_num_epochs
