@@ -265,6 +265,22 @@ def import_cost_ms() -> float:
     return statistics.median(runs)
 
 
+def _print_runs(results: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """One line per training run: run ratio, per-epoch median [range] and median abs error."""
+    for key in keys:
+        r = results[key]
+        ratios = r["ratio_per_epoch"]
+        med, epoch_s = statistics.median(ratios), statistics.median(r["epoch_s"])
+        abs_err = sorted(abs(x - 1) for x in ratios[1:])
+        p90 = abs_err[int(0.9 * len(abs_err))]
+        print(
+            f"{key}: run ratio {r['ratio_run']:.5f}; per-epoch median {med:.5f}"
+            f" [{min(ratios):.4f}, {max(ratios):.4f}]; steady median |error|"
+            f" {100 * statistics.median(abs_err):.2f}% [p90 {100 * p90:.1f}%];"
+            f" epoch {epoch_s:.3f} s; methods {r['methods']}"
+        )
+
+
 def _median_steady(epoch_s: list[float]) -> float:
     return statistics.median(epoch_s[1:])
 
@@ -274,6 +290,9 @@ def main() -> int:
     parser.add_argument("--out", default="bench_results.json")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer epochs (smoke test)")
+    parser.add_argument(
+        "--only-short", action="store_true", help="only the short-epoch runs (counter, sampled)"
+    )
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = False
     pynvml.nvmlInit()
@@ -291,6 +310,16 @@ def main() -> int:
     long_cfg = dict(n=512, size=256, batch=32, width=32)
     short_cfg = dict(n=256, size=128, batch=32, width=16)
     epochs = 6 if args.quick else 15
+    if args.only_short:
+        with tempfile.TemporaryDirectory() as tmp:
+            for key, carbon in (
+                ("counter_short_epochs", {}),
+                ("sampled_short_epochs", {"gpu_method": "sampled"}),
+            ):
+                results[key] = fit(epochs=30, carbon=carbon, log_dir=tmp, **short_cfg)
+        save()
+        _print_runs(results, ("counter_short_epochs", "sampled_short_epochs"))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         results["quiet_counter"] = quiet_span("auto")
         results["quiet_sampled"] = quiet_span("sampled")
@@ -324,15 +353,7 @@ def main() -> int:
     results["hook_cost"] = hook_cost_us()
     results["import_ms"] = import_cost_ms()
     save()
-    for key in ("counter", "sampled", "counter_short_epochs", "sampled_short_epochs"):
-        r = results[key]
-        ratios = r["ratio_per_epoch"]
-        med, epoch_s = statistics.median(ratios), statistics.median(r["epoch_s"])
-        print(
-            f"{key}: run ratio {r['ratio_run']:.5f}; per-epoch median {med:.5f}"
-            f" [{min(ratios):.4f}, {max(ratios):.4f}]; epoch {epoch_s:.3f} s;"
-            f" methods {r['methods']}"
-        )
+    _print_runs(results, ("counter", "sampled", "counter_short_epochs", "sampled_short_epochs"))
     for key in ("quiet_counter", "quiet_sampled"):
         r = results[key]
         er = r["epoch_ratios"]

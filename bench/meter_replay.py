@@ -9,6 +9,12 @@ are integrated by the trapezoid rule; a mark bridges the last sample to the edge
 read at the edge. Designs differ in how often the counter is read, how often power is read and
 which power signal is used (NVML's averaged ``nvmlDeviceGetPowerUsage`` or the instantaneous
 field). The reference is the counter poller's steps, interpolated at each epoch edge.
+
+Each counter design is also replayed *settled* (meter v0.3): a mark is settled to the counter
+interpolated between the steps around it once a read has seen the step after it; an epoch
+takes its start settled if it is by the epoch's end, and carries what settling changed of
+the marks used before they were settled: earlier ends, and starts of epochs shorter than a
+step (the tracker's ``true_up_j``).
 """
 
 from __future__ import annotations
@@ -102,12 +108,72 @@ def replay(trace: Trace, design: Design) -> list[float]:
     return [out[t] for _, t0, t1 in trace.edges for t in (t0, t1)]
 
 
-def score(trace: Trace, at_edges: list[float]) -> dict[str, Any]:
-    """Per phase: median and p90 absolute per-epoch error (%), and the phase's sum ratio."""
+def replay_settled(trace: Trace, design: Design) -> list[float]:
+    """Per-epoch energy (J) of a counter design with settled marks and the true-up."""
+    assert design.counter_s is not None
+    marks = sorted(t for _, t0, t1 in trace.edges for t in (t0, t1))
+    bridged = replay(trace, design)  # per edge, in edge order
+    by_time = dict(zip([t for _, t0, t1 in trace.edges for t in (t0, t1)], bridged, strict=True))
+    # the reads the design makes (at power ticks, every counter_s), and what each returns
+    t = trace.step_t[1] + 0.05
+    reads: list[tuple[float, float, float]] = []  # (read time, step energy, step time)
+    next_counter = t
+    while t <= marks[-1] + 1.0:
+        if t >= next_counter - 1e-9:
+            reads.append((t, *trace.counter(t)))
+            next_counter = t + design.counter_s
+        t += design.power_s
+    read_t = [r[0] for r in reads]
+
+    def settled_at(tm: float, by: float) -> float | None:
+        """The mark at ``tm`` settled by reads up to ``by`` (None: not yet)."""
+        k = bisect.bisect_left(read_t, tm)
+        anchor = trace.counter(tm)  # the meter's anchor: the last step seen before the mark
+        k0 = max(0, k - 1)
+        anchor = (reads[k0][1], reads[k0][2]) if reads[k0][2] <= tm else anchor
+        for read_time, e1, t1 in reads[k:]:
+            if read_time > by:
+                return None
+            if t1 <= tm:
+                anchor = (e1, t1)
+            else:
+                e0, t0 = anchor
+                return e0 + (e1 - e0) * (tm - t0) / (t1 - t0)
+        return None
+
+    out: list[float] = []
+    # marks used before they were settled: (time, value used, sign in the epoch: end +1, start -1)
+    unsettled: list[tuple[float, float, int]] = []
+    phase_before = None
+    for phase, t0, t1 in trace.edges:
+        if phase != phase_before:  # each phase is a run of its own: nothing carries over
+            unsettled, phase_before = [], phase
+        start = settled_at(t0, t1)
+        if start is None:
+            start = by_time[t0]
+            unsettled.append((t0, start, -1))
+        carried = 0.0
+        keep = []
+        for tm, used, sign in unsettled:
+            v = settled_at(tm, t1)
+            if v is None:
+                keep.append((tm, used, sign))
+            else:
+                carried += sign * (v - used)
+        unsettled = keep + [(t1, by_time[t1], +1)]
+        out.append(by_time[t1] - start + carried)
+    return out
+
+
+def score(trace: Trace, at_edges: list[float], per_epoch: bool = False) -> dict[str, Any]:
+    """Per phase: median and p90 absolute per-epoch error (%), and the phase's sum ratio.
+
+    ``at_edges``: energy at every edge (start, end, ...), or with ``per_epoch`` each epoch's.
+    """
     phases: dict[str, dict[str, list[float]]] = {}
     for k, (phase, t0, t1) in enumerate(trace.edges):
         ref = trace.reference(t1) - trace.reference(t0)
-        got = at_edges[2 * k + 1] - at_edges[2 * k]
+        got = at_edges[k] if per_epoch else at_edges[2 * k + 1] - at_edges[2 * k]
         row = phases.setdefault(phase, {"ref": [], "got": []})
         row["ref"].append(ref)
         row["got"].append(got)
@@ -129,13 +195,17 @@ def main(paths: list[str]) -> int:
             trace = Trace(json.load(fh))
         print(path)
         for design in DESIGNS:
-            res = score(trace, replay(trace, design))
-            cells = "; ".join(
-                f"{ph}: {r['median_abs_err_pct']:.2f}% [{r['p90_abs_err_pct']:.1f}] "
-                f"sum {r['sum_ratio']:.4f} first {r['first_ratio']:.3f}"
-                for ph, r in res.items()
-            )
-            print(f"  {design.name:40s} {cells}")
+            rows = [(design.name, score(trace, replay(trace, design)))]
+            if design.counter_s is not None:
+                settled = replay_settled(trace, design)
+                rows.append(("  settled + true-up", score(trace, settled, per_epoch=True)))
+            for name, res in rows:
+                cells = "; ".join(
+                    f"{ph}: {r['median_abs_err_pct']:.2f}% [{r['p90_abs_err_pct']:.1f}] "
+                    f"sum {r['sum_ratio']:.4f} first {r['first_ratio']:.3f}"
+                    for ph, r in res.items()
+                )
+                print(f"  {name:40s} {cells}")
     return 0
 
 

@@ -660,26 +660,41 @@ class Meter:
 
     def measure(self, start: Snapshot, end: Snapshot) -> Measurement:
         """The energy per sensor between two snapshots, with the methods used."""
+        with self._lock:
+            return self._measure(start, end)
+
+    def measure_settling(
+        self, start: Snapshot, end: Snapshot
+    ) -> tuple[Measurement, dict[str, float], dict[str, float]]:
+        """:meth:`measure`, with what settling had changed of each snapshot (J per sensor).
+
+        Read under one lock, so the two say exactly which values the measurement used: a
+        snapshot settled later changes by ``settling_j()`` minus what is returned here.
+        """
+        with self._lock:
+            return self._measure(start, end), start.settling_j(), end.settling_j()
+
+    def _measure(self, start: Snapshot, end: Snapshot) -> Measurement:
+        """:meth:`measure` with the lock held."""
         energy: dict[str, float] = {}
         methods: dict[str, str] = {}
         components: dict[str, str] = {}
         incomplete: list[str] = []
-        with self._lock:
-            for name, state in self._states.items():
-                lost = state.lost_at_unix_s
-                if lost is not None and lost <= end.time_unix_s:
-                    incomplete.append(name)
-                if lost is not None and lost <= start.time_unix_s:
-                    continue  # lost before the window: unmeasured, not a silent 0 J
-                e0 = start.energy_j.get(name, 0.0)
-                e1 = end.energy_j.get(name, e0)
-                energy[name] = max(0.0, e1 - e0)
-                used = [m for since, m in state.methods if since <= end.time_unix_s]
-                inside = [m for since, m in state.methods[1:] if start.time_unix_s < since]
-                before = [m for since, m in state.methods if since <= start.time_unix_s]
-                chain = (before[-1:] if before else used[:1]) + inside
-                methods[name] = ">".join(dict.fromkeys(chain)) or state.sensor.info.method
-                components[name] = state.sensor.info.component
+        for name, state in self._states.items():
+            lost = state.lost_at_unix_s
+            if lost is not None and lost <= end.time_unix_s:
+                incomplete.append(name)
+            if lost is not None and lost <= start.time_unix_s:
+                continue  # lost before the window: unmeasured, not a silent 0 J
+            e0 = start.energy_j.get(name, 0.0)
+            e1 = end.energy_j.get(name, e0)
+            energy[name] = max(0.0, e1 - e0)
+            used = [m for since, m in state.methods if since <= end.time_unix_s]
+            inside = [m for since, m in state.methods[1:] if start.time_unix_s < since]
+            before = [m for since, m in state.methods if since <= start.time_unix_s]
+            chain = (before[-1:] if before else used[:1]) + inside
+            methods[name] = ">".join(dict.fromkeys(chain)) or state.sensor.info.method
+            components[name] = state.sensor.info.component
         return Measurement(
             start_unix_s=start.time_unix_s,
             end_unix_s=end.time_unix_s,

@@ -59,9 +59,9 @@ from carbon_callbacks.core.units import J_PER_KWH
 
 #: Epochs kept for prediction (older ones are summed, not kept): memory stays bounded.
 _HISTORY_LEN = 4096
-#: Epoch ends the tracker follows while the meter may still settle them (epochs shorter than a
+#: Marks the tracker follows while the meter may still settle them (epochs shorter than a
 #: counter step leave a few behind; older ones keep their bridged values).
-_UNSETTLED_ENDS_KEPT = 8
+_UNSETTLED_KEPT = 16
 _STATE_VERSION = 1
 
 
@@ -151,8 +151,9 @@ class CarbonTracker:
         self._stopped = False
         self._start_snap: Snapshot | None = None
         self._epoch_snap: Snapshot | None = None
-        # epoch ends whose counter values the meter may still settle: (snapshot, J carried so far)
-        self._unsettled_ends: list[tuple[Snapshot, dict[str, float]]] = []
+        # marks an epoch used before the meter settled them: (snapshot, +1 for an end or -1 for
+        # a start, what settling had changed of it when used or carried since, J per sensor)
+        self._unsettled: list[tuple[Snapshot, int, dict[str, float]]] = []
         self._phases: list[tuple[str, Snapshot]] = []
         # totals of this process's segment (a resumed run adds the offsets below)
         self.epochs_completed = 0
@@ -488,7 +489,7 @@ class CarbonTracker:
                 return {}
             end = self._meter.mark()
             self._meter.hint_epoch_s(end.time_monotonic_s - start.time_monotonic_s)
-            m = self._combine(self._true_up(self._meter.measure(start, end), end))
+            m = self._combine(self._true_up(*self._meter.measure_settling(start, end), start, end))
             self.last_measurement = m
             record, energy_kwh, co2_g, intensity = self._measurement_record(
                 m, "epoch", index, self._take_epoch_intensity()
@@ -519,27 +520,44 @@ class CarbonTracker:
                 )
             return metrics
 
-    def _true_up(self, m: Measurement, end: Snapshot) -> Measurement:
-        """Carry into this epoch what the counter settled of earlier epochs' ends.
+    def _true_up(
+        self,
+        m: Measurement,
+        start_used: dict[str, float],
+        end_used: dict[str, float],
+        start: Snapshot,
+        end: Snapshot,
+    ) -> Measurement:
+        """Carry into this epoch what the counter settled of marks used before it did.
 
         An epoch's end is bridged from the counter's last step by power (the next step is up to
         ~0.1 s away, and the figures are due now); the meter settles it once that step is read
-        (:meth:`Meter.mark`). What settling changed is added to the next epoch, so the sum of
-        the epochs is the counter's up to the last epoch's end, and no epoch inherits a bias
-        of the bridge (at an epoch's edges the GPU often idles while its power reading, which
-        updates every ~0.1 s, still says busy). Recorded as ``true_up_j``.
+        (:meth:`Meter.mark`), and so the start of an epoch shorter than a step. What settling
+        changed of a mark after an epoch used it is added to the next epoch (an end's change
+        as it is, a start's with the opposite sign), so the sum of the epochs is the counter's
+        up to the last epoch's end, and no epoch inherits a bias of the bridge (at an epoch's
+        edges the GPU often idles while its power reading, which updates every ~0.1 s, still
+        says busy). Recorded as ``true_up_j``.
+
+        Args:
+            m: the epoch as measured.
+            start_used / end_used: what settling had changed of ``start`` / ``end`` when
+                ``m`` was measured (:meth:`Meter.measure_settling`).
         """
         carried: dict[str, float] = {}
-        keep: list[tuple[Snapshot, dict[str, float]]] = []
-        for snap, applied in self._unsettled_ends:
+        keep: list[tuple[Snapshot, int, dict[str, float]]] = []
+        for snap, sign, applied in self._unsettled:
+            waiting = bool(snap.waiting)  # before reading the values: a late settle is kept
             for name, settled_j in snap.settling_j().items():
                 delta_j = settled_j - applied.get(name, 0.0)
                 if delta_j and name in m.energy_j:
-                    carried[name] = carried.get(name, 0.0) + delta_j
+                    carried[name] = carried.get(name, 0.0) + sign * delta_j
                     applied[name] = settled_j
-            if snap.waiting:
-                keep.append((snap, applied))
-        self._unsettled_ends = (keep + [(end, {})])[-_UNSETTLED_ENDS_KEPT:]
+            if waiting:
+                keep.append((snap, sign, applied))
+        new = [(start, -1, dict(start_used)), (end, +1, dict(end_used))]
+        keep += [entry for entry in new if entry[0].waiting]
+        self._unsettled = keep[-_UNSETTLED_KEPT:]
         if not carried:
             return m
         energy = {name: max(0.0, j + carried.get(name, 0.0)) for name, j in m.energy_j.items()}
