@@ -15,7 +15,8 @@ is split into parts that are forecast separately and added up:
 *Warm-up*: the first epoch (CUDA context, compilation, cache filling, cudnn autotuning) is left
 out of every per-epoch estimate once a later epoch exists, as are further leading epochs that
 still stand out from the rest. With one epoch only, its cost is all there is, and the interval
-is made wide and lopsided (see :data:`FIRST_EPOCH_LOW`).
+is a stated range from recorded runs, wide and lopsided (see :data:`FIRST_EPOCH_LOW`):
+indicative only.
 
 *Step-based runs* (total steps known, epochs not): the same parts per optimisation step, times
 the steps still to come. When both an epoch count and a step count are known, the one that ends
@@ -67,9 +68,12 @@ DRIFT_PRIOR_DECADES = 1.0
 #: The ratios ``q`` the forecast averages over (0 = no drift; then 1e-4 to 1, half-decade steps).
 DRIFT_Q_GRID: tuple[float, ...] = (0.0,) + tuple(10 ** (k / 2) for k in range(-8, 1))
 #: With only the first (possibly warm-up) epoch measured, the remainder's interval is
-#: ``[FIRST_EPOCH_LOW, FIRST_EPOCH_HIGH]`` times that epoch's cost per remaining epoch: a
-#: warm-up epoch can be twice as slow as the steady ones, and rarely much cheaper.
-FIRST_EPOCH_LOW = 0.5
+#: ``[FIRST_EPOCH_LOW, FIRST_EPOCH_HIGH]`` times that epoch's cost per remaining epoch: a range
+#: for the ratio of a first epoch to the later ones, from recorded runs (not a model): first
+#: epochs of up to 4x the later ones (3.3x seen in our GPU traces of 0.15-0.2 s epochs) and
+#: down to 0.8x (carbontracker's paper: its one-epoch predictions were 4.9-19.1 % off, the
+#: first epoch mostly the cheaper). See docs/prediction.md.
+FIRST_EPOCH_LOW = 0.25
 FIRST_EPOCH_HIGH = 1.25
 #: Leading epochs after the first that may also be left out when they still stand out.
 MAX_EXTRA_WARMUP = 2
@@ -587,7 +591,9 @@ def predict_run(
     unit = "step" if by_steps else "epoch"
     left = left_steps if by_steps else left_epochs
     base_from = (
-        f"per-{unit} cost of the first epoch only"
+        f"per-{unit} cost of the first epoch only (indicative: the interval assumes the later "
+        f"epochs cost {FIRST_EPOCH_LOW:g}-{FIRST_EPOCH_HIGH:g}x the first, a range from "
+        "recorded runs; predict after 2+ epochs for an estimate)"
         if first_only
         else f"per-{unit} level of {len(k_vals)} steady epoch(s) (local-level model)"
     )
