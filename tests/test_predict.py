@@ -347,6 +347,27 @@ def test_benchmark_reads_run_logs_as_traces(tmp_path):
     actual = sum(e["energy_kwh"] for e in trace["epochs"])
     assert all(r["actual_kwh"] == pytest.approx(actual) for r in rows)
     assert rows[-1]["error"] < 0.5 and "covered" in rows[-1]
+    summary = bench.summarise(rows, [1, 2, 5])
+    low, high = summary[-1]["coverage_wilson95"]
+    assert low <= summary[-1]["coverage"] <= high
+    assert f"{summary[-1]['covered']}/{summary[-1]['scored']};" in bench.markdown(rows, summary)
+
+
+@pytest.mark.parametrize(
+    ("hits", "cases", "low", "high"),
+    # Wilson score intervals at 95 % (z = 1.95996) from the textbook form
+    # (2np + z^2 -+ z sqrt(z^2 + 4np(1 - p))) / (2 (n + z^2)), computed apart from the bench
+    [(8, 8, 0.6756, 1.0), (7, 8, 0.5291, 0.9776), (0, 5, 0.0, 0.4345), (45, 50, 0.7864, 0.9565)],
+)
+def test_benchmark_coverage_has_its_wilson_interval(hits, cases, low, high):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "bench" / "predict_accuracy.py"
+    spec = importlib.util.spec_from_file_location("predict_accuracy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.wilson_interval(hits, cases) == pytest.approx((low, high), abs=1e-4)
 
 
 # -- calibration of the interval (local-level model) ------------------------------------------
