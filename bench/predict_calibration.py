@@ -21,7 +21,11 @@ Processes (relative to the steady cost):
   the run (a change that nothing before it announces: outside the model);
 * ``trend``: a linear trend of +-10 % over the run plus 2 % noise (outside the model);
 * ``ramp``: a lagging start, 0.5 -> 1 with a time constant of 3 epochs, plus 3 % noise (the
-  short-epoch GPU trace's under-measured start; outside the model until it shows).
+  short-epoch GPU trace's under-measured start; outside the model until it shows);
+* ``settle``: a warm-up that is still settling: the first epoch's excess ``W`` (the warm-up
+  factor minus 1) decays as ``W q^k`` over the epochs k after it, ``q`` drawn uniformly from
+  0 to 1/e (the predictor's range for a settling warm-up), plus 3 % noise;
+* ``settle-slow``: the same with ``q`` from 1/e to 0.7 (slower than the predictor allows).
 
 The predictor's constants were chosen while looking at these process families (a different
 random seed, the steady part only); the figures here use other draws, so they are held out in
@@ -94,14 +98,27 @@ PROCESSES: dict[str, tuple[Callable[[int, random.Random], list[float]], bool]] =
     "step-10": (_step(0.10), False),
     "trend": (_trend, False),
     "ramp": (_ramp, False),
+    "settle": (_iid(0.03), True),
+    "settle-slow": (_iid(0.03), False),
+}
+#: processes whose first epoch's excess decays geometrically over the next epochs: the range
+#: the decay ratio is drawn from (added by :func:`synthetic_run`, which knows the excess).
+DECAY_RATIOS: dict[str, tuple[float, float]] = {
+    "settle": (0.0, 1 / math.e),
+    "settle-slow": (1 / math.e, 0.7),
 }
 
 
 def synthetic_run(process: str, epochs: int, rng: random.Random) -> list[EpochSample]:
     """A run of ``epochs`` epochs: a warm-up epoch, then the process's steady epochs (kWh)."""
     gen, _ = PROCESSES[process]
-    steady = [max(1e-6, v) for v in gen(epochs - 1, rng)]
+    steady = gen(epochs - 1, rng)
     warm = rng.uniform(0.7, 2.5)
+    decay = DECAY_RATIOS.get(process)
+    if decay is not None:  # the first epoch's excess decays geometrically over the next ones
+        ratio = rng.uniform(*decay)
+        steady = [v + (warm - 1.0) * ratio ** (k + 1) for k, v in enumerate(steady)]
+    steady = [max(1e-6, v) for v in steady]
     return [EpochSample(k, k, k) for k in [warm, *steady]]
 
 

@@ -130,6 +130,31 @@ SPECS: dict[str, dict[str, Any]] = {
         "val_every": 4,
     },
     "unet-w8-steps": {"kind": "unet", "width": 8, "max_steps": 500, "n_train": 640, "n_val": 64},
+    # added with issue 6's settling warm-up, recorded after that method was committed (held out)
+    "unet-w12": {"kind": "unet", "width": 12, "epochs": 14, "n_train": 384, "n_val": 48},
+    "unet-w24": {"kind": "unet", "width": 24, "epochs": 12, "n_train": 160, "n_val": 32},
+    "transformer-d96": {
+        "kind": "transformer",
+        "d_model": 96,
+        "epochs": 14,
+        "n_train": 1536,
+        "n_val": 192,
+    },
+    "unet-w8-val-every-2": {
+        "kind": "unet",
+        "width": 8,
+        "epochs": 16,
+        "n_train": 512,
+        "n_val": 256,
+        "val_every": 2,
+    },
+    "transformer-d64-steps": {
+        "kind": "transformer",
+        "d_model": 64,
+        "max_steps": 1200,
+        "n_train": 2048,
+        "n_val": 256,
+    },
 }
 
 
@@ -155,7 +180,9 @@ def run_queue_wait_s() -> float | None:
         return None
 
 
-def record(name: str, spec: dict[str, Any], accelerator: str, out_dir: Path, suffix: str) -> Path:
+def record(
+    name: str, spec: dict[str, Any], accelerator: str, out_dir: Path, suffix: str, note: str = ""
+) -> Path:
     """Train one spec with the carbon callback and write its trace; return the trace path."""
     pl.seed_everything(0, verbose=False)
     train, val = _loaders(spec["kind"], 0, spec["n_train"], spec["n_val"])
@@ -217,6 +244,8 @@ def record(name: str, spec: dict[str, Any], accelerator: str, out_dir: Path, suf
             "spec": spec,
         }
     )
+    if note:
+        trace["recorded_with"]["note"] = note
     path = out_dir / f"{full_name}.json"
     path.write_text(json.dumps(trace, indent=1) + "\n")
     return path
@@ -272,13 +301,14 @@ def main(argv: list[str] | None = None) -> int:
         "exceeds it; the quietest attempt is kept",
     )
     parser.add_argument("--attempts", type=int, default=3)
+    parser.add_argument("--note", default="", help="stored in each trace's recorded_with.note")
     parser.add_argument("--max-wait-s", type=float, default=900)
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.only or list(SPECS):
         if args.quiet_below is None:
-            path = record(name, SPECS[name], args.accelerator, out, args.suffix)
+            path = record(name, SPECS[name], args.accelerator, out, args.suffix, args.note)
             print(f"recorded {path}")
             continue
         best: tuple[float, str] | None = None
@@ -292,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             if best is not None and best[0] * 100 < args.quiet_below:
                 break
             wait_for_quiet(args.quiet_below, args.max_wait_s)
-            path = record(name, SPECS[name], args.accelerator, out, args.suffix)
+            path = record(name, SPECS[name], args.accelerator, out, args.suffix, args.note)
             text = path.read_text()
             contention = json.loads(text)["recorded_with"].get("cpu_contention") or 0.0
             print(f"recorded {path} (cpu contention {contention:.2f})", flush=True)

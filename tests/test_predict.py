@@ -61,10 +61,24 @@ def test_first_epoch_unlike_the_rest_is_left_out(first_factor, after):
 def test_after_one_epoch_the_interval_is_wide_and_lopsided():
     pred = predict_run([_epoch(4.0)], total_epochs=10, intensity_g_per_kwh=100)
     assert pred.energy_kwh == pytest.approx(40.0)
-    # a steady epoch half as costly (warm-up twice as slow) and 25 % costlier are both covered
-    assert pred.energy_kwh_low == pytest.approx(4.0 + 9 * 2.0)
+    # later epochs a quarter as costly (a warm-up 4x as dear: 3.3x seen on short GPU epochs)
+    # and 25 % costlier (a first epoch 0.8x the rest, as in carbontracker's paper) are covered
+    assert pred.energy_kwh_low == pytest.approx(4.0 + 9 * 1.0)
     assert pred.energy_kwh_high == pytest.approx(4.0 + 9 * 5.0)
     assert pred.co2_g == pytest.approx(4000.0)
+    assert "indicative" in pred.method
+
+
+@pytest.mark.parametrize("first_over_later", [3.3, 2.3, 1.0, 0.8])
+def test_after_one_epoch_first_epochs_like_the_recorded_ones_are_covered(first_over_later):
+    """First epochs of 0.8-3.3x the later ones (the range of the recorded GPU traces and
+    carbontracker's paper): the run's total lies in the one-epoch interval. The old range
+    (0.5-1.25x per remaining epoch) missed 3.3x and 2.3x."""
+    total = 30
+    trace = [_epoch(first_over_later)] + [_epoch(1.0) for _ in range(total - 1)]
+    truth = sum(e.energy_kwh for e in trace)
+    pred = predict_run(trace[:1], total_epochs=total, intensity_g_per_kwh=1)
+    assert pred.energy_kwh_low <= truth <= pred.energy_kwh_high
 
 
 def test_a_second_slow_epoch_is_also_left_out_once_it_stands_out():
@@ -333,6 +347,27 @@ def test_benchmark_reads_run_logs_as_traces(tmp_path):
     actual = sum(e["energy_kwh"] for e in trace["epochs"])
     assert all(r["actual_kwh"] == pytest.approx(actual) for r in rows)
     assert rows[-1]["error"] < 0.5 and "covered" in rows[-1]
+    summary = bench.summarise(rows, [1, 2, 5])
+    low, high = summary[-1]["coverage_wilson95"]
+    assert low <= summary[-1]["coverage"] <= high
+    assert f"{summary[-1]['covered']}/{summary[-1]['scored']};" in bench.markdown(rows, summary)
+
+
+@pytest.mark.parametrize(
+    ("hits", "cases", "low", "high"),
+    # Wilson score intervals at 95 % (z = 1.95996) from the textbook form
+    # (2np + z^2 -+ z sqrt(z^2 + 4np(1 - p))) / (2 (n + z^2)), computed apart from the bench
+    [(8, 8, 0.6756, 1.0), (7, 8, 0.5291, 0.9776), (0, 5, 0.0, 0.4345), (45, 50, 0.7864, 0.9565)],
+)
+def test_benchmark_coverage_has_its_wilson_interval(hits, cases, low, high):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "bench" / "predict_accuracy.py"
+    spec = importlib.util.spec_from_file_location("predict_accuracy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.wilson_interval(hits, cases) == pytest.approx((low, high), abs=1e-4)
 
 
 # -- calibration of the interval (local-level model) ------------------------------------------

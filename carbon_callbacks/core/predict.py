@@ -14,8 +14,15 @@ is split into parts that are forecast separately and added up:
 
 *Warm-up*: the first epoch (CUDA context, compilation, cache filling, cudnn autotuning) is left
 out of every per-epoch estimate once a later epoch exists, as are further leading epochs that
-still stand out from the rest. With one epoch only, its cost is all there is, and the interval
-is made wide and lopsided (see :data:`FIRST_EPOCH_LOW`).
+still stand out from the rest. When the last epoch left out stands out from the epochs after
+it, the warm-up may not be over: its excess may still be decaying geometrically,
+``W ratio^age`` with ``ratio`` from 0 (a one-off warm-up) to :data:`WARMUP_DECAY_MAX`. Every
+ratio the epochs seen do not rule out (likelihood ratio) keeps its forecast inside the interval;
+the central forecast is the best-fitting ratio's (a one-off warm-up while the epochs cannot
+tell). With two epochs every ratio fits, so the interval reaches down to a level of
+``e1 - (e0 - e1) WARMUP_DECAY_MAX / (1 - WARMUP_DECAY_MAX)``; each later epoch narrows it.
+With one epoch only, its cost is all there is, and the interval is a stated range from
+recorded runs, wide and lopsided (see :data:`FIRST_EPOCH_LOW`): indicative only.
 
 *Step-based runs* (total steps known, epochs not): the same parts per optimisation step, times
 the steps still to come. When both an epoch count and a step count are known, the one that ends
@@ -67,12 +74,34 @@ DRIFT_PRIOR_DECADES = 1.0
 #: The ratios ``q`` the forecast averages over (0 = no drift; then 1e-4 to 1, half-decade steps).
 DRIFT_Q_GRID: tuple[float, ...] = (0.0,) + tuple(10 ** (k / 2) for k in range(-8, 1))
 #: With only the first (possibly warm-up) epoch measured, the remainder's interval is
-#: ``[FIRST_EPOCH_LOW, FIRST_EPOCH_HIGH]`` times that epoch's cost per remaining epoch: a
-#: warm-up epoch can be twice as slow as the steady ones, and rarely much cheaper.
-FIRST_EPOCH_LOW = 0.5
+#: ``[FIRST_EPOCH_LOW, FIRST_EPOCH_HIGH]`` times that epoch's cost per remaining epoch: a range
+#: for the ratio of a first epoch to the later ones, from recorded runs (not a model): first
+#: epochs of up to 4x the later ones (3.3x seen in our GPU traces of 0.15-0.2 s epochs) and
+#: down to 0.8x (carbontracker's paper: its one-epoch predictions were 4.9-19.1 % off, the
+#: first epoch mostly the cheaper). See docs/prediction.md.
+FIRST_EPOCH_LOW = 0.25
 FIRST_EPOCH_HIGH = 1.25
 #: Leading epochs after the first that may also be left out when they still stand out.
 MAX_EXTRA_WARMUP = 2
+#: Largest per-epoch ratio of a warm-up that is still settling after its first epoch (a
+#: geometric decay ``W ratio^epoch``): 1/e, the rate at which a data cache fills when each
+#: epoch draws as many samples as the data set holds, at random with replacement (the share
+#: never drawn after k epochs is ``(1 - 1/N)^(N k) ~ e^-k``). Slower settling (a cache filled
+#: by epochs that draw a fraction of the data set, a start paced by time rather than by work)
+#: is a ramp, outside the model until it shows. 0 is a one-off warm-up (CUDA context,
+#: compilation, autotuning, a cache filled by one pass without replacement).
+WARMUP_DECAY_MAX = 1 / math.e
+#: The ratios a settling warm-up is evaluated at: 0 to :data:`WARMUP_DECAY_MAX` in 8 steps.
+WARMUP_DECAY_GRID: tuple[float, ...] = tuple(WARMUP_DECAY_MAX * k / 8 for k in range(9))
+#: Decay ratios whose likelihood is within this (natural) log-factor of the best one's are kept
+#: in the interval: half the chi-square(1) quantile at :data:`NOMINAL_COVERAGE` (2.71 / 2), the
+#: usual likelihood-ratio set at that level.
+WARMUP_DECAY_LOG_LR = statistics.NormalDist().inv_cdf(0.5 + NOMINAL_COVERAGE / 2) ** 2 / 2
+#: With more values than this after the warm-up, the decay is not fitted (it would cost time on
+#: every epoch and tell nothing more): the values it could still affect by more than
+#: :data:`WARMUP_NEGLIGIBLE_REL` of the level at the slowest ratio allowed are left out instead.
+WARMUP_FIT_MAX_VALUES = 64
+WARMUP_NEGLIGIBLE_REL = 1e-3
 #: A value "stands out" when it is this many robust deviations (and at least
 #: :data:`OUTLIER_MIN_REL` of the median) away from the median of the others.
 OUTLIER_MADS = 4.0
@@ -224,25 +253,346 @@ def _steady_start(series: Sequence[Sequence[float]]) -> int:
     return start
 
 
-def _local_level_filter(values: Sequence[float], q: float) -> tuple[float, float, float, float]:
-    """Kalman filter of the local-level model with drift-to-noise ratio ``q``, diffuse start.
+@dataclass(frozen=True)
+class _Warmup:
+    """The last warm-up value left out just before a part's values, which may still be settling.
 
-    Model: ``value_t = level_t + noise_t``, ``level_t = level_(t-1) + step_t``, noise with
-    variance ``sigma^2``, steps with ``q sigma^2``. Returns (the level after the last value, its
-    variance / sigma^2, the sum of squared innovations / their variance / sigma^2 (``sum
-    v^2/F``), the sum of ``log F``); the last two give the likelihood of ``q``.
+    Attributes:
+        head: that value (in the values' units: per epoch, per step or per phase run).
+        ages: epochs from the head to each of the values (>= 1), oldest first.
+        next_age: epochs from the head to the first value still to come.
     """
-    level, p = values[0], 1.0
-    rss = log_f = 0.0
-    for value in values[1:]:
-        p_pred = p + q
-        f = p_pred + 1.0
-        innovation = value - level
-        rss += innovation * innovation / f
+
+    head: float
+    ages: tuple[int, ...]
+    next_age: int
+
+
+def _decay_column(ratio: float, ages: Sequence[int]) -> list[float]:
+    """The settling warm-up's regressor ``ratio^age / (1 - ratio)`` at the given epoch ages.
+
+    Its coefficient is then the drop that the decay causes from the head to the epoch after it
+    (``W (1 - ratio)`` for an excess ``W ratio^age``): a quantity the first two epochs show
+    whatever the ratio, so a flat prior on it favours no ratio before later epochs speak.
+    """
+    return [ratio**age / (1.0 - ratio) for age in ages]
+
+
+def _decay_future(ratio: float, first_age: float, count: float) -> float:
+    """Sum of :func:`_decay_column` over ``count`` values' worth from ``first_age`` on."""
+    return ratio**first_age * (1.0 - ratio**count) / (1.0 - ratio) ** 2
+
+
+@dataclass(frozen=True)
+class _Filtered:
+    """What the Kalman filter of the local-level model leaves (all variances / sigma^2).
+
+    The level's start and each regression column's coefficient are left free (diffuse; de
+    Jong's augmented filter): the level after the last value is ``level + sum_i theta_i
+    effect[i]`` (index 0: the start level, 1...: the columns), and the coefficients' generalised
+    least-squares fit comes from ``cross`` (their information, ``sum c_i c_j / F``) and ``xy``
+    (``sum c_i v / F``). Each column is fitted together with the start level only: the columns
+    are alternatives, not a joint design. ``cross`` holds, per coefficient i, ``(S_0i, S_ii)``.
+    """
+
+    level: float
+    p: float
+    yy: float
+    log_f: float
+    effect: list[float]
+    cross: list[tuple[float, float]]
+    xy: list[float]
+
+
+def _local_level_filter(
+    values: Sequence[float], q: float, columns: Sequence[Sequence[float]] = ()
+) -> _Filtered:
+    """Kalman filter of the local-level model with drift-to-noise ratio ``q`` and free start.
+
+    Model: ``value_t = level_t + theta_j x_jt + noise_t``, ``level_t = level_(t-1) + step_t``,
+    noise with variance ``sigma^2``, steps with ``q sigma^2``; the start level and ``theta_j``
+    (one column ``x_j`` at a time, see :class:`_Filtered`) are unknown constants with a flat
+    prior. The filter runs once with every coefficient at 0 (the state starts at 0, known) and
+    tracks how each coefficient would shift the innovations (``c_i``) and the level.
+    """
+    if not columns:  # the start level alone: the same recursion on scalars (long histories)
+        level = p = yy = log_f = s00 = xy0 = 0.0
+        effect0 = 1.0
+        log = math.log
+        for t, value in enumerate(values):
+            if t:
+                p += q
+            f = p + 1.0
+            inv_f = 1.0 / f
+            v = value - level
+            e_f = effect0 * inv_f
+            yy += v * v * inv_f
+            log_f += log(f)
+            xy0 += e_f * v
+            s00 += e_f * effect0
+            gain = p * inv_f
+            effect0 -= gain * effect0
+            level += gain * v
+            p = gain
+        return _Filtered(level, p, yy, log_f, [effect0], [(s00, s00)], [xy0])
+    k = 1 + len(columns)
+    level, p = 0.0, 0.0
+    effect = [1.0] + [0.0] * len(columns)
+    s_0i = [0.0] * k
+    s_ii = [0.0] * k
+    xy = [0.0] * k
+    yy = log_f = 0.0
+    for t, value in enumerate(values):
+        if t:
+            p += q
+        f = p + 1.0
+        gain = p / f
+        v = value - level
+        c = [effect[0]] + [effect[i + 1] + col[t] for i, col in enumerate(columns)]
+        yy += v * v / f
         log_f += math.log(f)
-        level += p_pred / f * innovation
-        p = p_pred / f
-    return level, p, rss, log_f
+        for i in range(k):
+            xy[i] += c[i] * v / f
+            s_0i[i] += c[0] * c[i] / f
+            s_ii[i] += c[i] * c[i] / f
+            effect[i] -= gain * c[i]
+        level += gain * v
+        p /= f
+    return _Filtered(level, p, yy, log_f, effect, list(zip(s_0i, s_ii, strict=True)), xy)
+
+
+@dataclass(frozen=True)
+class _Forecast:
+    """A part's forecast: the sum of the values to come and its interval (half-widths).
+
+    Attributes:
+        central / low / high: central sum, low and high half-widths (the values' units x count).
+        decay: the warm-up decay ratio the forecast uses (``None``: no warm-up modelled).
+        decay_max: the largest decay ratio the values seen do not rule out (the interval spans
+            every ratio up to it).
+    """
+
+    central: float
+    low: float
+    high: float
+    decay: float | None = None
+    decay_max: float | None = None
+
+
+def _mixture_bounds(
+    weights: Sequence[float], centres: Sequence[float], sds: Sequence[float]
+) -> tuple[float, float]:
+    """(low, high): the central :data:`NOMINAL_COVERAGE` of a normal mixture.
+
+    Newton's method on the mixture's distribution function, kept inside a shrinking bracket
+    (bisection where a step would leave it), to 1e-10 of the mixture's scale; components of
+    weight below 1e-12 of the largest are left out.
+    """
+    tail = (1 - NOMINAL_COVERAGE) / 2
+    z = statistics.NormalDist().inv_cdf(1 - tail)
+    top = max(weights)
+    comps = [(w, c, sd) for w, c, sd in zip(weights, centres, sds, strict=True) if w > 1e-12 * top]
+    lo0 = min(c - 3 * z * sd for _, c, sd in comps)
+    hi0 = max(c + 3 * z * sd for _, c, sd in comps)
+    tol = 1e-10 * max(abs(lo0), abs(hi0), hi0 - lo0)
+    if hi0 - lo0 <= tol:  # no spread
+        return lo0, hi0
+    mass = math.fsum(w for w, _, _ in comps)
+    root2, root2pi = math.sqrt(2.0), math.sqrt(2.0 * math.pi)
+
+    def cdf_pdf(x: float) -> tuple[float, float]:
+        cdf = pdf = 0.0
+        for w, c, sd in comps:
+            if sd > 0:
+                u = (x - c) / sd
+                cdf += w * 0.5 * math.erfc(-u / root2)
+                pdf += w * math.exp(-0.5 * u * u) / (sd * root2pi)
+            else:
+                cdf += w * (x >= c)
+        return cdf / mass, pdf / mass
+
+    bounds = []
+    for target in (tail, 1 - tail):
+        lo, hi = lo0, hi0
+        x = 0.5 * (lo + hi)
+        for _ in range(200):
+            cdf, pdf = cdf_pdf(x)
+            if cdf < target:
+                lo = x
+            else:
+                hi = x
+            step = (cdf - target) / pdf if pdf > 0 else math.inf
+            nxt = x - step
+            if not lo < nxt < hi:
+                nxt = 0.5 * (lo + hi)
+            if abs(nxt - x) <= tol or hi - lo <= tol:
+                x = nxt
+                break
+            x = nxt
+        bounds.append(x)
+    return bounds[0], bounds[1]
+
+
+@dataclass(frozen=True)
+class _Design:
+    """One regression design's forecast of the sum to come: a normal mixture over the drift.
+
+    Attributes:
+        loglik: log marginal likelihood of the values (drift, noise variance and coefficients
+            integrated out; comparable between designs with the same number of coefficients).
+        weights / centres / sds: the mixture over :data:`DRIFT_Q_GRID` (posterior weights).
+        nu: the noise variance's degrees of freedom.
+    """
+
+    loglik: float
+    weights: tuple[float, ...]
+    centres: tuple[float, ...]
+    sds: tuple[float, ...]
+    nu: float
+
+    @property
+    def centre(self) -> float:
+        """The mixture's mean."""
+        return math.fsum(w * c for w, c in zip(self.weights, self.centres, strict=True))
+
+    def interval(self) -> tuple[float, float]:
+        """(low, high): the mixture's central interval, widened by ``t / z`` for ``nu``."""
+        centre = self.centre
+        low, high = _mixture_bounds(self.weights, self.centres, self.sds)
+        tail = (1 - NOMINAL_COVERAGE) / 2
+        widen = t_quantile(1 - tail, self.nu) / statistics.NormalDist().inv_cdf(1 - tail)
+        return centre - widen * max(0.0, centre - low), centre + widen * max(0.0, high - centre)
+
+
+def _designs(
+    values: Sequence[float],
+    r: float,
+    drift_prior_q: float,
+    scale: float,
+    columns: Sequence[Sequence[float]] = (),
+    futures: Sequence[float] = (),
+) -> list[_Design]:
+    """The sum of ``r`` future values under each design: the start level alone (no
+    ``columns``), else the start level with each column in turn (``futures``: each column's
+    sum over the values to come)."""
+    k = 1 if not columns else 2
+    prior_ss = PRIOR_DF * (PRIOR_REL_SD * scale) ** 2
+    nu = PRIOR_DF + len(values) - k
+    designs = range(1, len(columns) + 1) if columns else range(1)
+    log_w: list[list[float]] = [[] for _ in designs]
+    centres: list[list[float]] = [[] for _ in designs]
+    sds: list[list[float]] = [[] for _ in designs]
+    for q in DRIFT_Q_GRID:
+        fil = _local_level_filter(values, q, columns)
+        log_prior = (
+            -0.5 * (math.log10(q / drift_prior_q) / DRIFT_PRIOR_DECADES) ** 2 if q > 0 else 0.0
+        )
+        wander = r + q * r * (r + 1) * (2 * r + 1) / 6  # future noise and drift, / sigma^2
+        s00, s0 = fil.cross[0][0], fil.xy[0]
+        for d, i in enumerate(designs):
+            if i == 0:  # the start level alone
+                det, inv00, inv01, inv11 = s00, 1.0 / s00, 0.0, 0.0
+                theta0, theta1, future = s0 / s00, 0.0, 0.0
+            else:
+                s0i, sii, si = fil.cross[i][0], fil.cross[i][1], fil.xy[i]
+                det = s00 * sii - s0i * s0i
+                inv00, inv01, inv11 = sii / det, -s0i / det, s00 / det
+                theta0, theta1 = inv00 * s0 + inv01 * si, inv01 * s0 + inv11 * si
+                future = futures[i - 1]
+            rss = max(0.0, fil.yy - theta0 * s0 - (theta1 * fil.xy[i] if i else 0.0))
+            ss = prior_ss + rss
+            level = fil.level + theta0 * fil.effect[0] + (theta1 * fil.effect[i] if i else 0.0)
+            # the sum to come is r x level + theta1 x future; g: its gradient in the coefficients
+            g0, g1 = r * fil.effect[0], (r * fil.effect[i] + future if i else 0.0)
+            coef_var = g0 * g0 * inv00 + 2 * g0 * g1 * inv01 + g1 * g1 * inv11
+            centres[d].append(r * level + theta1 * future)
+            if ss <= 0:  # every value 0: nothing to spread
+                log_w[d].append(log_prior)
+                sds[d].append(0.0)
+                continue
+            log_w[d].append(log_prior - 0.5 * (fil.log_f + math.log(det)) - 0.5 * nu * math.log(ss))
+            sds[d].append(math.sqrt(max(0.0, ss / nu * (r * r * fil.p + coef_var + wander))))
+    out = []
+    for d in range(len(designs)):
+        top = max(log_w[d])
+        weights = [math.exp(w - top) for w in log_w[d]]
+        total = math.fsum(weights)
+        out.append(
+            _Design(
+                top + math.log(total),
+                tuple(w / total for w in weights),
+                tuple(centres[d]),
+                tuple(sds[d]),
+                nu,
+            )
+        )
+    return out
+
+
+def _forecast(
+    values: Sequence[float],
+    count: float,
+    *,
+    units_per_value: float = 1.0,
+    drift_prior_q: float = DRIFT_PRIOR_Q,
+    warmup: _Warmup | None = None,
+) -> _Forecast:
+    """The sum of ``count`` future units and its interval (see :func:`_sum_forecast`).
+
+    With ``warmup`` (the last left-out warm-up value stands out from the values), the values
+    may still carry a settling warm-up, a geometric decay ``W ratio^age`` from the head, with
+    ``ratio`` in :data:`WARMUP_DECAY_GRID` (0: a one-off warm-up, the model without it). Each
+    ratio's design (start level + decay column, fitted with the head) gives a forecast and a
+    marginal likelihood; the ratios within :data:`WARMUP_DECAY_LOG_LR` of the best are kept, and
+    the interval is the union of their intervals, the central value that of the best (the
+    smallest ratio among equals: with two epochs every ratio fits, and the forecast assumes a
+    one-off warm-up while the interval keeps room for what the decay could still hide).
+    """
+    if count <= 0:
+        return _Forecast(0.0, 0.0, 0.0)
+    r = count / units_per_value  # future values' worth
+    scale = abs(statistics.fmean(values))
+    if warmup is not None and len(values) > WARMUP_FIT_MAX_VALUES:
+        # long enough that fitting the decay costs more than it tells: leave out the values in
+        # which the slowest decay allowed could still leave more than a trace of the warm-up
+        med = statistics.median(values)
+        excess = abs(warmup.head - med) / (1.0 - WARMUP_DECAY_MAX)
+        keep = [
+            k
+            for k, age in enumerate(warmup.ages)
+            if excess * WARMUP_DECAY_MAX**age <= WARMUP_NEGLIGIBLE_REL * abs(med)
+        ]
+        if len(keep) >= 2:
+            values = [values[k] for k in keep]
+        warmup = None
+    if warmup is None:
+        ratios: list[float | None] = [None]
+        designs = _designs(values, r, drift_prior_q, scale)
+    else:
+        ratios = list(WARMUP_DECAY_GRID)
+        ages = [0, *warmup.ages]
+        designs = _designs(
+            [warmup.head, *values],
+            r,
+            drift_prior_q,
+            scale,
+            [_decay_column(ratio, ages) for ratio in WARMUP_DECAY_GRID],
+            [_decay_future(ratio, warmup.next_age, r) for ratio in WARMUP_DECAY_GRID],
+        )
+    best_loglik = max(d.loglik for d in designs)
+    # the smallest ratio among the best (equal to rounding: with two epochs every ratio fits)
+    best = next(k for k, d in enumerate(designs) if d.loglik >= best_loglik - 1e-9)
+    kept = [k for k, d in enumerate(designs) if d.loglik >= best_loglik - WARMUP_DECAY_LOG_LR]
+    intervals = [designs[k].interval() for k in kept]
+    centre = designs[best].centre
+    kept_ratios = [ratios[k] for k in kept if ratios[k] is not None]
+    return _Forecast(
+        units_per_value * centre,
+        units_per_value * max(0.0, centre - min(lo for lo, _ in intervals)),
+        units_per_value * max(0.0, max(hi for _, hi in intervals) - centre),
+        ratios[best],
+        max(kept_ratios) if kept_ratios else None,
+    )
 
 
 def _sum_forecast(
@@ -251,6 +601,7 @@ def _sum_forecast(
     *,
     units_per_value: float = 1.0,
     drift_prior_q: float = DRIFT_PRIOR_Q,
+    warmup: _Warmup | None = None,
 ) -> tuple[float, float, float]:
     """(central, low half-width, high half-width) of the sum of ``count`` future units.
 
@@ -265,58 +616,17 @@ def _sum_forecast(
     ``s^2 (R^2 P + R + q R (R + 1) (2R + 1) / 6)``: the level's uncertainty, the future values'
     noise and the level's future wander. The interval is the normal mixture's central
     :data:`NOMINAL_COVERAGE` interval, widened by ``t / z`` for the noise variance's
-    degrees of freedom.
+    degrees of freedom. With ``warmup``, a warm-up that may still be settling is modelled too
+    (see :func:`_forecast`).
     """
-    if count <= 0:
-        return 0.0, 0.0, 0.0
-    r = count / units_per_value  # future values' worth
-    m = len(values)
-    scale = abs(statistics.fmean(values))
-    prior_ss = PRIOR_DF * (PRIOR_REL_SD * scale) ** 2
-    nu = PRIOR_DF + m - 1
-    log_weights, centres, sds = [], [], []
-    for q in DRIFT_Q_GRID:
-        level, p, rss, log_f = _local_level_filter(values, q)
-        ss = prior_ss + rss
-        if ss <= 0:  # every value 0: nothing to spread
-            return count * level, 0.0, 0.0
-        log_prior = (
-            -0.5 * (math.log10(q / drift_prior_q) / DRIFT_PRIOR_DECADES) ** 2 if q > 0 else 0.0
-        )
-        log_weights.append(log_prior - 0.5 * log_f - 0.5 * nu * math.log(ss))
-        s2 = ss / nu
-        var = s2 * (r * r * p + r + q * r * (r + 1) * (2 * r + 1) / 6)
-        centres.append(r * level)
-        sds.append(math.sqrt(var))
-    top = max(log_weights)
-    weights = [math.exp(w - top) for w in log_weights]
-    total = math.fsum(weights)
-    weights = [w / total for w in weights]
-    centre = math.fsum(w * c for w, c in zip(weights, centres, strict=True))
-    tail = (1 - NOMINAL_COVERAGE) / 2
-    z = statistics.NormalDist().inv_cdf(1 - tail)
-    widen = t_quantile(1 - tail, nu) / z
-
-    def cdf(x: float) -> float:
-        return math.fsum(
-            w * 0.5 * math.erfc((c - x) / (sd * math.sqrt(2)))
-            for w, c, sd in zip(weights, centres, sds, strict=True)
-        )
-
-    bounds = []
-    for target in (tail, 1 - tail):
-        lo = min(c - 3 * z * sd for c, sd in zip(centres, sds, strict=True))
-        hi = max(c + 3 * z * sd for c, sd in zip(centres, sds, strict=True))
-        for _ in range(50):
-            mid = 0.5 * (lo + hi)
-            if cdf(mid) < target:
-                lo = mid
-            else:
-                hi = mid
-        bounds.append(0.5 * (lo + hi))
-    low_half = widen * max(0.0, centre - bounds[0])
-    high_half = widen * max(0.0, bounds[1] - centre)
-    return units_per_value * centre, units_per_value * low_half, units_per_value * high_half
+    fc = _forecast(
+        values,
+        count,
+        units_per_value=units_per_value,
+        drift_prior_q=drift_prior_q,
+        warmup=warmup,
+    )
+    return fc.central, fc.low, fc.high
 
 
 def _first_epoch_interval(first: float, count: float) -> tuple[float, float, float]:
@@ -341,6 +651,12 @@ class _Part:
     #: epochs between two values (the drift prior is per epoch; a phase every p epochs
     #: drifts p times as much, in variance, from one run to the next)
     epochs_per_value: float = 1.0
+    #: the last left-out warm-up epoch's (duration, energy) in the values' units, when one was
+    #: left out (the head of a warm-up that may still be settling); None for phases
+    head: tuple[float | None, float | None] | None = None
+    #: epochs from that head to each value, and to the first value to come
+    ages: tuple[int, ...] = ()
+    next_age: int = 0
 
 
 def _schedule(occ_epochs: list[int], observed: range, remaining: range) -> tuple[float, str] | None:
@@ -468,6 +784,7 @@ def predict_run(
     parts: list[_Part] = []
     notes: list[str] = []
     s_vals, k_vals, idx_vals = base_s[steady], base_kwh[steady], idx
+    head_idx = observed[start - 1] if start else None  # the last epoch left out as warm-up
     phase_names = sorted({p.name for e in history for p in e.phases})
     if not phase_names and not first_only and not by_steps:
         found = _detect_periodic(s_vals, k_vals, idx_vals)
@@ -494,6 +811,7 @@ def predict_run(
             )
             s_vals = [s_vals[k] for k in rest]
             k_vals = [k_vals[k] for k in rest]
+            idx_vals = [idx_vals[k] for k in rest]
     if start:
         notes.append(
             "epoch 0 left out as warm-up"
@@ -504,16 +822,31 @@ def predict_run(
     if by_steps:
         steps = [e.steps or 0 for e in history]
         steady_steps = steps[steady]
-        pairs = [(s, k, st) for s, k, st in zip(s_vals, k_vals, steady_steps, strict=False) if st]
+        pairs = [
+            (s, k, st, i)
+            for s, k, st, i in zip(s_vals, k_vals, steady_steps, idx_vals, strict=False)
+            if st
+        ]
         if not pairs:  # steps unknown for the steady epochs: fall back to the median epoch
-            pairs = [(s, k, steps_per_epoch) for s, k in zip(s_vals, k_vals, strict=False)]
+            pairs = [
+                (s, k, steps_per_epoch, i)
+                for s, k, i in zip(s_vals, k_vals, idx_vals, strict=False)
+            ]
+        head_steps = steps[start - 1] if start else 0
         base = _Part(
             "base",
-            [s / st for s, _, st in pairs],
-            [k / st for _, k, st in pairs],
+            [s / st for s, _, st, _ in pairs],
+            [k / st for _, k, st, _ in pairs],
             left_steps or 0.0,
             "per step",
             units_per_value=float(steps_per_epoch),  # type: ignore[arg-type]
+            head=(
+                (base_s[start - 1] / head_steps, base_kwh[start - 1] / head_steps)
+                if head_idx is not None and head_steps
+                else None
+            ),
+            ages=tuple(i - head_idx for *_, i in pairs) if head_idx is not None else (),
+            next_age=observed.stop - head_idx if head_idx is not None else 0,
         )
         parts.insert(0, base)
         steps_seen = sum(steps) or 1
@@ -531,7 +864,19 @@ def predict_run(
             )
         remaining_epochs = (left_steps or 0.0) / steps_per_epoch  # type: ignore[operator]
     else:
-        parts.insert(0, _Part("base", s_vals, k_vals, float(left_epochs or 0), "per epoch"))
+        parts.insert(
+            0,
+            _Part(
+                "base",
+                s_vals,
+                k_vals,
+                float(left_epochs or 0),
+                "per epoch",
+                head=(base_s[start - 1], base_kwh[start - 1]) if head_idx is not None else None,
+                ages=tuple(i - head_idx for i in idx_vals) if head_idx is not None else (),
+                next_age=observed.stop - head_idx if head_idx is not None else 0,
+            ),
+        )
         remaining = range(observed.stop, observed.stop + (left_epochs or 0))
         for name in phase_names:
             occ_epochs = [
@@ -570,12 +915,30 @@ def predict_run(
             if p_first_only:
                 central, lo, hi = _first_epoch_interval(values[0], part.count)
             else:
-                central, lo, hi = _sum_forecast(
+                head = part.head[0 if key == "s" else 1] if part.head is not None else None
+                warmup = (
+                    _Warmup(head, part.ages, part.next_age)
+                    if head is not None and _stands_out(head, values)
+                    else None
+                )
+                fc = _forecast(
                     values,
                     part.count,
                     units_per_value=part.units_per_value,
                     drift_prior_q=DRIFT_PRIOR_Q * part.epochs_per_value,
+                    warmup=warmup,
                 )
+                central, lo, hi = fc.central, fc.low, fc.high
+                if key == "kwh" and fc.decay_max:
+                    notes.append(
+                        "warm-up forecast as over, "
+                        if not fc.decay
+                        else f"warm-up forecast as still settling (x{fc.decay:.2g} per epoch), "
+                    )
+                    notes[-1] += (
+                        f"a decay of up to x{fc.decay_max:.2g} per epoch not ruled out: "
+                        "interval widened"
+                    )
             totals[key][0] += central
             totals[key][1] += lo**2
             totals[key][2] += hi**2
@@ -587,7 +950,9 @@ def predict_run(
     unit = "step" if by_steps else "epoch"
     left = left_steps if by_steps else left_epochs
     base_from = (
-        f"per-{unit} cost of the first epoch only"
+        f"per-{unit} cost of the first epoch only (indicative: the interval assumes the later "
+        f"epochs cost {FIRST_EPOCH_LOW:g}-{FIRST_EPOCH_HIGH:g}x the first, a range from "
+        "recorded runs; predict after 2+ epochs for an estimate)"
         if first_only
         else f"per-{unit} level of {len(k_vals)} steady epoch(s) (local-level model)"
     )
