@@ -30,6 +30,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from counter_poller import energy_at  # noqa: E402
 
+from carbon_callbacks.core.meter import SETTLE_SPAN_S  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Design:
@@ -138,6 +140,8 @@ def replay_settled(trace: Trace, design: Design) -> list[float]:
                 anchor = (e1, t1)
             else:
                 e0, t0 = anchor
+                if t1 - t0 > SETTLE_SPAN_S:  # reads too far apart: the mark stays bridged
+                    return by_time[tm]
                 return e0 + (e1 - e0) * (tm - t0) / (t1 - t0)
         return None
 

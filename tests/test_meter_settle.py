@@ -210,3 +210,20 @@ def test_epochs_shorter_than_a_step_sum_to_the_counter(tmp_path):
     # starts that were not settled when their epoch ended are trued up like ends: the sum is
     # the counter's up to the last few marks (each bridge is at most ~15 J off here)
     assert reported_j == pytest.approx(truth_j, abs=20.0), (reported_j, truth_j)
+
+
+def test_a_mark_between_sparse_counter_reads_keeps_its_bridged_value():
+    # read every 0.5 s (long epochs): a straight line across 0.5 s would misplace the power's
+    # changes, so the mark stays as bridged by the power samples
+    sensor = EdgeIdleGpu([(0.40, 0.90)])
+    meter = Meter([sensor], EventLog(), interval_s=1.0, power_interval_s=0.02,
+                  counter_interval_s=0.5)  # fmt: skip
+    meter.start()
+    _sleep_until(sensor.t0 + 0.62)
+    mark = meter.mark()
+    bridged_j = mark.energy_j["gpu:0"]
+    _sleep_until(sensor.t0 + 1.7)
+    assert not mark.waiting
+    assert mark.energy_j["gpu:0"] == bridged_j
+    assert mark.settling_j() == {"gpu:0": 0.0}
+    meter.stop()

@@ -58,6 +58,9 @@ _MAX_PENDING_MARKS = 32
 #: Longest wait (s) in :meth:`Meter.stop` for the step that settles the final mark: one NVML
 #: step (~0.1 s) and the read after it.
 SETTLE_WAIT_S = 0.3
+#: A mark is settled only between counter values at most this far apart (s): adjacent steps of
+#: NVML's ~0.1 s counter, with room for the step clock's dating. Wider apart, it stays bridged.
+SETTLE_SPAN_S = 0.15
 
 
 @dataclass
@@ -498,21 +501,23 @@ class Meter:
     def _settle(state: _State, t: float, energy_j: float) -> None:
         """A counter value dated at its step ``t``: settle the marks it follows (lock held).
 
-        A mark waiting since an earlier step takes the counter between that step and this one,
-        interpolated linearly in time (NVML says nothing finer than a step); a mark after
-        ``t`` keeps waiting, from this fresher step.
+        A mark waiting since the step just before it takes the counter between that step and
+        this one, interpolated linearly in time (NVML says nothing finer than a step). When
+        the two values are further apart than :data:`SETTLE_SPAN_S` (the counter is read less
+        often than every step, as with long epochs), a straight line across them would misplace
+        whatever the power did meanwhile: the mark keeps its bridged value. A mark after ``t``
+        keeps waiting, from this fresher step.
         """
         waiting: list[_Pending] = []
         for p in state.pending:
             if t <= p.t:
                 p.anchor_t, p.anchor_j = t, energy_j
                 waiting.append(p)
-            elif t > p.anchor_t:
+                continue
+            if 0.0 < t - p.anchor_t <= SETTLE_SPAN_S:
                 share = (p.t - p.anchor_t) / (t - p.anchor_t)
                 p.energy_j[p.name] = p.anchor_j + share * (energy_j - p.anchor_j)
-                p.waiting.discard(p.name)
-            else:  # cannot happen with a monotonic clock; the mark keeps its bridged value
-                p.waiting.discard(p.name)
+            p.waiting.discard(p.name)  # settled, or left bridged for good
         state.pending = waiting
         state.anchor = (t, energy_j)
 
