@@ -15,7 +15,11 @@ no slow I/O: it timestamps the instant and bridges each sensor's last sample to 
 trapezoid of the last sampled power and, where the sensor can read power in microseconds
 (NVML), the power read at the mark. Reading NVML's energy counter costs milliseconds (see
 docs/benchmarks.md), which is why it is left to the thread. The difference of two marks is a
-:class:`Measurement`.
+:class:`Measurement`. A stepping counter's mark is later *settled*: once the thread reads the
+step after it, and if that step and the one before the mark are adjacent (at most
+:data:`SETTLE_SPAN_S` apart), the mark takes the counter interpolated between them, in place in
+its snapshot (:meth:`Meter.mark`); the tracker carries what that changes of an epoch already
+reported into the next one.
 
 The meter keeps a fixed amount of state per sensor, whatever the length of the run. When a
 sensor fails, the failure is recorded once, the sensor's :meth:`~Sensor.fallback` takes over

@@ -20,7 +20,9 @@ Schema version 1. Every line is one JSON object with a ``"type"``:
     ``co2_g``, ``duration_s`` since the run began) and optionally ``steps``. ``incomplete``
     lists sensors lost by the epoch's end (a sensor lost before it began is left out of
     ``energy_j``); when no sensor covered the epoch, ``unmeasured`` is true and ``energy_kwh``
-    and ``co2_g`` are null (unknown, not zero).
+    and ``co2_g`` are null (unknown, not zero). ``true_up_j`` (``{sensor: J}``, when not
+    empty): joules in ``energy_j`` that settle earlier epochs' edges, which were bridged when
+    those epochs were reported (see :meth:`carbon_callbacks.core.meter.Meter.mark`).
 ``phase``
     As ``epoch``, plus ``name`` (str); ``epoch`` is an int or null.
 ``prediction``
