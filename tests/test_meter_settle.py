@@ -15,7 +15,7 @@ import time
 import pytest
 
 from carbon_callbacks.core.events import EventLog
-from carbon_callbacks.core.meter import SETTLE_WAIT_S, Meter
+from carbon_callbacks.core.meter import SETTLE_WAIT_S, Measurement, Meter
 from carbon_callbacks.core.sensors.base import Sensor, SensorInfo
 
 STEP_S = 0.1
@@ -146,31 +146,45 @@ class EdgeIdleGpu(LaggingGpu):
         return 0.0 if any(a <= late < b for a, b in self.idle) else BUSY_W
 
 
-def test_epochs_carry_what_the_counter_settled_of_the_previous_end(tmp_path):
+def _epochs(
+    sensor: EdgeIdleGpu, starts: list[float], ends: list[float], log_dir: str
+) -> tuple[list[Measurement], list[float], str]:
+    """Epochs marked at these times (s after the sensor's start) by a tracker on ``sensor``.
+
+    Returns each epoch's measurement, its true energy (J) and the run log's path.
+    """
     from carbon_callbacks.core.tracker import CarbonTracker
 
-    starts = [0.3 + 0.6 * k for k in range(6)]
-    ends = [s + 0.5 for s in starts]
-    idle = [(e - 0.02, e + 0.18) for e in ends]  # the next epoch starts 0.1 s after the end
-    sensor = EdgeIdleGpu(idle)
     tracker = CarbonTracker(
-        epochs=len(starts), sensors=[sensor], log_dir=str(tmp_path), verbose=0,
+        epochs=len(starts), sensors=[sensor], log_dir=log_dir, verbose=0,
         intensity_g_per_kwh=100.0,
     )  # fmt: skip
     unix_minus_mono = time.time() - time.monotonic()
-    errors_j, carried = [], []
+    measured, truth_j = [], []
     for start_s, end_s in zip(starts, ends, strict=True):
         _sleep_until(sensor.t0 + start_s)
         tracker.epoch_start()
         _sleep_until(sensor.t0 + end_s)
         tracker.epoch_end()
         m = tracker.last_measurement
-        truth_j = sensor.energy_at(m.end_unix_s - unix_minus_mono) - sensor.energy_at(
-            m.start_unix_s - unix_minus_mono
+        assert m is not None
+        measured.append(m)
+        truth_j.append(
+            sensor.energy_at(m.end_unix_s - unix_minus_mono)
+            - sensor.energy_at(m.start_unix_s - unix_minus_mono)
         )
-        errors_j.append(m.energy_j["gpu:0"] - truth_j)
-        carried.append(m.true_up_j.get("gpu:0", 0.0))
     tracker.stop()
+    assert tracker.log_path is not None
+    return measured, truth_j, tracker.log_path
+
+
+def test_epochs_carry_what_the_counter_settled_of_the_previous_end(tmp_path):
+    starts = [0.3 + 0.6 * k for k in range(6)]
+    ends = [s + 0.5 for s in starts]
+    idle = [(e - 0.02, e + 0.18) for e in ends]  # the next epoch starts 0.1 s after the end
+    measured, truth_j, log_path = _epochs(EdgeIdleGpu(idle), starts, ends, str(tmp_path))
+    errors_j = [m.energy_j["gpu:0"] - t for m, t in zip(measured, truth_j, strict=True)]
+    carried = [m.true_up_j.get("gpu:0", 0.0) for m in measured]
     # each end is bridged with a power reading that still says busy (+ up to 6 J); each epoch
     # carries the correction of the end before it, so the errors do not add up: the epochs
     # after the first sum to the counter within one end's bridge. Bridged starts and ends
@@ -180,33 +194,17 @@ def test_epochs_carry_what_the_counter_settled_of_the_previous_end(tmp_path):
     assert carried[0] == 0.0 and all(c < 0 for c in carried[1:]), carried
     from carbon_callbacks.core.records import read_run_log
 
-    log = read_run_log(tracker.log_path)
+    log = read_run_log(log_path)
     assert [e.get("true_up_j", {}).get("gpu:0", 0.0) for e in log.epochs] == carried
 
 
 def test_epochs_shorter_than_a_step_sum_to_the_counter(tmp_path):
-    from carbon_callbacks.core.tracker import CarbonTracker
-
     starts = [0.3 + 0.08 * k for k in range(25)]  # 60-ms epochs, 20-ms gaps: under a step
     ends = [s + 0.06 for s in starts]
     sensor = EdgeIdleGpu([(e - 0.01, e + 0.04) for e in ends])
-    tracker = CarbonTracker(
-        epochs=len(starts), sensors=[sensor], log_dir=str(tmp_path), verbose=0,
-        intensity_g_per_kwh=100.0,
-    )  # fmt: skip
-    unix_minus_mono = time.time() - time.monotonic()
-    reported_j = truth_j = 0.0
-    for start_s, end_s in zip(starts, ends, strict=True):
-        _sleep_until(sensor.t0 + start_s)
-        tracker.epoch_start()
-        _sleep_until(sensor.t0 + end_s)
-        tracker.epoch_end()
-        m = tracker.last_measurement
-        reported_j += m.energy_j["gpu:0"]
-        truth_j += sensor.energy_at(m.end_unix_s - unix_minus_mono) - sensor.energy_at(
-            m.start_unix_s - unix_minus_mono
-        )
-    tracker.stop()
+    measured, truths_j, _ = _epochs(sensor, starts, ends, str(tmp_path))
+    reported_j = sum(m.energy_j["gpu:0"] for m in measured)
+    truth_j = sum(truths_j)
     # starts that were not settled when their epoch ended are trued up like ends: the sum is
     # the counter's up to the last few marks (each bridge is at most ~15 J off here)
     assert reported_j == pytest.approx(truth_j, abs=20.0), (reported_j, truth_j)
