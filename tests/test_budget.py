@@ -235,29 +235,16 @@ def test_stop_and_confirm_asks_once_after_the_first_prediction(
 pl = pytest.importorskip("lightning.pytorch")
 torch = pytest.importorskip("torch")
 
+from lightning_tiny import tiny_loader, tiny_module_class  # noqa: E402
+
 from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
 
-
-class Tiny(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.layer = torch.nn.Linear(4, 1)
-
-    def training_step(self, batch, batch_idx):
-        time.sleep(0.01)  # a few tens of ms per epoch: measurable, deterministic enough
-        x, y = batch
-        return torch.nn.functional.mse_loss(self.layer(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
+# a few tens of ms per epoch: measurable, deterministic enough
+Tiny = tiny_module_class(pl.LightningModule, step_sleep_s=0.01)
 
 
 def _fit(tmp_path, max_epochs=20, **settings):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(32, 4, generator=g)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8
-    )
+    loader = tiny_loader()
     tracker = _tracker(tmp_path / "carbon", epochs=None, **settings)
     callback = CarbonCallback(tracker=tracker)
     trainer = pl.Trainer(

@@ -236,25 +236,13 @@ def test_progress_line_over_many_logs_and_output_file(tmp_path, capsys):
 
 def test_report_on_a_real_lightning_training(tmp_path, capsys):
     pl = pytest.importorskip("lightning.pytorch")
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
+    from lightning_tiny import tiny_loader, tiny_module_class
+
     from carbon_callbacks.integrations.lightning import CarbonCallback
 
-    class Tiny(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(4, 1)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return torch.nn.functional.mse_loss(self.layer(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8
-    )
+    Tiny = tiny_module_class(pl.LightningModule)
+    loader = tiny_loader()
     trainer = pl.Trainer(
         max_epochs=2,
         accelerator="cpu",

@@ -179,19 +179,9 @@ def test_works_with_the_pytorch_lightning_package(tmp_path):
         enable_model_summary=False,
     )
 
-    class PTLTiny(ptl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(4, 1)
+    from lightning_tiny import tiny_module_class
 
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return torch.nn.functional.mse_loss(self.layer(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    trainer.fit(PTLTiny(), _loader())
+    trainer.fit(tiny_module_class(ptl.LightningModule)(), _loader())
     assert len(read_run_log(cb.tracker.log_path).epochs) == 2
     assert keys.EPOCH_ENERGY_KWH in trainer.callback_metrics
 

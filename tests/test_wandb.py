@@ -109,25 +109,14 @@ def _series(rows: list[dict], key: str) -> list[float]:
 
 def test_lightning_wandb_logger_carries_carbon_metrics_per_epoch(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from lightning.pytorch.loggers import WandbLogger
+    from lightning_tiny import tiny_loader, tiny_module_class
 
     from carbon_callbacks.integrations.lightning import CarbonCallback
 
-    class Tiny(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = torch.nn.Linear(4, 1)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return torch.nn.functional.mse_loss(self.layer(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1, True)), 8)
+    Tiny = tiny_module_class(pl.LightningModule)
+    loader = tiny_loader()
     logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="carbon-callbacks-test")
     cb = CarbonCallback(tracker=_tracker(tmp_path))
     trainer = pl.Trainer(
