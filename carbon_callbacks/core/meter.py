@@ -67,18 +67,6 @@ SETTLE_WAIT_S = 0.3
 SETTLE_SPAN_S = 0.15
 
 
-@dataclass
-class _Pending:
-    """A mark of a stepping counter, waiting for the first counter value dated after it."""
-
-    name: str  # the sensor's name in the snapshot
-    t: float  # monotonic time of the mark
-    anchor_t: float  # the last dated counter value before the mark: when ...
-    anchor_j: float  # ... and how much (cumulative J, the meter's scale)
-    energy_j: dict[str, float]  # the snapshot's dict, settled in place
-    waiting: set[str]  # the snapshot's set of sensors still waiting
-
-
 @dataclass(frozen=True)
 class Snapshot:
     """Cumulative energy of every sensor at one instant.
@@ -105,6 +93,20 @@ class Snapshot:
     def settling_j(self) -> dict[str, float]:
         """Per sensor, what settling changed (settled minus bridged J; 0 while it waits)."""
         return {name: self.energy_j[name] - joules for name, joules in self.bridged_j.items()}
+
+
+@dataclass
+class _Pending:
+    """A snapshot's value of one stepping counter, waiting for the first value dated after it."""
+
+    name: str  # the sensor's name in the snapshot
+    snapshot: Snapshot  # settled in place (``energy_j``), then taken off ``waiting``
+    anchor_t: float  # the last dated counter value before the mark: when ...
+    anchor_j: float  # ... and how much (cumulative J, the meter's scale)
+
+    def leave(self) -> None:
+        """Stop waiting: the value stays as it is now."""
+        self.snapshot.waiting.discard(self.name)
 
 
 @dataclass(frozen=True)
@@ -280,10 +282,7 @@ class Meter:
             now = time.monotonic()
             if not waiting or now >= deadline:
                 return
-            try:
-                when = waiting[0].sensor.next_read_time(now)  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - settling is an optimisation
-                when = None
+            when = _mid_step_after(waiting[0].sensor, now)
             when = now + 0.5 * COUNTER_MIN_INTERVAL_S if when is None else max(when, now)
             if when > deadline:
                 return
@@ -338,10 +337,7 @@ class Meter:
         ]
         if not stepped:
             return math.inf
-        try:
-            aligned = stepped[0].next_read_time(after)  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - alignment is an optimisation
-            aligned = None
+        aligned = _mid_step_after(stepped[0], after)
         return now + cadence if aligned is None else max(aligned, now + 1e-3)
 
     # -- sampling (meter thread) ---------------------------------------------------------------
@@ -514,14 +510,15 @@ class Meter:
         """
         waiting: list[_Pending] = []
         for p in state.pending:
-            if t <= p.t:
+            t_mark = p.snapshot.time_monotonic_s
+            if t <= t_mark:
                 p.anchor_t, p.anchor_j = t, energy_j
                 waiting.append(p)
                 continue
             if 0.0 < t - p.anchor_t <= SETTLE_SPAN_S:
-                share = (p.t - p.anchor_t) / (t - p.anchor_t)
-                p.energy_j[p.name] = p.anchor_j + share * (energy_j - p.anchor_j)
-            p.waiting.discard(p.name)  # settled, or left bridged for good
+                share = (t_mark - p.anchor_t) / (t - p.anchor_t)
+                p.snapshot.energy_j[p.name] = p.anchor_j + share * (energy_j - p.anchor_j)
+            p.leave()  # settled, or left bridged for good
         state.pending = waiting
         state.anchor = (t, energy_j)
 
@@ -574,7 +571,7 @@ class Meter:
         previous_power_w = state.last_power_w
         state.sensor = replacement
         for p in state.pending:  # marks so far keep their bridged values
-            p.waiting.discard(p.name)
+            p.leave()
         state.anchor, state.pending = None, []
         state.offset_j = state.energy_j
         state.last_power_w = None
@@ -650,9 +647,9 @@ class Meter:
                 if state.anchor is not None and state.anchor[0] < t:
                     snapshot.bridged_j[name] = energy[name]
                     snapshot.waiting.add(name)
-                    state.pending.append(_Pending(name, t, *state.anchor, energy, snapshot.waiting))
+                    state.pending.append(_Pending(name, snapshot, *state.anchor))
                     for dropped in state.pending[:-_MAX_PENDING_MARKS]:
-                        dropped.waiting.discard(dropped.name)
+                        dropped.leave()
                     del state.pending[:-_MAX_PENDING_MARKS]
         return snapshot
 
@@ -717,6 +714,17 @@ class Meter:
 
 _LIVE_METERS: weakref.WeakSet[Meter] = weakref.WeakSet()
 _ATEXIT_REGISTERED = False
+
+
+def _mid_step_after(sensor: Sensor, after: float) -> float | None:
+    """The stepping counter's best read time >= ``after`` (monotonic s); None when unknown.
+
+    An optimisation only: a sensor that cannot tell (or fails to) is read on the plain cadence.
+    """
+    try:
+        return sensor.next_read_time(after)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _interval_mean(sensor: Sensor) -> bool:
