@@ -266,14 +266,10 @@ class CarbonTracker:
                     for i in infos
                 ]
             except Exception as exc:  # noqa: BLE001
-                self._group = None
-                self.events.record(
-                    "ranks_not_combined",
+                self._ranks_apart(
                     f"the ranks could not exchange their sensors ({exc!r}); each rank reports "
-                    "its own figures",
-                    "distributed",
+                    "its own figures"
                 )
-                self._intensity_alone()
         intensity = self._intensity_over(started_unix, started_unix)
         ranks: dict[str, Any] = {
             "world_size": self.ranks.world_size,
@@ -1040,6 +1036,12 @@ class CarbonTracker:
                 warn=False,
             )
 
+    def _ranks_apart(self, message: str) -> None:
+        """An exchange between the ranks failed: record why; each rank goes on alone."""
+        self._group = None
+        self.events.record("ranks_not_combined", message, "distributed")
+        self._intensity_alone()
+
     def _intensity_alone(self) -> None:
         """The ranks no longer exchange: this rank asks its own source from now on."""
         if not self._follows_rank_zero:
@@ -1073,14 +1075,10 @@ class CarbonTracker:
                  m.true_up_j)
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001
-            self._group = None
-            self.events.record(
-                "ranks_not_combined",
+            self._ranks_apart(
                 f"combining the ranks' epoch failed ({exc!r}); from now on each rank reports "
-                "its own figures",
-                "distributed",
+                "its own figures"
             )
-            self._intensity_alone()
             return m
         energy, methods, components, incomplete, true_up = {}, {}, {}, [], {}
         for rank_, e, meth, comp, inc, _, up in parts:
@@ -1133,14 +1131,10 @@ class CarbonTracker:
         try:
             return self._group.broadcast(forecast, src=0)
         except Exception as exc:  # noqa: BLE001
-            self._group = None
-            self.events.record(
-                "ranks_not_combined",
+            self._ranks_apart(
                 f"sending rank 0's intensity forecast failed ({exc!r}); from now on each rank "
-                "reports its own figures",
-                "distributed",
+                "reports its own figures"
             )
-            self._intensity_alone()
             return forecast
 
     def __getstate__(self) -> dict[str, Any]:
