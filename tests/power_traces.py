@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from carbon_callbacks.core.sensors.base import Sensor, SensorError, SensorInfo
 
@@ -85,3 +87,18 @@ class ConstantCounterSensor(Sensor):
 
     def fallback(self) -> Sensor | None:
         return self._fallback
+
+
+def tracker_on_fake_devices(tmp_path: Path, cls: type | None = None, **settings: Any) -> Any:
+    """A tracker (``cls``, default CarbonTracker) on a 50 W GPU and a 20 W CPU, zone DK.
+
+    Its run log goes to ``tmp_path / "carbon"``; ``settings`` override the defaults.
+    """
+    from carbon_callbacks.core.tracker import CarbonTracker
+
+    config = {"log_dir": str(tmp_path / "carbon"), "zone": "DK", "verbose": 0, **settings}
+    sensors = [
+        ConstantCounterSensor("gpu:fake", 50.0, component="gpu"),
+        ConstantCounterSensor("cpu:fake", 20.0, component="cpu"),
+    ]
+    return (cls or CarbonTracker)(sensors=sensors, **config)

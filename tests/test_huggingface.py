@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from carbon_expect import expected_series, same  # noqa: E402
-from power_traces import ConstantCounterSensor  # noqa: E402
+from power_traces import tracker_on_fake_devices as _tracker  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from carbon_callbacks.core import metrics as keys  # noqa: E402
@@ -64,16 +64,6 @@ class Tokens(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {"input_ids": self.x[i], "labels": int(self.x[i, 0] % 2)}
-
-
-def _tracker(tmp_path: Path, cls=CarbonTracker, **kw) -> CarbonTracker:
-    settings = {"log_dir": str(tmp_path / "carbon"), "zone": "DK", "verbose": 0}
-    settings.update(kw)
-    sensors = [
-        ConstantCounterSensor("gpu:fake", 50.0, component="gpu"),
-        ConstantCounterSensor("cpu:fake", 20.0, component="cpu"),
-    ]
-    return cls(sensors=sensors, **settings)
 
 
 def _trainer(tmp_path: Path, callback, evaluate=True, **args):

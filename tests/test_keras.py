@@ -25,7 +25,7 @@ if keras.backend.backend() != "torch":
 
 import numpy as np  # noqa: E402
 from carbon_expect import expected_series, same  # noqa: E402
-from power_traces import ConstantCounterSensor  # noqa: E402
+from power_traces import tracker_on_fake_devices as _tracker  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from carbon_callbacks.core import metrics as keys  # noqa: E402
@@ -56,16 +56,6 @@ def _model():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     return model
-
-
-def _tracker(tmp_path: Path, cls=CarbonTracker, **kw) -> CarbonTracker:
-    settings = {"log_dir": str(tmp_path / "carbon"), "zone": "DK", "verbose": 0}
-    settings.update(kw)
-    sensors = [
-        ConstantCounterSensor("gpu:fake", 50.0, component="gpu"),
-        ConstantCounterSensor("cpu:fake", 20.0, component="cpu"),
-    ]
-    return cls(sensors=sensors, **settings)
 
 
 def _fit(callbacks, epochs=EPOCHS):
