@@ -144,9 +144,17 @@ def anchor_dating(
         return {"matched": 0}
     offsets_ms = min(candidates, key=lambda c: (c[0], c[1]))[2]
     offsets_ms.sort()
+    # how many steps apart the successive distinct values are (1: every step was read)
+    dated = sorted({round(t, 3) for t, _ in ours})
+    period_s = statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
+    apart: dict[str, int] = {}
+    for a, b in zip(dated, dated[1:], strict=False):
+        key = str(min(5, max(1, round((b - a) / period_s))))
+        apart[key] = apart.get(key, 0) + 1
     return {
         "matched": len(offsets_ms),
         "of": len(ours),
+        "steps_apart": dict(sorted(apart.items())),  # "5": five or more
         "median_ms": statistics.median(offsets_ms),
         "p10_ms": offsets_ms[len(offsets_ms) // 10],
         "p90_ms": offsets_ms[(9 * len(offsets_ms)) // 10],
