@@ -1,6 +1,7 @@
 """Per-epoch GPU traces (``carbon_callbacks.trace/1``) from the raw results of the GPU benchmarks.
 
     python bench/gpu_traces_from_results.py bench/traces/gpu
+    python bench/gpu_traces_from_results.py bench/traces/gpu_heldout   # the 2026-11-23 runs
 
 Writes one trace per run of meter v0.2 kept in ``bench/results/``: the tracker's GPU energy and
 the epoch durations of ``bench/gpu_proof.py`` (1-second and 0.15-second epochs, counter and
@@ -90,10 +91,89 @@ def traces() -> list[dict[str, Any]]:
     return out
 
 
+def heldout_traces() -> list[dict[str, Any]]:
+    """Traces of the GPU runs of 2026-11-23 (meter with marks settled between adjacent steps).
+
+    Recorded after the predictor's method was last changed, so nothing in it was fitted to
+    them: held out for ``bench/predict_accuracy.py``.
+    """
+    out = []
+    proof = json.loads((RESULTS / "gpu_proof_h200_span_2026-11-23.json").read_text())
+    for key, name, what in [
+        ("counter", "h200-unet-counter", "15 epochs of ~0.9 s"),
+        ("sampled", "h200-unet-sampled", "15 epochs of ~0.9 s, sampled power forced"),
+        ("counter_short_epochs", "h200-unet-counter-short-epochs", "30 epochs of ~0.1 s"),
+        ("sampled_short_epochs", "h200-unet-sampled-short-epochs", "30 epochs of ~0.11 s, sampled"),
+    ]:
+        run = proof[key]
+        out.append(
+            _trace(
+                name,
+                f"Lightning U-Net on an H200, {what}",
+                "CUDA_VISIBLE_DEVICES=0 PYTHONPATH=. python bench/gpu_proof.py --reps 3",
+                run["epoch_s"],
+                run["tracker_gpu_j"],
+                "NVIDIA H200",
+                "sampled" if "sampled" in key else "counter",
+            )  # fmt: skip
+        )
+    for suffix, name, what, cmd in [
+        ("", "h200x2-unet-ddp", "12 epochs of ~1.1 s", ""),
+        ("_long", "h200x2-unet-ddp-long", "8 epochs of ~4.2 s", " --epochs 8 --samples 4096"),
+    ]:
+        ddp = json.loads((RESULTS / f"ddp_proof_h200x2_span{suffix}_2026-11-23.json").read_text())
+        out.append(
+            _trace(
+                name,
+                f"Lightning DDP U-Net on 2 H200s (sum over ranks), {what}",
+                f"PYTHONPATH=. python bench/ddp_proof.py{cmd}",
+                [e["duration_s"] for e in ddp["epochs"]],
+                [e["tracked_j"] for e in ddp["epochs"]],
+                "2x NVIDIA H200",
+                "counter",
+            )  # fmt: skip
+        )
+    for file, name, what, cmd in [
+        ("hf_1gpu_h200_span", "h200-hf-gpt2-1gpu", "1 GPU",
+         "CUDA_VISIBLE_DEVICES=0 PYTHONPATH=. python bench/hf_proof.py"),
+        ("hf_torchrun_2xh200_span", "h200x2-hf-gpt2-torchrun", "2 GPUs under torchrun",
+         "PYTHONPATH=. torchrun --nproc_per_node 2 bench/hf_proof.py"),
+    ]:  # fmt: skip
+        hf = json.loads((RESULTS / f"{file}_2026-11-23.json").read_text())
+        out.append(
+            _trace(
+                name,
+                f"HF Trainer, GPT-2-shaped 6x512, bf16, 8 epochs, {what}",
+                cmd,
+                [e["duration_s"] for e in hf["epochs"]],
+                [e["tracked_j"] for e in hf["epochs"]],
+                "NVIDIA H200",
+                "counter",
+            )  # fmt: skip
+        )
+    nn = json.loads((RESULTS / "nnunet_ddp_h200x2_span_2026-11-23.json").read_text())
+    epochs = nn["run_a"]["epochs"]
+    out.append(
+        _trace(
+            "h200x2-nnunet-ddp",
+            "nnU-Net 2D under DDP on 2 H200s, 4 epochs of 250 iterations",
+            "PYTHONPATH=/tmp/site:. python bench/nnunet_ddp_proof.py",
+            [e["duration_s"] for e in epochs],
+            [e["tracked_j"] for e in epochs],
+            "2x NVIDIA H200",
+            "counter",
+        )  # fmt: skip
+    )
+    for trace in out:
+        trace["recorded_with"]["note"] = "GPU energy only, current meter, 2026-11-23 (held out)"
+    return out
+
+
 def main(folder: str) -> int:
     dest = Path(folder)
     dest.mkdir(parents=True, exist_ok=True)
-    for trace in traces():
+    made = heldout_traces() if dest.name == "gpu_heldout" else traces()
+    for trace in made:
         (dest / f"{trace['name']}.json").write_text(json.dumps(trace, indent=1) + "\n")
         print("written", dest / f"{trace['name']}.json", len(trace["epochs"]), "epochs")
     return 0
