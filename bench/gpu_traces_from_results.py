@@ -75,20 +75,22 @@ def traces() -> list[dict[str, Any]]:
             "counter",
         )  # fmt: skip
     )
-    nn = json.loads((RESULTS / "nnunet_ddp_h200x2_2026-11-22.json").read_text())
-    epochs = nn["run_a"]["epochs"]
-    out.append(
-        _trace(
-            "h200x2-nnunet-ddp",
-            "nnU-Net 2D under DDP on 2 H200s, 4 epochs of 250 iterations",
-            "PYTHONPATH=. python bench/nnunet_ddp_proof.py",
-            [e["duration_s"] for e in epochs],
-            [e["tracked_j"] for e in epochs],
-            "2x NVIDIA H200",
-            "counter",
-        )  # fmt: skip
-    )
+    out.append(_nnunet_trace("nnunet_ddp_h200x2_2026-11-22.json", "PYTHONPATH=."))
     return out
+
+
+def _nnunet_trace(file: str, pythonpath: str) -> dict[str, Any]:
+    """The trace of run A (4 epochs, both GPUs summed) of an nnU-Net DDP proof's raw results."""
+    epochs = json.loads((RESULTS / file).read_text())["run_a"]["epochs"]
+    return _trace(
+        "h200x2-nnunet-ddp",
+        "nnU-Net 2D under DDP on 2 H200s, 4 epochs of 250 iterations",
+        f"{pythonpath} python bench/nnunet_ddp_proof.py",
+        [e["duration_s"] for e in epochs],
+        [e["tracked_j"] for e in epochs],
+        "2x NVIDIA H200",
+        "counter",
+    )
 
 
 def heldout_traces() -> list[dict[str, Any]]:
@@ -151,19 +153,7 @@ def heldout_traces() -> list[dict[str, Any]]:
                 "counter",
             )  # fmt: skip
         )
-    nn = json.loads((RESULTS / "nnunet_ddp_h200x2_span_2026-11-23.json").read_text())
-    epochs = nn["run_a"]["epochs"]
-    out.append(
-        _trace(
-            "h200x2-nnunet-ddp",
-            "nnU-Net 2D under DDP on 2 H200s, 4 epochs of 250 iterations",
-            "PYTHONPATH=/tmp/site:. python bench/nnunet_ddp_proof.py",
-            [e["duration_s"] for e in epochs],
-            [e["tracked_j"] for e in epochs],
-            "2x NVIDIA H200",
-            "counter",
-        )  # fmt: skip
-    )
+    out.append(_nnunet_trace("nnunet_ddp_h200x2_span_2026-11-23.json", "PYTHONPATH=/tmp/site:."))
     for trace in out:
         trace["recorded_with"]["note"] = "GPU energy only, current meter, 2026-11-23 (held out)"
     return out
