@@ -23,7 +23,7 @@ from carbon_callbacks.core.predict import (
     PRIOR_REL_SD,
     EpochSample,
     PhaseSample,
-    _sum_forecast,
+    _forecast,
     predict_run,
     t_quantile,
 )
@@ -401,7 +401,8 @@ def test_interval_is_calibrated_on_runs_drawn_from_its_own_model():
                 # sigma^2 ~ scaled inverse chi-square (PRIOR_DF, PRIOR_REL_SD x the mean of 1)
                 sd = math.sqrt(PRIOR_DF * PRIOR_REL_SD**2 / rng.gammavariate(PRIOR_DF / 2, 2.0))
                 values = _level_run(m, r, sd, sd * math.sqrt(q), rng)
-                central, low, high = _sum_forecast(values[:m], r)
+                fc = _forecast(values[:m], r)
+                central, low, high = fc.central, fc.low, fc.high
                 truth = math.fsum(values[m:])
                 hits.setdefault((m, r), []).append(central - low <= truth <= central + high)
     everything = [h for cell in hits.values() for h in cell]
@@ -417,7 +418,8 @@ def test_the_interval_of_the_rest_widens_with_the_horizon():
     values = [rng.gauss(1.0, 0.03) for _ in range(10)]
     per_epoch = []
     for r in (100, 1000):
-        central, low, high = _sum_forecast(values, r)
+        fc = _forecast(values, r)
+        central, low, high = fc.central, fc.low, fc.high
         per_epoch.append((low + high) / central)
     assert per_epoch[1] > 1.5 * per_epoch[0], per_epoch
 

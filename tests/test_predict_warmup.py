@@ -18,7 +18,6 @@ from carbon_callbacks.core.predict import (
     WARMUP_FIT_MAX_VALUES,
     EpochSample,
     _forecast,
-    _sum_forecast,
     _Warmup,
     predict_run,
 )
@@ -65,7 +64,7 @@ def test_a_settling_warm_up_is_fitted_once_a_third_epoch_shows_it(ratio):
         pred = predict_run(trace[:after], total_epochs=30, intensity_g_per_kwh=1)
         assert abs(pred.energy_kwh - truth) / truth < 0.01, after
         assert pred.energy_kwh_low <= truth <= pred.energy_kwh_high
-    level_only, _, _ = _sum_forecast([e.energy_kwh for e in trace[1:3]], 27)
+    level_only = _forecast([e.energy_kwh for e in trace[1:3]], 27).central
     assert abs(_total(trace[:3]) + level_only - truth) / truth > 0.02
 
 
@@ -125,7 +124,8 @@ def test_a_first_epoch_like_the_rest_leaves_the_interval_as_it_was():
     for after in (2, 3, 5, 8):
         pred = predict_run(trace[:after], total_epochs=30, intensity_g_per_kwh=1)
         done = _total(trace[:after])
-        central, low, high = _sum_forecast([e.energy_kwh for e in trace[1:after]], 30 - after)
+        fc = _forecast([e.energy_kwh for e in trace[1:after]], 30 - after)
+        central, low, high = fc.central, fc.low, fc.high
         assert pred.energy_kwh == pytest.approx(done + central, rel=1e-12)
         assert pred.energy_kwh_low == pytest.approx(done + central - low, rel=1e-12)
         assert pred.energy_kwh_high == pytest.approx(done + central + high, rel=1e-12)

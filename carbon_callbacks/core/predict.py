@@ -537,7 +537,20 @@ def _forecast(
     drift_prior_q: float = DRIFT_PRIOR_Q,
     warmup: _Warmup | None = None,
 ) -> _Forecast:
-    """The sum of ``count`` future units and its interval (see :func:`_sum_forecast`).
+    """The sum of ``count`` future units and its interval (half-widths).
+
+    ``values`` are the costs measured so far (oldest first), each standing for
+    ``units_per_value`` units (1 for epochs or phase runs; steps per epoch when the values are
+    per-step costs averaged over an epoch). The values follow a local-level model (see
+    :func:`_local_level_filter`) with the noise variance's prior ``PRIOR_REL_SD`` of the mean
+    (weight ``PRIOR_DF``) and the drift-to-noise ratio ``q`` averaged over
+    :data:`DRIFT_Q_GRID` with its posterior weight (prior: normal in ``log10 q`` around
+    ``drift_prior_q``, sd :data:`DRIFT_PRIOR_DECADES`; ``q = 0`` weighted as the centre). For each
+    ``q`` the sum of ``R`` future values has mean ``R x level`` and variance
+    ``s^2 (R^2 P + R + q R (R + 1) (2R + 1) / 6)``: the level's uncertainty, the future values'
+    noise and the level's future wander. The interval is the normal mixture's central
+    :data:`NOMINAL_COVERAGE` interval, widened by ``t / z`` for the noise variance's
+    degrees of freedom.
 
     With ``warmup`` (the last left-out warm-up value stands out from the values), the values
     may still carry a settling warm-up, a geometric decay ``W ratio^age`` from the head, with
@@ -593,40 +606,6 @@ def _forecast(
         ratios[best],
         max(kept_ratios) if kept_ratios else None,
     )
-
-
-def _sum_forecast(
-    values: Sequence[float],
-    count: float,
-    *,
-    units_per_value: float = 1.0,
-    drift_prior_q: float = DRIFT_PRIOR_Q,
-    warmup: _Warmup | None = None,
-) -> tuple[float, float, float]:
-    """(central, low half-width, high half-width) of the sum of ``count`` future units.
-
-    ``values`` are the costs measured so far (oldest first), each standing for
-    ``units_per_value`` units (1 for epochs or phase runs; steps per epoch when the values are
-    per-step costs averaged over an epoch). The values follow a local-level model (see
-    :func:`_local_level_filter`) with the noise variance's prior ``PRIOR_REL_SD`` of the mean
-    (weight ``PRIOR_DF``) and the drift-to-noise ratio ``q`` averaged over
-    :data:`DRIFT_Q_GRID` with its posterior weight (prior: normal in ``log10 q`` around
-    ``drift_prior_q``, sd :data:`DRIFT_PRIOR_DECADES`; ``q = 0`` weighted as the centre). For each
-    ``q`` the sum of ``R`` future values has mean ``R x level`` and variance
-    ``s^2 (R^2 P + R + q R (R + 1) (2R + 1) / 6)``: the level's uncertainty, the future values'
-    noise and the level's future wander. The interval is the normal mixture's central
-    :data:`NOMINAL_COVERAGE` interval, widened by ``t / z`` for the noise variance's
-    degrees of freedom. With ``warmup``, a warm-up that may still be settling is modelled too
-    (see :func:`_forecast`).
-    """
-    fc = _forecast(
-        values,
-        count,
-        units_per_value=units_per_value,
-        drift_prior_q=drift_prior_q,
-        warmup=warmup,
-    )
-    return fc.central, fc.low, fc.high
 
 
 def _first_epoch_interval(first: float, count: float) -> tuple[float, float, float]:
