@@ -1,7 +1,6 @@
 """Background sampling and marks: cumulative joules per sensor, at any instant, cheaply.
 
 One daemon thread reads every sensor each ``interval_s`` seconds: counters (NVML total energy,
-One daemon thread reads every sensor each ``interval_s`` seconds: counters (NVML total energy,
 RAPL) are read as they are, power sensors are integrated by the trapezoid rule (sensors whose
 reading is the mean since their previous read, such as the CPU model's utilisation, by
 rectangles over the interval each reading covers; their first reading, which covers the time
