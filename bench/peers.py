@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -281,17 +282,24 @@ def shapes_for(args: argparse.Namespace) -> list[RunShape]:
     ]  # fmt: skip
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="peers.json")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
-    parser.add_argument("--steady-epochs", type=int, default=8, help="epochs of ~1 s per run")
-    parser.add_argument("--short-epochs", type=int, default=30, help="short epochs per run")
-    parser.add_argument("--short-batches", type=int, default=3, help="batches per short epoch")
+def common_arguments(
+    parser: argparse.ArgumentParser, out: str, reps: int, modes: tuple[str, ...]
+) -> None:
+    """The options every side-by-side harness has (this one and ``bench/peers_hf.py``)."""
+    parser.add_argument("--out", default=out)
+    parser.add_argument("--reps", type=int, default=reps)
+    parser.add_argument("--modes", default=",".join(modes), help="comma-separated subset")
     parser.add_argument("--idle-s", type=float, default=3.0, help="idle GPU before each run")
     parser.add_argument("--max-s", type=float, default=540.0, help="skip runs ending later")
     parser.add_argument("--smoke", action="store_true", help="CPU plumbing check, no peers")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common_arguments(parser, "peers.json", 3, MODES)
+    parser.add_argument("--steady-epochs", type=int, default=8, help="epochs of ~1 s per run")
+    parser.add_argument("--short-epochs", type=int, default=30, help="short epochs per run")
+    parser.add_argument("--short-batches", type=int, default=3, help="batches per short epoch")
     args = parser.parse_args(argv)
     if args.smoke:
         for name, value in (("steady_epochs", 3), ("short_epochs", 4), ("idle_s", 0.3)):
@@ -318,20 +326,6 @@ def main(argv: list[str] | None = None) -> int:
                      "max_s": args.max_s, "shapes": [asdict(s) for s in shapes]},
         "runs": [],
     }  # fmt: skip
-    runs: list[dict[str, Any]] = results["runs"]
-
-    def save() -> None:
-        results["summary"] = summarise_runs(runs)
-        results["meta"]["elapsed_s"] = time.monotonic() - started
-        tmp_out = args.out + ".part"
-        with open(tmp_out, "w") as fh:
-            json.dump(results, fh, indent=1)
-        os.replace(tmp_out, args.out)
-
-    unavailable: dict[str, str] = {}
-    if args.smoke:
-        unavailable = {m: "skipped: --smoke" for m in PEER_DISTRIBUTIONS}
-    run_s: dict[str, float] = {}  # the longest run so far of each kind, for --max-s
     with tempfile.TemporaryDirectory() as tmp:
         max_poll_s = args.max_s + 120.0
         fake_w = SMOKE_POWER_W if args.smoke else None
@@ -344,37 +338,70 @@ def main(argv: list[str] | None = None) -> int:
         warm = RunShape("warm-up", 2, **{k: v for k, v in asdict(shapes[0]).items()
                                           if k not in ("kind", "epochs")})  # fmt: skip
         bench.fit(warm, loaders[shapes[0].kind], None)
+        by_kind = {s.kind: s for s in shapes}
         try:
-            for rep in range(args.reps):
-                for shape in shapes:
-                    order = modes[rep % len(modes) :] + modes[: rep % len(modes)]
-                    for position, mode in enumerate(order):
-                        record: dict[str, Any] = {"mode": mode, "kind": shape.kind, "rep": rep,
-                                                  "position": position}  # fmt: skip
-                        elapsed = time.monotonic() - started
-                        if mode in unavailable:
-                            record["error"] = unavailable[mode]
-                        elif elapsed + run_s.get(shape.kind, 0.0) > args.max_s:
-                            record["error"] = f"skipped: would end past --max-s {args.max_s} s"
-                        else:
-                            t0 = time.monotonic()
-                            try:
-                                record.update(run_one(bench, mode, shape, loaders[shape.kind]))
-                            except Exception as exc:  # noqa: BLE001 - a peer failing is a result
-                                record["error"] = repr(exc)
-                                record["traceback"] = traceback.format_exc(limit=-4)
-                                if isinstance(exc, ImportError):
-                                    unavailable[mode] = f"skipped: {exc!r}"
-                            record["run_s"] = time.monotonic() - t0
-                            run_s[shape.kind] = max(run_s.get(shape.kind, 0.0), record["run_s"])
-                        runs.append(record)
-                        save()
-                        print(_run_line(record), flush=True)
+            run_rotated(
+                args, results, modes, list(by_kind), started,
+                lambda mode, kind: run_one(bench, mode, by_kind[kind], loaders[kind]),
+            )  # fmt: skip
         finally:
             stop_pollers(pollers)
-            save()
+            save_results(results, args.out, started)
     print_summary(results["summary"])
     return 0
+
+
+def save_results(results: dict[str, Any], path: str, started: float) -> None:
+    """Write ``results`` with the summary of its runs, atomically (``started``: monotonic s)."""
+    results["summary"] = summarise_runs(results["runs"])
+    results["meta"]["elapsed_s"] = time.monotonic() - started
+    with open(path + ".part", "w") as fh:
+        json.dump(results, fh, indent=1)
+    os.replace(path + ".part", path)
+
+
+def run_rotated(
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    modes: list[str],
+    kinds: list[str],
+    started: float,
+    run: Callable[[str, str], dict[str, Any]],
+) -> None:
+    """Every mode on every kind, ``args.reps`` times, modes rotated within each repetition.
+
+    ``run(mode, kind)`` returns a run record's figures. A mode that raises is recorded with
+    its error (an ImportError skips it from then on); with ``args.smoke`` the peers are
+    skipped; a run that would end past ``args.max_s`` (judged by the longest run of its kind
+    so far) is skipped and recorded. Each record is appended to ``results["runs"]``, saved
+    and printed at once.
+    """
+    unavailable = {m: "skipped: --smoke" for m in PEER_DISTRIBUTIONS} if args.smoke else {}
+    run_s: dict[str, float] = {}  # the longest run so far of each kind, for --max-s
+    for rep in range(args.reps):
+        for kind in kinds:
+            order = modes[rep % len(modes) :] + modes[: rep % len(modes)]
+            for position, mode in enumerate(order):
+                record: dict[str, Any] = {"mode": mode, "kind": kind, "rep": rep,
+                                          "position": position}  # fmt: skip
+                if mode in unavailable:
+                    record["error"] = unavailable[mode]
+                elif time.monotonic() - started + run_s.get(kind, 0.0) > args.max_s:
+                    record["error"] = f"skipped: would end past --max-s {args.max_s} s"
+                else:
+                    t0 = time.monotonic()
+                    try:
+                        record.update(run(mode, kind))
+                    except Exception as exc:  # noqa: BLE001 - a peer failing is a result
+                        record["error"] = repr(exc)
+                        record["traceback"] = traceback.format_exc(limit=-4)
+                        if isinstance(exc, ImportError):
+                            unavailable[mode] = f"skipped: {exc!r}"
+                    record["run_s"] = time.monotonic() - t0
+                    run_s[kind] = max(run_s.get(kind, 0.0), record["run_s"])
+                results["runs"].append(record)
+                save_results(results, args.out, started)
+                print(_run_line(record), flush=True)
 
 
 def _run_line(record: dict[str, Any]) -> str:

@@ -17,13 +17,11 @@ compared with the counter over that tracker's own epoch edges. The JSON has the 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import tempfile
 import time
-import traceback
 from typing import Any
 
 import torch
@@ -39,15 +37,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from counter_poller import read_pollers, start_pollers, stop_pollers, window_j  # noqa: E402
 from hf_proof import Tokens  # noqa: E402
 from peers import (  # noqa: E402
-    PEER_DISTRIBUTIONS,
     SMOKE_POWER_W,
     Windows,
-    _run_line,
     _versions,
+    common_arguments,
     make_tracker,
     print_summary,
+    run_rotated,
+    save_results,
 )
-from window_stats import compare_windows, gpu_j, summarise_runs  # noqa: E402
+from window_stats import compare_windows, gpu_j  # noqa: E402
 
 from carbon_callbacks.core.records import read_run_log  # noqa: E402
 from carbon_callbacks.integrations.huggingface import CarbonCallback  # noqa: E402
@@ -169,13 +168,8 @@ def run_one(args: argparse.Namespace, tmp: str, pollers: list, mode: str,
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="peers_hf.json")
-    parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
+    common_arguments(parser, "peers_hf.json", 2, MODES)
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--idle-s", type=float, default=3.0, help="idle GPU before each run")
-    parser.add_argument("--max-s", type=float, default=540.0, help="skip runs ending later")
-    parser.add_argument("--smoke", action="store_true", help="CPU plumbing check, no peers")
     args = parser.parse_args(argv)
     if args.smoke:
         for name, value in (("epochs", 3), ("idle_s", 0.3), ("reps", 1)):
@@ -200,50 +194,23 @@ def main(argv: list[str] | None = None) -> int:
                      "idle_s": args.idle_s, "max_s": args.max_s},
         "runs": [],
     }  # fmt: skip
-    runs: list[dict[str, Any]] = results["runs"]
-
-    def save() -> None:
-        results["summary"] = summarise_runs(runs)
-        results["meta"]["elapsed_s"] = time.monotonic() - started
-        with open(args.out + ".part", "w") as fh:
-            json.dump(results, fh, indent=1)
-        os.replace(args.out + ".part", args.out)
-
-    unavailable = {m: "skipped: --smoke" for m in PEER_DISTRIBUTIONS} if args.smoke else {}
-    longest_s = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         fake_w = SMOKE_POWER_W if args.smoke else None
         pollers = start_pollers(tmp, gpus=1, max_s=args.max_s + 120.0, fake_w=fake_w)
         fit(args, tmp, None)  # kernels and libraries loaded once, untimed
-        ended = time.monotonic()
+        ended = [time.monotonic()]  # when the last run ended: the idle clock
+
+        def run(mode: str, kind: str) -> dict[str, Any]:
+            try:
+                return run_one(args, tmp, pollers, mode, ended[0] + args.idle_s)
+            finally:
+                ended[0] = time.monotonic()
+
         try:
-            for rep in range(args.reps):
-                order = modes[rep % len(modes) :] + modes[: rep % len(modes)]
-                for position, mode in enumerate(order):
-                    record: dict[str, Any] = {"mode": mode, "kind": "hf", "rep": rep,
-                                              "position": position}  # fmt: skip
-                    if mode in unavailable:
-                        record["error"] = unavailable[mode]
-                    elif time.monotonic() - started + longest_s > args.max_s:
-                        record["error"] = f"skipped: would end past --max-s {args.max_s} s"
-                    else:
-                        t0 = time.monotonic()
-                        try:
-                            record.update(run_one(args, tmp, pollers, mode, ended + args.idle_s))
-                        except Exception as exc:  # noqa: BLE001 - a peer failing is a result
-                            record["error"] = repr(exc)
-                            record["traceback"] = traceback.format_exc(limit=-4)
-                            if isinstance(exc, ImportError):
-                                unavailable[mode] = f"skipped: {exc!r}"
-                        ended = time.monotonic()
-                        record["run_s"] = ended - t0
-                        longest_s = max(longest_s, record["run_s"])
-                    runs.append(record)
-                    save()
-                    print(_run_line(record), flush=True)
+            run_rotated(args, results, modes, ["hf"], started, run)
         finally:
             stop_pollers(pollers)
-            save()
+            save_results(results, args.out, started)
     print_summary(results["summary"])
     return 0
 
