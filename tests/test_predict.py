@@ -186,6 +186,14 @@ def test_when_steps_end_the_run_before_the_epochs_steps_are_used():
 def test_nothing_to_predict_from():
     assert predict_run([], total_epochs=5, intensity_g_per_kwh=1) is None
     assert predict_run([_epoch(1.0)], total_epochs=None, intensity_g_per_kwh=1) is None
+    # a step count needs the steps done and epochs that reported their steps
+    steps = [_epoch(1.0, steps=10)] * 3
+    for given in ({"total_steps": 50}, {"steps_done": 30}):
+        assert predict_run(steps, total_epochs=None, intensity_g_per_kwh=1, **given) is None
+    no_steps = {"total_steps": 50, "steps_done": 30}
+    assert (
+        predict_run([_epoch(1.0)] * 3, total_epochs=None, intensity_g_per_kwh=1, **no_steps) is None
+    )
 
 
 def test_co2_is_measured_plus_remaining_energy_at_the_given_intensity():

@@ -731,8 +731,8 @@ def predict_run(
         an epoch count nor a step count with steps per epoch).
     """
     n = len(history)
-    if n == 0:
-        return None
+    if n == 0 or (total_epochs is None and (total_steps is None or steps_done is None)):
+        return None  # nothing to predict from, or the run's length is unknown: cost nothing
     done_s = math.fsum(e.duration_s for e in history)
     done_kwh = math.fsum(e.energy_kwh for e in history)
     done_g = math.fsum(e.co2_g for e in history)

@@ -23,7 +23,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from carbon_callbacks import __version__
@@ -651,7 +651,7 @@ class CarbonTracker:
         if cfg.epochs_before_pred == 0 or self.epochs_monitored < cfg.epochs_before_pred:
             return
         first = self.prediction is None
-        history = list(self._history)
+        history = self._history  # read only, under the lock: no copy
         # epochs before the history: a resumed run's earlier segments, and any epochs that
         # fell out of the bounded history
         first_index = int(self._offset["epochs"]) + self.epochs_monitored - len(history)
@@ -689,7 +689,7 @@ class CarbonTracker:
         if first and cfg.stop_and_confirm:
             self._ask_to_continue(pred)
 
-    def _add_unseen(self, pred: Prediction, history: list[EpochSample]) -> Prediction:
+    def _add_unseen(self, pred: Prediction, history: Sequence[EpochSample]) -> Prediction:
         """Add what was measured before the history (resumed segments, dropped epochs)."""
         measured = {
             "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
