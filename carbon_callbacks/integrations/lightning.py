@@ -106,15 +106,12 @@ class CarbonCallback(_Callback):
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         steps = trainer.global_step - self._global_step_at_epoch_start
         metrics = self.tracker.epoch_end(steps=steps)
-        for key, value in metrics.items():
-            # a CPU tensor: a Python float would be copied to the GPU, a synchronising copy
-            pl_module.log(
-                key,
-                torch.tensor(value, dtype=torch.float64),
-                on_step=False,
-                on_epoch=True,
-                logger=bool(trainer.loggers),
-            )
+        # CPU tensors (a Python float would be copied to the GPU, a synchronising copy, and
+        # rounded to float32), all made by one call: one float64 tensor, one element per key
+        values = torch.tensor(list(metrics.values()), dtype=torch.float64).unbind()
+        to_loggers = bool(trainer.loggers)
+        for key, value in zip(metrics, values, strict=True):
+            pl_module.log(key, value, on_step=False, on_epoch=True, logger=to_loggers)
         # a budget's decision -> Lightning's stop flag, collectively (any rank stops all ranks,
         # as EarlyStopping does); every rank calls the collective every epoch
         should_stop = trainer.strategy.reduce_boolean_decision(
