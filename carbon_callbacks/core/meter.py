@@ -64,6 +64,9 @@ SETTLE_WAIT_S = 0.3
 #: A mark is settled only between counter values at most this far apart (s): adjacent steps of
 #: NVML's ~0.1 s counter, with room for the step clock's dating. Wider apart, it stays bridged.
 SETTLE_SPAN_S = 0.15
+#: How often (s) :meth:`Meter.stop` looks for the step that settles the final mark when a helper
+#: process reads the counter (it arrives a few milliseconds after the helper's read).
+FEED_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -281,8 +284,11 @@ class Meter:
             now = time.monotonic()
             if not waiting or now >= deadline:
                 return
-            when = _mid_step_after(waiting[0].sensor, now)
-            when = now + 0.5 * COUNTER_MIN_INTERVAL_S if when is None else max(when, now)
+            if _feed_live(waiting[0].sensor):  # the helper reads the step: take it as it comes
+                when = now + FEED_POLL_S
+            else:
+                when = _mid_step_after(waiting[0].sensor, now)
+                when = now + 0.5 * COUNTER_MIN_INTERVAL_S if when is None else max(when, now)
             if when > deadline:
                 return
             time.sleep(when - now)
@@ -336,6 +342,12 @@ class Meter:
         ]
         if not stepped:
             return math.inf
+        for sensor in stepped:
+            _tell_cadence(sensor, cadence)
+        if any(_feed_live(sensor) for sensor in stepped):
+            # a helper process reads on this cadence; what it read is taken often (cheap),
+            # so that marks settle within about one power interval of the step after them
+            return now + min(cadence, self.power_interval_s)
         aligned = _mid_step_after(stepped[0], after)
         return now + cadence if aligned is None else max(aligned, now + 1e-3)
 
@@ -458,6 +470,8 @@ class Meter:
 
     def _sample(self, state: _State) -> None:
         sensor = state.sensor
+        if sensor.is_counter and self._drain_fed(state):
+            return
         t_before = time.monotonic()
         try:
             value, power_w, t_valid = self._read(sensor)  # slow I/O outside the lock
@@ -477,17 +491,7 @@ class Meter:
                 # a counter re-anchors the energy; its read takes milliseconds, so it is dated
                 # at the middle of the read, or at its step when the sensor can tell
                 t = 0.5 * (t_before + t_after) if t_valid is None else t_valid
-                new_energy = state.offset_j + value
-                if power_w is None:
-                    if t - state.last_t >= MIN_POWER_WINDOW_S:
-                        power_w = max(0.0, (new_energy - state.energy_j) / (t - state.last_t))
-                    else:  # too short a window to tell the power: keep the last estimate
-                        power_w = state.last_power_w
-                state.energy_j = new_energy
-                state.last_t = t
-                state.last_power_w = power_w
-                if t_valid is not None:
-                    self._settle(state, t, new_energy)
+                self._take_counter(state, value, t, power_w, dated=t_valid is not None)
             elif _interval_mean(sensor):
                 # the reading is the mean power since the previous read: a rectangle
                 state.energy_j += value * max(0.0, t_after - state.last_t)
@@ -495,6 +499,62 @@ class Meter:
                 state.last_power_w = power_w
             else:
                 self._integrate_power(state, value, t_after)
+
+    def _drain_fed(self, state: _State) -> bool:
+        """Take the values a helper process read (a stepping counter's feed); False: none.
+
+        False tells the caller to read the counter itself: the sensor has no feed, or its feed
+        is not delivering (yet, or any more). Each value is applied in order, as if the thread
+        had read it at its step; then power carries the energy to now when nothing new came.
+        """
+        sensor = state.sensor
+        drain = getattr(sensor, "drain_dated", None)
+        if drain is None:
+            return False
+        try:
+            fed = drain()
+        except Exception as exc:  # noqa: BLE001
+            with self._lock:
+                self._fail(state, exc)
+            return True
+        if fed is None:
+            return False
+        power_w = None
+        if sensor.cheap_power:
+            try:
+                power_w = sensor.read_power_w()
+            except Exception:  # noqa: BLE001 - the counter is what counts
+                power_w = None
+        now = time.monotonic()
+        with self._lock:
+            if state.sensor is not sensor:  # replaced meanwhile
+                return True
+            newer = [(j, t) for j, t in fed if state.anchor is None or t > state.anchor[0]]
+            for energy_j, t in newer:
+                self._take_counter(state, energy_j, t, power_w, dated=True)
+            if not newer and power_w is not None:
+                self._integrate_power(state, power_w, now)
+        return True
+
+    def _take_counter(
+        self, state: _State, value: float, t: float, power_w: float | None, *, dated: bool
+    ) -> None:
+        """Re-anchor a counter sensor at ``value`` (counter J) read at ``t`` (lock held).
+
+        ``power_w``: the power read with the value (None: estimated from the counter's change
+        since the last sample). ``dated``: ``t`` is the counter's step, so it settles marks.
+        """
+        new_energy = state.offset_j + value
+        if power_w is None:
+            if t - state.last_t >= MIN_POWER_WINDOW_S:
+                power_w = max(0.0, (new_energy - state.energy_j) / (t - state.last_t))
+            else:  # too short a window to tell the power: keep the last estimate
+                power_w = state.last_power_w
+        state.energy_j = new_energy
+        state.last_t = t
+        state.last_power_w = power_w
+        if dated:
+            self._settle(state, t, new_energy)
 
     @staticmethod
     def _settle(state: _State, t: float, energy_j: float) -> None:
@@ -724,6 +784,21 @@ def _mid_step_after(sensor: Sensor, after: float) -> float | None:
         return sensor.next_read_time(after)  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001
         return None
+
+
+def _feed_live(sensor: Sensor) -> bool:
+    """True when a helper process reads this stepping counter (see ``counter_feed``)."""
+    return bool(getattr(sensor, "feed_live", False))
+
+
+def _tell_cadence(sensor: Sensor, cadence_s: float) -> None:
+    """Pass the counter cadence (s) on to a sensor whose helper process reads the counter."""
+    tell = getattr(sensor, "set_read_interval", None)
+    if tell is not None:
+        try:
+            tell(cadence_s)
+        except Exception:  # noqa: BLE001 - an optimisation only
+            pass
 
 
 def _interval_mean(sensor: Sensor) -> bool:

@@ -25,12 +25,14 @@ from __future__ import annotations
 import math
 import os
 import threading
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from carbon_callbacks.core.events import EventLog
 from carbon_callbacks.core.sensors.base import Sensor, SensorError, SensorInfo
+from carbon_callbacks.core.sensors.counter_feed import CounterFeed
 from carbon_callbacks.core.sensors.step_clock import SteppedCounterClock
 from carbon_callbacks.core.tables import lookup_gpu_tdp_w
 
@@ -421,10 +423,19 @@ class NvmlGpuSensor(Sensor):
     every change of load (docs/benchmarks.md). If the field stops answering mid-run, the sensor
     switches to the averaged power and says so once (:meth:`drain_notices`).
 
+    In counter mode the counter is read and dated by a helper process
+    (:mod:`~carbon_callbacks.core.sensors.counter_feed`), which the training's GIL cannot delay;
+    the meter takes its values from :meth:`drain_dated`. Until the helper delivers, or if it
+    cannot start or ends, the meter's thread reads the counter itself (:meth:`read_energy_dated`),
+    and a helper that ends says so once. The helper needs ``nvml`` to be an importable module
+    (``pynvml``); an in-process stand-in object is always read by the thread.
+
     Args:
         gpu: NVML index or a :class:`GpuRef` (opened by UUID).
         nvml: NVML module stand-in (default: ``pynvml``).
         force_sampled: use sampled power even when the counter works (benchmarks).
+        counter_process: read the counter in a helper process (default); False: by the
+            meter's thread only.
 
     Raises:
         SensorError: the GPU cannot be opened, or in sampled mode reads no power either.
@@ -432,15 +443,23 @@ class NvmlGpuSensor(Sensor):
 
     cheap_power = True
 
-    def __init__(self, gpu: int | GpuRef, *, nvml: Any = None, force_sampled: bool = False):
+    def __init__(
+        self,
+        gpu: int | GpuRef,
+        *,
+        nvml: Any = None,
+        force_sampled: bool = False,
+        counter_process: bool = True,
+    ):
         self._device = _NvmlDevice(gpu, nvml)
+        self._feed: CounterFeed | None = None
         try:
-            self._open(force_sampled)
+            self._open(force_sampled, counter_process)
         except BaseException:
             self._device.close()
             raise
 
-    def _open(self, force_sampled: bool) -> None:
+    def _open(self, force_sampled: bool, counter_process: bool) -> None:
         device = self._device
         self._start_mj: float | None = None
         self._clock: SteppedCounterClock | None = None
@@ -453,6 +472,12 @@ class NvmlGpuSensor(Sensor):
                 if not device.not_supported(exc):
                     raise
         self.is_counter = self._start_mj is not None
+        module = device._nvml
+        self._feed_module: str | None = (
+            module.__name__
+            if counter_process and self.is_counter and isinstance(module, types.ModuleType)
+            else None
+        )
         self._instant = self._probe_instant()
         if not self.is_counter:
             self.read_power_w()  # proves power works; raises SensorError otherwise
@@ -468,9 +493,10 @@ class NvmlGpuSensor(Sensor):
     def _detail(self) -> str:
         power = POWER_INSTANT_TEXT if self._instant else POWER_AVERAGE_TEXT
         if self.is_counter:
+            reader = "a helper process" if self._feed_module else "the meter's thread"
             return (
-                "nvmlDeviceGetTotalEnergyConsumption (mJ), delta; values dated at the counter's "
-                f"steps; bridged to marks with {power}"
+                "nvmlDeviceGetTotalEnergyConsumption (mJ), delta; read by "
+                f"{reader} and dated at the counter's steps; bridged to marks with {power}"
             )
         why = "forced" if self.force_sampled else "energy counter not supported"
         return f"{power} integrated by the meter ({why})"
@@ -539,6 +565,56 @@ class NvmlGpuSensor(Sensor):
             )
         return (now_mj - self._start_mj) / 1000.0, t_valid
 
+    @property
+    def feed_live(self) -> bool:
+        """True while the helper process delivers the counter's dated values."""
+        return self._feed is not None and self._feed.live
+
+    def drain_dated(self) -> list[tuple[float, float]] | None:
+        """The helper's values since the last call: (joules since open, monotonic step time).
+
+        Starts the helper on the first call. None when the caller must read the counter itself
+        (:meth:`read_energy_dated`): no helper wanted, not delivering yet, or ended (said once,
+        through :meth:`drain_notices`). Never blocks.
+        """
+        if self._feed_module is None or self._start_mj is None:
+            return None
+        feed = self._feed
+        if feed is None:
+            feed = self._feed = CounterFeed(self._feed_module, self._device.uuid)
+            feed.start()
+        raw = feed.drain()
+        if raw is None:
+            self._end_feed(feed.failure or "it ended")
+            return None
+        if not raw and not feed.live:
+            return None
+        values = []
+        for t_step, now_mj in raw:
+            if now_mj < self._start_mj:
+                raise SensorError(
+                    f"gpu:{self._device.index} energy counter went backwards ({now_mj} < "
+                    f"{self._start_mj} mJ): driver reloaded or GPU reset"
+                )
+            values.append(((now_mj - self._start_mj) / 1000.0, t_step))
+        return values
+
+    def set_read_interval(self, seconds: float) -> None:
+        """Tell the helper the meter's counter cadence (s): how often a fresh value is needed."""
+        if self._feed is not None:
+            self._feed.set_cadence(seconds)
+
+    def _end_feed(self, reason: str) -> None:
+        """The helper is gone: the meter's thread reads the counter from now on (said once)."""
+        self._feed_module = None
+        if hasattr(self, "info"):
+            self.info = replace(self.info, detail=self._detail())
+        self._notice(
+            f"gpu:{self._device.index} counter helper process ended ({reason}); the meter's "
+            "thread reads the energy counter from now on, so edges of epochs shorter than a "
+            "second may stay bridged by power instead of settled by the counter"
+        )
+
     def read_power_w(self) -> float:
         """Board power now, in watts (instantaneous field where available, else averaged)."""
         if self._instant:
@@ -577,7 +653,10 @@ class NvmlGpuSensor(Sensor):
             return None
 
     def close(self) -> None:
-        """Release this sensor's NVML reference (idempotent)."""
+        """Stop the helper process, release this sensor's NVML reference (idempotent)."""
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            feed.close()
         self._device.close()
 
 

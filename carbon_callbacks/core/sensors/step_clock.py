@@ -86,6 +86,18 @@ class SteppedCounterClock:
         n = math.ceil((after - step_t) / period - 0.5)
         return step_t + (n + 0.5) * period
 
+    def relock_due(self, at: float) -> bool:
+        """True when a read at monotonic ``at`` would measure the step phase again (a poll).
+
+        A caller free to choose when it reads (the counter helper process) starts that read just
+        before a predicted step: the poll then lasts a few milliseconds and no step goes unread.
+        """
+        return (
+            self.period_s is None
+            or self._step_t is None
+            or at - self._locked_at >= self._relock_after_s
+        )
+
     def read_dated(self) -> tuple[float, float] | None:
         """(value, clock time at which the counter reached it), or None when undatable.
 
