@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from counter_poller import start_pollers, stop_pollers, window_j  # noqa: E402
+from window_stats import settling_gpu_j  # noqa: E402
 
 from carbon_callbacks.demo import build_unet  # noqa: E402
 from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
@@ -217,6 +218,7 @@ def fit(
             sum(v for k, v in e["energy_j"].items() if k.startswith("gpu")) for e in log.epochs
         ]
         out["tracker_gpu_j"] = tracked
+        out["tracker_settling_j"] = settling_gpu_j(log.phases)  # counted in the run's total
         out["methods"] = log.epochs[0]["methods"]
     if ref is not None:
         out["counter_j"] = ref.deltas_j
@@ -229,7 +231,7 @@ def fit(
         fresh = [window_j(steps, e["start_unix_s"], e["end_unix_s"]) for e in log.epochs]
         out["poller_j"] = fresh
         out["ratio_per_epoch"] = [t / r for t, r in zip(tracked, fresh, strict=True)]
-        out["ratio_run"] = sum(tracked) / sum(fresh)
+        out["ratio_run"] = (sum(tracked) + out["tracker_settling_j"]) / sum(fresh)
     return out
 
 

@@ -188,6 +188,13 @@ def tracker_windows(tracker: pl.Callback) -> tuple[list[tuple[float, float, floa
     if isinstance(tracker, CarbonCallback):
         log = read_run_log(tracker.tracker.log_path)
         rows = [(e["start_unix_s"], e["end_unix_s"], gpu_j(e["energy_j"])) for e in log.epochs]
+        # the last edges' settling, counted in the run's total: a window of no length (its
+        # reference is 0 J, so it enters the run's sum and no per-epoch figure)
+        rows += [
+            (p["start_unix_s"], p["start_unix_s"], gpu_j(p["energy_j"]))
+            for p in log.phases
+            if p.get("name") == "settling"
+        ]
         return rows, log.epochs[0]["methods"] if log.epochs else None
     assert isinstance(tracker, Windows)
     return tracker.windows(), None

@@ -19,6 +19,12 @@ def gpu_j(energy_j: Mapping[str, float]) -> float:
     return sum(v for k, v in energy_j.items() if k.rsplit("/", 1)[-1].startswith("gpu"))
 
 
+def settling_gpu_j(phases: Iterable[Mapping[str, Any]]) -> float:
+    """GPU joules of a run log's ``settling`` records: the last epoch's edges, settled as the
+    tracker stopped and counted in the run's totals (0.0 when there is none)."""
+    return sum(gpu_j(p["energy_j"]) for p in phases if p.get("name") == "settling")
+
+
 def compare_windows(
     windows: Iterable[tuple[float, float, float]],
     reference_j: Callable[[float, float], float],

@@ -128,6 +128,9 @@ class Measurement:
         true_up_j: per sensor, joules included in ``energy_j`` that settle earlier windows'
             ends (see :meth:`CarbonTracker <carbon_callbacks.core.tracker.CarbonTracker>`'s
             epoch records); empty when none.
+        clamped_j: per sensor, joules by which a negative difference of the two snapshots was
+            raised to 0 in ``energy_j`` (a bridged end below a settled start, in a window
+            shorter than a counter step); empty when none. The tracker carries it on.
     """
 
     start_unix_s: float
@@ -138,6 +141,7 @@ class Measurement:
     components: dict[str, str]
     incomplete: tuple[str, ...] = ()
     true_up_j: dict[str, float] = field(default_factory=dict)
+    clamped_j: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_energy_j(self) -> float:
@@ -745,6 +749,7 @@ class Meter:
         methods: dict[str, str] = {}
         components: dict[str, str] = {}
         incomplete: list[str] = []
+        clamped: dict[str, float] = {}
         for name, state in self._states.items():
             lost = state.lost_at_unix_s
             if lost is not None and lost <= end.time_unix_s:
@@ -754,6 +759,8 @@ class Meter:
             e0 = start.energy_j.get(name, 0.0)
             e1 = end.energy_j.get(name, e0)
             energy[name] = max(0.0, e1 - e0)
+            if e1 < e0:
+                clamped[name] = e0 - e1
             used = [m for since, m in state.methods if since <= end.time_unix_s]
             inside = [m for since, m in state.methods[1:] if start.time_unix_s < since]
             before = [m for since, m in state.methods if since <= start.time_unix_s]
@@ -768,6 +775,7 @@ class Meter:
             methods=methods,
             components=components,
             incomplete=tuple(incomplete),
+            clamped_j=clamped,
         )
 
 
