@@ -9,6 +9,9 @@ keeps the GPU busy with matrix products and, every other second, holds the GIL i
 (jitter), and the helper's CPU time per wall second (``/proc``).
 
 ``--smoke`` runs the same on ``tests/stepping_nvml.py`` (no GPU): the plumbing only.
+``--in-process S`` first runs the helper's loop (:func:`counter_feed.serve`) in this process for
+S seconds with nothing else running, and lists each value that came more than one step after
+the previous one, with the step clock's locks (polls) so far: where steps go unread, and why.
 """
 
 from __future__ import annotations
@@ -42,12 +45,44 @@ def _load(seconds: float, smoke: bool) -> Any:
     return work
 
 
+def _in_process(nvml: Any, uuid: str, seconds: float) -> dict[str, Any]:
+    """The helper's loop in this process: each value more than a step after the last."""
+    from carbon_callbacks.core.sensors.counter_feed import POLL_GAP_S, START_CADENCE_S, serve
+    from carbon_callbacks.core.sensors.step_clock import SteppedCounterClock
+
+    handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
+    clock = SteppedCounterClock(
+        lambda: float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle)), poll_gap_s=POLL_GAP_S
+    )
+    rows: list[tuple[float, int]] = []
+    start = time.monotonic()
+    serve(
+        clock,
+        lambda t, _value: rows.append((t, clock.locks)),
+        [START_CADENCE_S],
+        until=lambda: time.monotonic() - start > seconds,
+    )
+    period = clock.period_s or START_CADENCE_S
+    gaps = []
+    for (t0, locks0), (t1, locks1) in zip(rows, rows[1:], strict=False):
+        if t1 - t0 > 1.5 * period:
+            gaps.append(
+                {
+                    "at_s": round(t0 - start, 3),
+                    "steps": round((t1 - t0) / period),
+                    "locks_between": locks1 - locks0,
+                }
+            )
+    return {"values": len(rows), "locks": clock.locks, "period_s": period, "gaps": gaps}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--out", default=None)
     parser.add_argument("--smoke", action="store_true", help="stand-in NVML, no GPU")
+    parser.add_argument("--in-process", type=float, default=0.0, help="seconds of serve() here")
     args = parser.parse_args()
     if args.smoke:
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
@@ -61,6 +96,7 @@ def main() -> int:
         handle = nvml.nvmlDeviceGetHandleByIndex(args.index)
         module, uuid = "pynvml", nvml.nvmlDeviceGetUUID(handle)
         uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+    skipped = _in_process(nvml, uuid, args.in_process) if args.in_process > 0 else None
     work = _load(0.7, args.smoke)
     feed = CounterFeed(module, uuid)
     started = time.monotonic()
@@ -104,6 +140,7 @@ def main() -> int:
         if cpu0 is None or cpu1 is None
         else round((cpu1 - cpu0) / (t1 - t0), 4),
         "failure": feed.failure,
+        "in_process_skips": skipped,
     }
     print(json.dumps(result, indent=1))
     if args.out:

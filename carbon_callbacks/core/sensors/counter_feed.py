@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from carbon_callbacks.core.sensors.step_clock import SteppedCounterClock
 
@@ -46,7 +47,11 @@ START_CADENCE_S = 0.1
 UNLOCKED_WAIT_S = 0.05
 #: How long (s) before a predicted step the helper starts a poll that measures the step phase
 #: again: a few of NVML's ~4 ms reads (a poll started mid-step would miss that step's value).
-RELOCK_LEAD_S = 0.012
+RELOCK_LEAD_S = 0.025
+#: Longest gap (s) between two poll reads across which the helper accepts a step: NVML's read
+#: can take ~10 ms right at a step, and a step skipped for that is a step unread (the poll then
+#: waits for the next one); dated between the two reads, it is within ~10 ms.
+POLL_GAP_S = 0.02
 #: Bytes of the helper's standard error kept to explain its failure.
 _STDERR_KEEP = 2000
 
@@ -251,6 +256,36 @@ def _listen(cadence: list[float]) -> None:
     os._exit(0)
 
 
+def serve(
+    clock: SteppedCounterClock,
+    deliver: Callable[[float, float], None],
+    cadence: list[float],
+    until: Callable[[], bool] = lambda: False,
+) -> None:
+    """Read the counter mid-way between steps, about every ``cadence[0]`` s; ``deliver(step
+    time, value)`` once per new step; a poll that measures the step phase again starts just
+    before a predicted step. Returns when ``until()`` is true (the helper: never)."""
+    last_t = -math.inf
+    relock = False
+    while not until():
+        dated = clock.relock() if relock else clock.read_dated()
+        read_at = time.monotonic()
+        if dated is not None and dated[1] > last_t:
+            value, last_t = dated
+            deliver(last_t, value)
+        half_step = 0.5 * (clock.period_s or START_CADENCE_S)
+        after = read_at + max(0.0, cadence[0] - half_step)
+        when = clock.next_mid_step(after)
+        # a poll due before the next read after this one starts just before the step: one
+        # started mid-step (by read_dated) would let that step's value go unread
+        relock = when is not None and clock.relock_due(when + 2 * half_step)
+        if when is None:
+            when = read_at + UNLOCKED_WAIT_S
+        elif relock:
+            when -= half_step + RELOCK_LEAD_S
+        time.sleep(max(1e-3, when - time.monotonic()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """The helper: read the counter on the cadence, write each new step's value and date."""
     args = sys.argv[1:] if argv is None else argv
@@ -267,23 +302,15 @@ def main(argv: list[str] | None = None) -> int:
         nvml = importlib.import_module(module_name)
         nvml.nvmlInit()
         handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
-        clock = SteppedCounterClock(lambda: float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle)))
-        last_t = -math.inf
-        while True:
-            dated = clock.read_dated()
-            read_at = time.monotonic()
-            if dated is not None and dated[1] > last_t:
-                value, last_t = dated
-                out.write(f"v {last_t:.6f} {value!r}\n")
-                out.flush()
-            half_step = 0.5 * (clock.period_s or START_CADENCE_S)
-            after = read_at + max(0.0, cadence[0] - half_step)
-            when = clock.next_mid_step(after)
-            if when is None:
-                when = read_at + UNLOCKED_WAIT_S
-            elif clock.relock_due(when):  # poll from just before the step, not from mid-step
-                when -= half_step + RELOCK_LEAD_S
-            time.sleep(max(1e-3, when - time.monotonic()))
+        clock = SteppedCounterClock(
+            lambda: float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle)), poll_gap_s=POLL_GAP_S
+        )
+
+        def deliver(t_step: float, value: float) -> None:
+            out.write(f"v {t_step:.6f} {value!r}\n")
+            out.flush()
+
+        serve(clock, deliver, cadence)
     except BrokenPipeError:
         return 0
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which reads it itself

@@ -30,6 +30,10 @@ class SteppedCounterClock:
         poll_budget_s: longest time spent polling for one step.
         relock_s: seconds after which the step phase is measured again.
         margin_s: a read closer than this to a predicted step is not trusted.
+        poll_gap_s: longest time between the starts of two reads across which a poll accepts a
+            step (dated between them); None: the fastest read plus ``margin_s`` (back to back).
+            A reader the GIL cannot delay may allow more, since a read that takes long is the
+            driver, not a wait: NVML's read can take ~10 ms right at a step.
     """
 
     def __init__(
@@ -40,12 +44,14 @@ class SteppedCounterClock:
         poll_budget_s: float = 0.35,
         relock_s: float = 5.0,
         margin_s: float = 0.005,
+        poll_gap_s: float | None = None,
     ):
         self._read = read
         self._clock = clock
         self.poll_budget_s = poll_budget_s
         self.relock_s = relock_s
         self.margin_s = margin_s
+        self.poll_gap_s = poll_gap_s
         self.period_s: float | None = None
         self._step_t: float | None = None  # a step time known from polling
         self._locked_at = -math.inf
@@ -98,6 +104,12 @@ class SteppedCounterClock:
             or at - self._locked_at >= self._relock_after_s
         )
 
+    def relock(self) -> tuple[float, float] | None:
+        """Measure the step phase again now (a poll for the next step), as :meth:`read_dated`
+        does when it is due; the caller chose the moment (just before a predicted step)."""
+        value, t0, t1 = self._timed_read()
+        return self._lock(value, t0, t1)
+
     def read_dated(self) -> tuple[float, float] | None:
         """(value, clock time at which the counter reached it), or None when undatable.
 
@@ -143,7 +155,10 @@ class SteppedCounterClock:
         while True:
             new, start, end = self._timed_read()
             if new != value:
-                if start - previous_start <= self._fastest_read_s + self.margin_s:
+                gap_s = self.poll_gap_s
+                if gap_s is None:
+                    gap_s = self._fastest_read_s + self.margin_s
+                if start - previous_start <= gap_s:
                     # back-to-back reads: the step lies between the two values' instants,
                     # each about half a (fastest) read into its call
                     return new, 0.5 * (previous_start + start) + 0.5 * self._fastest_read_s, end
