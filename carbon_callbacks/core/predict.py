@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -304,6 +304,122 @@ class _Filtered:
     xy: list[float]
 
 
+#: The state of :func:`_level_scan` before any value: (started, level, p, yy, log_f, s00, xy0,
+#: effect0), all variances / sigma^2 (see :class:`_Filtered`).
+_LEVEL_START: tuple[bool, float, float, float, float, float, float, float] = (
+    False,
+    0.0,
+    0.0,
+    0.0,
+    0.0,
+    0.0,
+    0.0,
+    1.0,
+)
+
+
+def _level_scan(
+    values: Iterable[float],
+    q: float,
+    state: tuple[bool, float, float, float, float, float, float, float] = _LEVEL_START,
+) -> tuple[bool, float, float, float, float, float, float, float]:
+    """The filter of :func:`_local_level_filter` without columns, from ``state`` on over
+    ``values``: the start level alone, on scalars (long histories). Run over a series in two
+    pieces, it ends in the state it ends in when run over the whole (the same operations in the
+    same order), so :class:`carbon_callbacks.core.predict_incremental.RunPredictor` carries it
+    from one epoch to the next."""
+    started, level, p, yy, log_f, s00, xy0, effect0 = state
+    log = math.log
+    for value in values:
+        if started:
+            p += q
+        started = True
+        f = p + 1.0
+        inv_f = 1.0 / f
+        v = value - level
+        e_f = effect0 * inv_f
+        yy += v * v * inv_f
+        log_f += log(f)
+        xy0 += e_f * v
+        s00 += e_f * effect0
+        gain = p * inv_f
+        effect0 -= gain * effect0
+        level += gain * v
+        p = gain
+    return started, level, p, yy, log_f, s00, xy0, effect0
+
+
+def _level_filtered(
+    state: tuple[bool, float, float, float, float, float, float, float],
+) -> _Filtered:
+    """What :func:`_level_scan`'s ``state`` says, as :class:`_Filtered`."""
+    _, level, p, yy, log_f, s00, xy0, effect0 = state
+    return _Filtered(level, p, yy, log_f, [effect0], [(s00, s00)], [xy0])
+
+
+@dataclass
+class _AugmentedState:
+    """The state of :func:`_augmented_scan` (index 0: the start level, 1...: the columns)."""
+
+    started: bool
+    level: float
+    p: float
+    yy: float
+    log_f: float
+    effect: list[float]
+    s_0i: list[float]
+    s_ii: list[float]
+    xy: list[float]
+
+    @classmethod
+    def begin(cls, columns: int) -> _AugmentedState:
+        """Before any value, with ``columns`` regression columns."""
+        k = 1 + columns
+        return cls(
+            False, 0.0, 0.0, 0.0, 0.0, [1.0] + [0.0] * columns, [0.0] * k, [0.0] * k, [0.0] * k
+        )
+
+    def filtered(self) -> _Filtered:
+        """What it says, as :class:`_Filtered` (copies: the state may go on)."""
+        return _Filtered(
+            self.level,
+            self.p,
+            self.yy,
+            self.log_f,
+            list(self.effect),
+            list(zip(self.s_0i, self.s_ii, strict=True)),
+            list(self.xy),
+        )
+
+
+def _augmented_scan(
+    state: _AugmentedState, rows: Iterable[tuple[float, Sequence[float]]], q: float
+) -> None:
+    """Advance ``state`` over ``rows`` of (value, each column's entry): the filter of
+    :func:`_local_level_filter` with columns, in place (run in pieces, it ends as run whole)."""
+    k = len(state.effect)
+    effect, s_0i, s_ii, xy = state.effect, state.s_0i, state.s_ii, state.xy
+    started, level, p, yy, log_f = state.started, state.level, state.p, state.yy, state.log_f
+    for value, row in rows:
+        if started:
+            p += q
+        started = True
+        f = p + 1.0
+        gain = p / f
+        v = value - level
+        c = [effect[0]] + [effect[i + 1] + x for i, x in enumerate(row)]
+        yy += v * v / f
+        log_f += math.log(f)
+        for i in range(k):
+            xy[i] += c[i] * v / f
+            s_0i[i] += c[0] * c[i] / f
+            s_ii[i] += c[i] * c[i] / f
+            effect[i] -= gain * c[i]
+        level += gain * v
+        p /= f
+    state.started, state.level, state.p, state.yy, state.log_f = started, level, p, yy, log_f
+
+
 def _local_level_filter(
     values: Sequence[float], q: float, columns: Sequence[Sequence[float]] = ()
 ) -> _Filtered:
@@ -316,49 +432,10 @@ def _local_level_filter(
     tracks how each coefficient would shift the innovations (``c_i``) and the level.
     """
     if not columns:  # the start level alone: the same recursion on scalars (long histories)
-        level = p = yy = log_f = s00 = xy0 = 0.0
-        effect0 = 1.0
-        log = math.log
-        for t, value in enumerate(values):
-            if t:
-                p += q
-            f = p + 1.0
-            inv_f = 1.0 / f
-            v = value - level
-            e_f = effect0 * inv_f
-            yy += v * v * inv_f
-            log_f += log(f)
-            xy0 += e_f * v
-            s00 += e_f * effect0
-            gain = p * inv_f
-            effect0 -= gain * effect0
-            level += gain * v
-            p = gain
-        return _Filtered(level, p, yy, log_f, [effect0], [(s00, s00)], [xy0])
-    k = 1 + len(columns)
-    level, p = 0.0, 0.0
-    effect = [1.0] + [0.0] * len(columns)
-    s_0i = [0.0] * k
-    s_ii = [0.0] * k
-    xy = [0.0] * k
-    yy = log_f = 0.0
-    for t, value in enumerate(values):
-        if t:
-            p += q
-        f = p + 1.0
-        gain = p / f
-        v = value - level
-        c = [effect[0]] + [effect[i + 1] + col[t] for i, col in enumerate(columns)]
-        yy += v * v / f
-        log_f += math.log(f)
-        for i in range(k):
-            xy[i] += c[i] * v / f
-            s_0i[i] += c[0] * c[i] / f
-            s_ii[i] += c[i] * c[i] / f
-            effect[i] -= gain * c[i]
-        level += gain * v
-        p /= f
-    return _Filtered(level, p, yy, log_f, effect, list(zip(s_0i, s_ii, strict=True)), xy)
+        return _level_filtered(_level_scan(values, q))
+    state = _AugmentedState.begin(len(columns))
+    _augmented_scan(state, zip(values, zip(*columns, strict=True), strict=True), q)
+    return state.filtered()
 
 
 @dataclass(frozen=True)
@@ -475,15 +552,29 @@ def _designs(
     """The sum of ``r`` future values under each design: the start level alone (no
     ``columns``), else the start level with each column in turn (``futures``: each column's
     sum over the values to come)."""
-    k = 1 if not columns else 2
+    filtered = [_local_level_filter(values, q, columns) for q in DRIFT_Q_GRID]
+    return _designs_from(filtered, len(values), r, drift_prior_q, scale, len(columns), futures)
+
+
+def _designs_from(
+    filtered: Sequence[_Filtered],
+    n_values: int,
+    r: float,
+    drift_prior_q: float,
+    scale: float,
+    n_columns: int = 0,
+    futures: Sequence[float] = (),
+) -> list[_Design]:
+    """:func:`_designs` from the filter's results for each ``q`` of :data:`DRIFT_Q_GRID` (over
+    ``n_values`` values, with ``n_columns`` columns)."""
+    k = 1 if not n_columns else 2
     prior_ss = PRIOR_DF * (PRIOR_REL_SD * scale) ** 2
-    nu = PRIOR_DF + len(values) - k
-    designs = range(1, len(columns) + 1) if columns else range(1)
+    nu = PRIOR_DF + n_values - k
+    designs = range(1, n_columns + 1) if n_columns else range(1)
     log_w: list[list[float]] = [[] for _ in designs]
     centres: list[list[float]] = [[] for _ in designs]
     sds: list[list[float]] = [[] for _ in designs]
-    for q in DRIFT_Q_GRID:
-        fil = _local_level_filter(values, q, columns)
+    for q, fil in zip(DRIFT_Q_GRID, filtered, strict=True):
         log_prior = (
             -0.5 * (math.log10(q / drift_prior_q) / DRIFT_PRIOR_DECADES) ** 2 if q > 0 else 0.0
         )
@@ -592,6 +683,14 @@ def _forecast(
             [_decay_column(ratio, ages) for ratio in WARMUP_DECAY_GRID],
             [_decay_future(ratio, warmup.next_age, r) for ratio in WARMUP_DECAY_GRID],
         )
+    return _chosen(designs, ratios, units_per_value)
+
+
+def _chosen(
+    designs: Sequence[_Design], ratios: Sequence[float | None], units_per_value: float
+) -> _Forecast:
+    """:func:`_forecast`'s choice among the designs (one per warm-up decay ratio in ``ratios``;
+    ``[None]``: no warm-up modelled)."""
     best_loglik = max(d.loglik for d in designs)
     # the smallest ratio among the best (equal to rounding: with two epochs every ratio fits)
     best = next(k for k, d in enumerate(designs) if d.loglik >= best_loglik - 1e-9)
@@ -909,15 +1008,7 @@ def predict_run(
                 )
                 central, lo, hi = fc.central, fc.low, fc.high
                 if key == "kwh" and fc.decay_max:
-                    notes.append(
-                        "warm-up forecast as over, "
-                        if not fc.decay
-                        else f"warm-up forecast as still settling (x{fc.decay:.2g} per epoch), "
-                    )
-                    notes[-1] += (
-                        f"a decay of up to x{fc.decay_max:.2g} per epoch not ruled out: "
-                        "interval widened"
-                    )
+                    notes.append(_warmup_note(fc))
             totals[key][0] += central
             totals[key][1] += lo**2
             totals[key][2] += hi**2
@@ -926,6 +1017,50 @@ def predict_run(
                 f"{part.name}: {part.how}, {part.count:g} to come x level of "
                 f"{len(part.energies) - p_start}"
             )
+    return _assembled(
+        n=n,
+        total_epochs=total_epochs,
+        by_steps=by_steps,
+        first_only=first_only,
+        left_epochs=left_epochs,
+        left_steps=left_steps,
+        steady=len(k_vals),
+        notes=notes + described,
+        totals=totals,
+        done=(done_s, done_kwh, done_g),
+        intensity_g_per_kwh=intensity_g_per_kwh,
+        remaining_epochs=remaining_epochs,
+    )
+
+
+def _warmup_note(fc: _Forecast) -> str:
+    """The method's note on a warm-up that may still be settling (``fc.decay_max`` set)."""
+    return (
+        "warm-up forecast as over, "
+        if not fc.decay
+        else f"warm-up forecast as still settling (x{fc.decay:.2g} per epoch), "
+    ) + (f"a decay of up to x{fc.decay_max:.2g} per epoch not ruled out: interval widened")
+
+
+def _assembled(
+    *,
+    n: int,
+    total_epochs: int | None,
+    by_steps: bool,
+    first_only: bool,
+    left_epochs: int | None,
+    left_steps: float | None,
+    steady: int,
+    notes: list[str],
+    totals: dict[str, list[float]],
+    done: tuple[float, float, float],
+    intensity_g_per_kwh: float,
+    remaining_epochs: float,
+) -> Prediction:
+    """The prediction from the parts' summed forecasts (``totals``: measured + central, and the
+    squared low and high half-widths, per ``"s"`` and ``"kwh"``), ``steady`` epochs used for
+    the base, and the method's ``notes`` (warm-up, then the phases)."""
+    done_s, done_kwh, done_g = done
     unit = "step" if by_steps else "epoch"
     left = left_steps if by_steps else left_epochs
     base_from = (
@@ -933,11 +1068,11 @@ def predict_run(
         f"epochs cost {FIRST_EPOCH_LOW:g}-{FIRST_EPOCH_HIGH:g}x the first, a range from "
         "recorded runs; predict after 2+ epochs for an estimate)"
         if first_only
-        else f"per-{unit} level of {len(k_vals)} steady epoch(s) (local-level model)"
+        else f"per-{unit} level of {steady} steady epoch(s) (local-level model)"
     )
     method = (
         f"measured {n} epoch(s) + {left:g} remaining {unit}(s) x {base_from}"
-        + "".join(f"; {d}" for d in notes + described)
+        + "".join(f"; {d}" for d in notes)
         + f"; {round(100 * NOMINAL_COVERAGE)}% interval"
     )
     energy, e_lo, e_hi = totals["kwh"][0], math.sqrt(totals["kwh"][1]), math.sqrt(totals["kwh"][2])
