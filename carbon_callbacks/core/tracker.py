@@ -44,7 +44,8 @@ from carbon_callbacks.core.intensity.ranks import DeferredLiveProvider, can_fore
 from carbon_callbacks.core.intensity.resolve import resolve_intensity
 from carbon_callbacks.core.intensity.static import StaticIntensityProvider
 from carbon_callbacks.core.meter import Measurement, Meter, Snapshot
-from carbon_callbacks.core.predict import EpochSample, PhaseSample, Prediction, predict_run
+from carbon_callbacks.core.predict import EpochSample, PhaseSample, Prediction
+from carbon_callbacks.core.predict_incremental import RunPredictor
 from carbon_callbacks.core.records import (
     SCHEMA_VERSION,
     RunLogWriter,
@@ -718,7 +719,10 @@ class CarbonTracker:
         steps_done = None
         if self._steps_done is not None:
             steps_done = self._offset_steps + self._steps_done
-        pred = predict_run(
+        predictor = getattr(self, "_predictor", None)
+        if predictor is None:  # one per tracker, carried from epoch to epoch (made on first use)
+            predictor = self._predictor = RunPredictor()
+        pred = predictor.predict(  # predict_run's prediction, at a cost that does not grow
             history,
             total_epochs=cfg.epochs,
             intensity_g_per_kwh=intensity.intensity_g_per_kwh,
@@ -741,7 +745,8 @@ class CarbonTracker:
         if forecast is not None:
             pred = pred.with_intensity(forecast.intensity_g_per_kwh)
             applied = forecast
-        pred = self._add_unseen(pred, history)
+        if first_index:  # else nothing is unseen (and the history's sums are not needed)
+            pred = self._add_unseen(pred, history)
         self.prediction = pred
         self._write({"type": "prediction", **pred.to_dict(), "intensity": applied.to_dict()})
         if first and self._verbose >= 1:
