@@ -11,6 +11,10 @@ Prints the median (and the 10th and 90th percentiles) of each pair, timed one by
   run's length unknown (so no prediction: ``bench/predict_cost.py`` times that). This is what
   ``bench/gpu_proof.py`` times with real NVML sensors ("hook pair" in docs/benchmarks.md);
 * **tracker + run log**: the same, writing the run log (a temporary folder);
+* **tracker + prediction at N epochs** (``--history``, default 100 and 1,000 epochs): the same
+  pair, no run log, with the run's length known, so that ``epoch_end`` predicts the whole run
+  from the history so far: the pairs made while the history holds N to N + ``--window`` - 1
+  epochs, in one run of max(N) + ``--window`` epochs (the tracker keeps at most 4,096);
 * **lightning**: the time spent inside ``CarbonCallback.on_train_epoch_start`` and
   ``on_train_epoch_end`` (metrics logged through ``pl_module.log`` to a CSV logger) in a real
   fit of a tiny model on the CPU, prediction off (``epochs_before_pred=0``), so that the figure
@@ -65,6 +69,30 @@ def tracker_pairs(pairs: int, log_dir: str | None) -> list[float]:
         tracker.epoch_start()
         tracker.epoch_end()
         out.append(timer() - t0)
+    tracker.stop()
+    return out
+
+
+def prediction_pairs(lengths: list[int], window: int) -> dict[int, list[float]]:
+    """Seconds of each ``epoch_start()`` + ``epoch_end()`` pair of a tracker that predicts after
+    every epoch, for the pairs after which its history holds ``N`` to ``N + window - 1`` epochs,
+    per ``N`` in ``lengths``."""
+    from carbon_callbacks.core.tracker import CarbonTracker
+
+    last = max(lengths) + window - 1
+    tracker = CarbonTracker(log_dir=None, epochs=last + 1, **SETTINGS)
+    tracker.start()
+    timer = time.perf_counter
+    out: dict[int, list[float]] = {n: [] for n in lengths}
+    for done in range(1, last + 1):
+        t0 = timer()
+        tracker.epoch_start()
+        tracker.epoch_end()
+        spent = timer() - t0
+        for n in lengths:
+            if n <= done < n + window:
+                out[n].append(spent)
+    assert tracker.prediction is not None and tracker.prediction.after_epochs == last
     tracker.stop()
     return out
 
@@ -139,22 +167,45 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=3000, help="tracker pairs per variant")
     parser.add_argument("--epochs", type=int, default=300, help="epochs of the Lightning fit")
+    parser.add_argument(
+        "--history",
+        default="100,1000",
+        help="history lengths (epochs, comma-separated) at which to time pairs with prediction",
+    )
+    parser.add_argument("--window", type=int, default=50, help="pairs timed per history length")
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
     parser.add_argument("--smoke", action="store_true", help="a few pairs and epochs only")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.pairs, args.epochs = 20, 4
+        args.pairs, args.epochs, args.history, args.window = 20, 4, "3,10", 5
+    lengths = [int(n) for n in args.history.split(",") if n.strip()]
     warnings.simplefilter("ignore")  # the run's length unknown, Lightning's advice: not timed
-    results: dict[str, Any] = {"pairs": args.pairs, "epochs": args.epochs}
+    results: dict[str, Any] = {
+        "pairs": args.pairs,
+        "epochs": args.epochs,
+        "history": lengths,
+        "window": args.window,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         runs: dict[str, Callable[[], Any]] = {
             "tracker": lambda: tracker_pairs(args.pairs, None),
             "tracker + run log": lambda: tracker_pairs(args.pairs, tmp),
+            "tracker + prediction": lambda: prediction_pairs(lengths, args.window),
             "lightning": lambda: lightning_pairs(args.epochs, tmp, epochs_before_pred=0),
             "lightning + prediction": lambda: lightning_pairs(args.epochs, tmp),
         }
         for name, run in runs.items():
             pairs = run()
+            if isinstance(pairs, dict):  # per history length
+                for n, timed in pairs.items():
+                    label = f"{name} at {n} epochs"
+                    results[label] = stats = summary_us(timed)
+                    print(
+                        f"{label:40s} median {stats['median']:8.1f} us"
+                        f"  [p10 {stats['p10']:.1f}, p90 {stats['p90']:.1f}]  n={stats['n']}",
+                        flush=True,
+                    )
+                continue
             inside = None
             if isinstance(pairs, tuple):  # Lightning's: the hooks, and the tracker inside them
                 pairs, tracked = pairs

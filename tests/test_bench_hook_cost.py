@@ -1,6 +1,7 @@
 """``bench/hook_cost.py --smoke``: the hook-pair benchmark runs on the CPU and reports every
-variant (the tracker with and without a run log, the Lightning callback's hooks with and
-without prediction, and the tracker's share inside them) in microseconds."""
+variant (the tracker with and without a run log, and predicting at given history lengths; the
+Lightning callback's hooks with and without prediction, and the tracker's share inside them) in
+microseconds."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ def test_smoke_run_times_every_variant(hook_cost, tmp_path, capsys):
         assert 0 < result[name]["p10"] <= result[name]["median"] <= result[name]["p90"]
         assert f"{name:24s} median" in printed
     assert result["tracker"]["n"] == result["tracker + run log"]["n"] == result["pairs"]
+    assert result["history"] == [3, 10]
+    for n in result["history"]:
+        name = f"tracker + prediction at {n} epochs"
+        assert result[name]["n"] == result["window"]
+        assert f"{name:40s} median" in printed
     for name in ("lightning", "lightning + prediction"):
         assert result[name]["n"] == result["epochs"] - 1  # the first epoch starts the tracker
         inside = result[f"{name}: in the tracker"]
