@@ -427,9 +427,8 @@ class _Carried:
         self.steps: list[int] = []  # e.steps or 0, per epoch
         self.steps_sum = 0
         self.steps_sorted: list[int] = []  # the epochs' steps where known (not 0)
-        self.step_positions: list[int] = []
-        self.per_step_s = _Series(self.step_positions)
-        self.per_step_kwh = _Series(self.step_positions)
+        # the per-step series (epochs with steps only), made when a prediction first needs them
+        self._per_step: tuple[list[int], _Series, _Series] | None = None
         self.phases: dict[str, _Phase] = {}
 
     def continued_by(self, history: Sequence[EpochSample]) -> bool:
@@ -448,6 +447,24 @@ class _Carried:
             if position == 0:
                 self.first = self.last
 
+    def per_step(self) -> tuple[list[int], _Series, _Series]:
+        """The positions of the epochs with steps, and their base duration and energy per step
+        (made from the history kept on first use, then kept up to date)."""
+        if self._per_step is None:
+            positions: list[int] = []
+            self._per_step = (positions, _Series(positions), _Series(positions))
+            for position, steps in enumerate(self.steps):
+                if steps:
+                    s, k = self.base_s.values[position], self.base_kwh.values[position]
+                    self._add_per_step(position, s, k, steps)
+        return self._per_step
+
+    def _add_per_step(self, position: int, s: float, k: float, steps: int) -> None:
+        positions, per_step_s, per_step_kwh = self._per_step  # type: ignore[misc]
+        positions.append(position)
+        per_step_s.values.append(s / steps)
+        per_step_kwh.values.append(k / steps)
+
     def _add(self, position: int, e: EpochSample) -> None:
         finite = math.isfinite
         for partials, x in zip(self.done, (e.duration_s, e.energy_kwh, e.co2_g), strict=True):
@@ -465,9 +482,8 @@ class _Carried:
         self.steps_sum += steps or 0
         if steps:
             insort(self.steps_sorted, steps)
-            self.step_positions.append(position)
-            self.per_step_s.values.append(s / steps)
-            self.per_step_kwh.values.append(k / steps)
+            if self._per_step is not None:
+                self._add_per_step(position, s, k, steps)
         if e.phases:
             runs: dict[str, tuple[list[float], list[float]]] = {}
             for p in e.phases:
@@ -555,8 +571,9 @@ def _predict(
     ]
     parts: list[tuple[str, _Series, _Series, int, float, str, float, float, Any]] = []
     if by_steps:
-        first = bisect_left(kept.step_positions, start)
-        if first == len(kept.step_positions):
+        step_positions, per_step_s, per_step_kwh = kept.per_step()
+        first = bisect_left(step_positions, start)
+        if first == len(step_positions):
             return _FULL  # steps unknown for the steady epochs: predict_run's fallback
         head_steps = kept.steps[head_position]
         head = (
@@ -570,8 +587,8 @@ def _predict(
         parts.append(
             (
                 "base",
-                kept.per_step_s,
-                kept.per_step_kwh,
+                per_step_s,
+                per_step_kwh,
                 first,
                 left_steps or 0.0,
                 "per step",
