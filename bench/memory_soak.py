@@ -1,6 +1,7 @@
 """Memory over a long run: 10,000 epochs with a stand-in sensor (CPU only).
 
     PYTHONPATH=. python bench/memory_soak.py --epochs 10000
+    PYTHONPATH=. python bench/memory_soak.py --epochs 4200 --checkpoints 100,1000,2000,4096
 
 Drives the core tracker through ``--epochs`` epochs (with the run log written to a temporary
 folder) and reports Python heap (tracemalloc) and RSS at checkpoints, after a warm-up.
@@ -24,6 +25,11 @@ from carbon_callbacks.core.tracker import CarbonTracker
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=10_000)
+    parser.add_argument(
+        "--checkpoints",
+        default="100,1000,2000,5000",
+        help="epochs (comma-separated) after which to measure, besides the last",
+    )
     args = parser.parse_args()
     proc = psutil.Process()
     rows = []
@@ -38,7 +44,7 @@ def main() -> None:
         )  # fmt: skip
         tracemalloc.start()
         t0 = time.perf_counter()
-        checkpoints = {100, 1000, 2000, 5000, args.epochs}
+        checkpoints = {int(c) for c in args.checkpoints.split(",") if c.strip()} | {args.epochs}
         for epoch in range(1, args.epochs + 1):
             tracker.epoch_start()
             with tracker.phase("validation"):
@@ -51,12 +57,12 @@ def main() -> None:
                              "rss_mib": proc.memory_info().rss / 2**20,
                              "elapsed_s": time.perf_counter() - t0})  # fmt: skip
         tracker.stop()
-    base = next(r for r in rows if r["epoch"] == 1000)
+    base = next((r for r in rows if r["epoch"] >= 1000), rows[0])
     last = rows[-1]
     print(json.dumps(rows, indent=1))
     growth_kib = last["heap_kib"] - base["heap_kib"]
     print(
-        f"heap growth epoch 1000 -> {last['epoch']}: {growth_kib:+.1f} KiB;"
+        f"heap growth epoch {base['epoch']} -> {last['epoch']}: {growth_kib:+.1f} KiB;"
         f" RSS {last['rss_mib'] - base['rss_mib']:+.1f} MiB;"
         f" {last['elapsed_s'] / args.epochs * 1e6:.0f} us per epoch (hooks + run log)"
     )
