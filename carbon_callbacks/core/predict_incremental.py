@@ -6,7 +6,7 @@ and robust deviations, the phases' schedules, and the local-level filter over ev
 each drift ratio of the grid. Made after every epoch, that costs O(epochs so far) per epoch
 (0.7-0.9 ms at 100 epochs, 6 ms at 1,000, 25 ms at 4,096 on a 2-core CPU).
 :class:`RunPredictor` keeps what those steps derive from the history and adds each new epoch to
-it (about 0.2-0.3 ms per prediction however long the history, and 230 B per epoch kept):
+it (about 0.2-0.3 ms per prediction however long the history, and 160 B per epoch kept):
 
 * sums (measured totals, the means the noise prior is scaled by) as exact partial sums
   (``math.fsum`` of them is ``math.fsum`` of the values: both are the correctly rounded sum);
