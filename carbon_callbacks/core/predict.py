@@ -805,6 +805,31 @@ def _detect_periodic(
     return (flagged, float(period)) if expected == flagged else None
 
 
+def _left(
+    total_epochs: int | None,
+    total_steps: int | None,
+    steps_done: float | None,
+    epochs_done: int,
+    steps_per_epoch: float | None,
+) -> tuple[int | None, float | None, bool]:
+    """How much of the run is left: (epochs, steps, whether the steps end it first).
+
+    ``epochs_done`` counts from epoch 0 (earlier segments of a resumed run included); epochs
+    left are None without a planned count, steps left None without a planned step count, a
+    count done or a known number of steps per epoch.
+    """
+    left_epochs = max(0, total_epochs - epochs_done) if total_epochs is not None else None
+    left_steps = (
+        max(0.0, float(total_steps - steps_done))
+        if total_steps is not None and steps_done is not None and steps_per_epoch
+        else None
+    )
+    by_steps = left_steps is not None and (
+        left_epochs is None or left_steps < left_epochs * steps_per_epoch  # type: ignore[operator]
+    )
+    return left_epochs, left_steps, by_steps
+
+
 def predict_run(
     history: Sequence[EpochSample],
     *,
@@ -840,14 +865,8 @@ def predict_run(
     # -- how much is left: epochs, or steps when those end the run first
     step_epochs = [e for e in history if e.steps]
     steps_per_epoch = statistics.median(e.steps for e in step_epochs) if step_epochs else None  # type: ignore[type-var]
-    left_epochs = max(0, total_epochs - first_epoch_index - n) if total_epochs is not None else None
-    left_steps = (
-        max(0.0, float(total_steps - steps_done))
-        if total_steps is not None and steps_done is not None and steps_per_epoch
-        else None
-    )
-    by_steps = left_steps is not None and (
-        left_epochs is None or left_steps < left_epochs * steps_per_epoch  # type: ignore[operator]
+    left_epochs, left_steps, by_steps = _left(
+        total_epochs, total_steps, steps_done, first_epoch_index + n, steps_per_epoch
     )
     if left_epochs is None and not by_steps:
         return None

@@ -69,6 +69,7 @@ from carbon_callbacks.core.predict import (
     _detect_periodic,
     _Filtered,
     _Forecast,
+    _left,
     _level_filtered,
     _level_scan,
     _schedule,
@@ -553,14 +554,8 @@ def _predict(
 
     # -- how much is left: epochs, or steps when those end the run first
     steps_per_epoch = _median_of_sorted(kept.steps_sorted) if kept.steps_sorted else None
-    left_epochs = max(0, total_epochs - first_epoch_index - n) if total_epochs is not None else None
-    left_steps = (
-        max(0.0, float(total_steps - steps_done))
-        if total_steps is not None and steps_done is not None and steps_per_epoch
-        else None
-    )
-    by_steps = left_steps is not None and (
-        left_epochs is None or left_steps < left_epochs * steps_per_epoch  # type: ignore[operator]
+    left_epochs, left_steps, by_steps = _left(
+        total_epochs, total_steps, steps_done, first_epoch_index + n, steps_per_epoch
     )
     if left_epochs is None and not by_steps:
         return None
