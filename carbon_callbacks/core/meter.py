@@ -437,13 +437,7 @@ class Meter:
                 energy_j, t_valid = (None, None) if dated is None else dated
             else:
                 energy_j = sensor.read_energy_j()
-            power_w = None
-            if sensor.cheap_power:
-                try:
-                    power_w = sensor.read_power_w()
-                except Exception:  # noqa: BLE001 - the counter is what counts
-                    power_w = None
-            return energy_j, power_w, t_valid
+            return energy_j, _counter_power_w(sensor), t_valid
         power_w = sensor.read_power_w()
         return power_w, power_w, None
 
@@ -523,12 +517,7 @@ class Meter:
             return True
         if fed is None:
             return False
-        power_w = None
-        if sensor.cheap_power:
-            try:
-                power_w = sensor.read_power_w()
-            except Exception:  # noqa: BLE001 - the counter is what counts
-                power_w = None
+        power_w = _counter_power_w(sensor)
         now = time.monotonic()
         with self._lock:
             if state.sensor is not sensor:  # replaced meanwhile
@@ -790,6 +779,19 @@ def _mid_step_after(sensor: Sensor, after: float) -> float | None:
     """
     try:
         return sensor.next_read_time(after)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _counter_power_w(sensor: Sensor) -> float | None:
+    """A counter sensor's power read with its value, where that costs microseconds (W).
+
+    None when it does not, or when the read fails: the counter is what counts.
+    """
+    if not sensor.cheap_power:
+        return None
+    try:
+        return sensor.read_power_w()
     except Exception:  # noqa: BLE001
         return None
 
