@@ -532,6 +532,15 @@ class NvmlGpuSensor(Sensor):
         if self._start_mj is None:
             raise NotImplementedError("this GPU sensor samples power; it has no counter")
         now_mj = float(self._device.call("nvmlDeviceGetTotalEnergyConsumption", "energy counter"))
+        return self._joules_since_open(now_mj)
+
+    def _joules_since_open(self, now_mj: float) -> float:
+        """The counter's raw value (mJ) as joules since the sensor opened.
+
+        Raises:
+            SensorError: the counter went backwards (driver reloaded or GPU reset).
+        """
+        assert self._start_mj is not None
         if now_mj < self._start_mj:
             raise SensorError(
                 f"gpu:{self._device.index} energy counter went backwards ({now_mj} < "
@@ -558,12 +567,7 @@ class NvmlGpuSensor(Sensor):
         if dated is None:
             return None
         now_mj, t_valid = dated
-        if now_mj < self._start_mj:
-            raise SensorError(
-                f"gpu:{self._device.index} energy counter went backwards ({now_mj} < "
-                f"{self._start_mj} mJ): driver reloaded or GPU reset"
-            )
-        return (now_mj - self._start_mj) / 1000.0, t_valid
+        return self._joules_since_open(now_mj), t_valid
 
     @property
     def feed_live(self) -> bool:
@@ -589,15 +593,7 @@ class NvmlGpuSensor(Sensor):
             return None
         if not raw and not feed.live:
             return None
-        values = []
-        for t_step, now_mj in raw:
-            if now_mj < self._start_mj:
-                raise SensorError(
-                    f"gpu:{self._device.index} energy counter went backwards ({now_mj} < "
-                    f"{self._start_mj} mJ): driver reloaded or GPU reset"
-                )
-            values.append(((now_mj - self._start_mj) / 1000.0, t_step))
-        return values
+        return [(self._joules_since_open(now_mj), t_step) for t_step, now_mj in raw]
 
     def set_read_interval(self, seconds: float) -> None:
         """Tell the helper the meter's counter cadence (s): how often a fresh value is needed."""
