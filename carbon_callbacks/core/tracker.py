@@ -189,6 +189,8 @@ class CarbonTracker:
         self._budget_said: set[tuple[str, str, str]] = set()
         self._confirm_asked = False
         self._no_prediction_noted = False
+        # carried from epoch to epoch: predictions at a cost that does not grow with the run
+        self._predictor = RunPredictor()
         self.last_metrics: dict[str, float] = {}
         self.last_measurement: Measurement | None = None
         #: The signal that ended or interrupted the run ("SIGTERM"), recorded in the footer.
@@ -719,10 +721,7 @@ class CarbonTracker:
         steps_done = None
         if self._steps_done is not None:
             steps_done = self._offset_steps + self._steps_done
-        predictor = getattr(self, "_predictor", None)
-        if predictor is None:  # one per tracker, carried from epoch to epoch (made on first use)
-            predictor = self._predictor = RunPredictor()
-        pred = predictor.predict(  # predict_run's prediction, at a cost that does not grow
+        pred = self._predictor.predict(  # predict_run's prediction, at a cost that does not grow
             history,
             total_epochs=cfg.epochs,
             intensity_g_per_kwh=intensity.intensity_g_per_kwh,
