@@ -120,6 +120,35 @@ def test_validation_twice_per_epoch_counts_both_runs():
     assert pred.energy_kwh == pytest.approx(15.0)
 
 
+def test_a_phase_seen_once_mid_run_is_forecast_at_its_rate():
+    # a one-off (a checkpoint the user's code wrote at epoch 3): no period explains it
+    trace = [_epoch(1.0) for _ in range(10)]
+    trace[3] = _epoch(1.5, phases=[PhaseSample("checkpoint", 500.0, 0.5, 50.0)])
+    pred = predict_run(trace, total_epochs=30, intensity_g_per_kwh=1)
+    assert "checkpoint: irregular, 0.1 per epoch" in pred.method
+    # measured 10.5 kWh; 20 more epochs of 1 kWh; 0.1 checkpoints per epoch of 0.5 kWh each
+    assert pred.energy_kwh == pytest.approx(10.5 + 20 * 1.0 + 20 * 0.1 * 0.5, rel=1e-9)
+
+
+def test_the_tracker_goes_on_predicting_after_a_one_off_phase(tmp_path):
+    tracker = _tracker(tmp_path, intensity_g_per_kwh=100)
+    metrics = []
+    for i in range(5):
+        tracker.epoch_start()
+        time.sleep(0.02)
+        if i == 1:  # read as "every 2 epochs" until epoch 3 shows it was not
+            with tracker.phase("checkpoint"):
+                time.sleep(0.02)
+        metrics.append(tracker.epoch_end())
+    tracker.stop()
+    assert all(keys.PRED_ENERGY_KWH in m for m in metrics)
+    log = read_run_log(tracker.log_path)
+    assert [p["after_epochs"] for p in log.predictions] == [1, 2, 3, 4, 5]
+    assert "checkpoint: every 2 epochs" in log.predictions[2]["method"]
+    assert all("checkpoint: irregular" in p["method"] for p in log.predictions[3:])
+    assert [e["kind"] for e in log.events if e["kind"] == "hook_failed"] == []
+
+
 def test_periodic_epochs_are_detected_without_phase_records():
     trace = [_epoch(2.0 if (i + 1) % 4 == 0 else 1.0) for i in range(24)]
     pred = predict_run(trace[:9], total_epochs=24, intensity_g_per_kwh=1)

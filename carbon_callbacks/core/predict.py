@@ -757,9 +757,13 @@ def _schedule(occ_epochs: list[int], observed: range, remaining: range) -> tuple
         if j == 0:
             return 0.0, "once, at the start"
         # the smallest period with (j + 1) % period == 0 that fits no sighting in the rest of
-        # the epochs observed (on either side of j)
+        # the epochs observed (on either side of j); none (a one-off mid-run, such as a
+        # checkpoint or an evaluation the user triggered): a plain rate
         gap = max(j - observed.start, observed.stop - 1 - j)
-        period = min(p for p in range(1, j + 2) if (j + 1) % p == 0 and p > gap)
+        period = min((p for p in range(1, j + 2) if (j + 1) % p == 0 and p > gap), default=0)
+        if not period:
+            rate = len(occ_epochs) / len(observed)
+            return rate * len(remaining), f"irregular, {rate:.2g} per epoch"
         offset = j % period
     else:
         period = math.gcd(*[b - a for a, b in zip(seen, seen[1:], strict=False)])

@@ -405,7 +405,7 @@ class _Phase:
                 return 0.0, "once, at the start"
             gap = max(j - observed.start, observed.stop - 1 - j)
             found = _smallest_divisor_above(j + 1, gap)
-            if found is None:  # predict_run fails here: fail alike
+            if found is None:  # no period explains one sighting: predict._schedule's rate
                 return _schedule([j] * self.runs, observed, remaining)
             period = found
         else:
