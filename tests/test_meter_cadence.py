@@ -138,3 +138,26 @@ def test_the_tracker_hints_each_epoch_duration(monkeypatch):
         tracker.epoch_end()
     tracker.stop()
     assert len(hints) == 2 and all(0.04 < h < 1.0 for h in hints)
+
+
+class FedCounter(SteppedCounter):
+    """A stepping counter whose helper process (stood in for) hears the cadence it is told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told_s: list[float] = []
+
+    def set_read_interval(self, seconds: float) -> None:
+        self.told_s.append(seconds)
+
+
+@pytest.mark.parametrize(("fixed_s", "expected_s"), [(None, 0.1), (0.4, 0.4)])
+def test_a_helper_process_reads_every_step_whatever_the_epochs(fixed_s, expected_s):
+    sensor = FedCounter()
+    meter = Meter([sensor], EventLog(), interval_s=1.0, counter_interval_s=fixed_s)
+    meter.hint_epoch_s(6.0)  # long epochs: the thread alone would read every 0.6 s
+    assert meter.counter_interval_s == pytest.approx(0.6 if fixed_s is None else fixed_s)
+    meter.start()
+    time.sleep(0.05)
+    meter.stop()
+    assert sensor.told_s and all(s == pytest.approx(expected_s) for s in sensor.told_s)

@@ -48,6 +48,12 @@ POWER_INTERVAL_S = 0.1
 COUNTER_MIN_INTERVAL_S = 0.1
 #: With the automatic cadence, a stepping counter is read about this many times per epoch.
 COUNTER_READS_PER_EPOCH = 10
+#: Automatic cadence of a helper process that reads a stepping counter (s): every step. Its
+#: reads cost the helper's CPU (~6% of one core on the H100 host), not the training's, and
+#: every mark then settles between the two steps around it, the long first epoch's too (with
+#: the epoch-scaled cadence above, a 3.6-s first epoch and the one after it stayed bridged,
+#: off by up to 25 J each on 2xH200; docs/benchmarks.md).
+HELPER_COUNTER_INTERVAL_S = COUNTER_MIN_INTERVAL_S
 #: Shortest window (s) over which two counter reads give a power estimate for bridging marks.
 MIN_POWER_WINDOW_S = 0.01
 #: Shortest span (s) a mean-since-last-read power reading (utilisation models) must cover before
@@ -192,7 +198,9 @@ class Meter:
     from the last epoch and from how long the current one has lasted, between one read per step
     (0.1 s) and ``interval_s``. A run starts at one read per step.
     A mark is then bridged from a counter value at most one cadence old, which is what keeps
-    short epochs right (docs/benchmarks.md, "meter designs replayed").
+    short epochs right (docs/benchmarks.md, "meter designs replayed"). A sensor whose counter
+    a helper process reads (``feed_live``) is read at every step instead
+    (:data:`HELPER_COUNTER_INTERVAL_S`), which costs the helper, not the training.
 
     Args:
         sensors: the sensors to read; names must be unique.
@@ -201,8 +209,8 @@ class Meter:
         power_interval_s: seconds between the power reads of sensors whose power costs
             microseconds (NVML); between two counter reads these samples carry the energy, so
             marks are bridged over at most this span.
-        counter_interval_s: seconds between reads of stepping counters; ``None`` (default)
-            adapts as above.
+        counter_interval_s: seconds between reads of stepping counters, by this thread or
+            by a helper process; ``None`` (default) adapts as above.
     """
 
     def __init__(
@@ -346,8 +354,9 @@ class Meter:
         ]
         if not stepped:
             return math.inf
+        helper_cadence = cadence if self._counter_fixed_s is not None else HELPER_COUNTER_INTERVAL_S
         for sensor in stepped:
-            _tell_cadence(sensor, cadence)
+            _tell_cadence(sensor, helper_cadence)
         if any(_feed_live(sensor) for sensor in stepped):
             # a helper process reads on this cadence; what it read is taken often (cheap),
             # so that marks settle within about one power interval of the step after them
