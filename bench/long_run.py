@@ -74,6 +74,26 @@ def thread_cpu_s(prefix: str = "carbon_callbacks") -> dict[str, float]:
     return used
 
 
+def helper_cpu_s(marker: str = "counter_feed") -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each child process whose command line holds
+    ``marker`` (the counter's helper processes), by pid. Linux ``/proc``; empty elsewhere."""
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and marker in cmdline:  # field 4: the parent's pid
+            used[f"helper:{entry}"] = (int(fields[11]) + int(fields[12])) / ticks_per_s
+    return used
+
+
 class LongRunControl(pl.Callback):
     """Stops after the epoch that ends past ``seconds``; prints progress; reads thread CPU."""
 
@@ -101,7 +121,7 @@ class LongRunControl(pl.Callback):
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         # before on_fit_end, where the tracker stops and its meter thread ends
         self.train_s = time.monotonic() - self.t0
-        self.thread_cpu_s = thread_cpu_s()
+        self.thread_cpu_s = {**thread_cpu_s(), **helper_cpu_s()}
 
 
 def analyse(log_path: str, steps: list, control: LongRunControl | None) -> dict[str, Any]:
