@@ -295,6 +295,14 @@ def main() -> int:
     parser.add_argument(
         "--only-short", action="store_true", help="only the short-epoch runs (counter, sampled)"
     )
+    parser.add_argument(
+        "--short-samples",
+        default="256",
+        help="with --only-short: comma-separated images per short epoch (256: ~0.1 s on an H100)",
+    )
+    parser.add_argument(
+        "--short-reps", type=int, default=1, help="with --only-short: pairs of runs per size"
+    )
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = False
     pynvml.nvmlInit()
@@ -313,14 +321,20 @@ def main() -> int:
     short_cfg = dict(n=256, size=128, batch=32, width=16)
     epochs = 6 if args.quick else 15
     if args.only_short:
+        sizes = [int(x) for x in args.short_samples.split(",")]
+        named = sizes != [256] or args.short_reps != 1  # else the keys of a plain run
+        keys: list[str] = []
         with tempfile.TemporaryDirectory() as tmp:
-            for key, carbon in (
-                ("counter_short_epochs", {}),
-                ("sampled_short_epochs", {"gpu_method": "sampled"}),
-            ):
-                results[key] = fit(epochs=30, carbon=carbon, log_dir=tmp, **short_cfg)
-        save()
-        _print_runs(results, ("counter_short_epochs", "sampled_short_epochs"))
+            for n in sizes:
+                for rep in range(args.short_reps):
+                    for method, carbon in (("counter", {}), ("sampled", {"gpu_method": "sampled"})):
+                        key = f"{method}_short_epochs" + (f"_n{n}_rep{rep}" if named else "")
+                        results[key] = fit(
+                            epochs=30, carbon=carbon, log_dir=tmp, **{**short_cfg, "n": n}
+                        )
+                        keys.append(key)
+                        save()
+        _print_runs(results, tuple(keys))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         results["quiet_counter"] = quiet_span("auto")
