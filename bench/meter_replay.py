@@ -54,6 +54,8 @@ DESIGNS = [
     Design("sampled avg 0.1 s (v0.1)", None, 0.1, "avg"),
     Design("sampled instant 0.1 s", None, 0.1, "inst"),
     Design("sampled instant 0.02 s", None, 0.02, "inst"),
+    # the trace's own rate: the field's integral itself, whatever a meter's cadence
+    Design("sampled instant 0.005 s", None, 0.005, "inst"),
 ]
 
 
