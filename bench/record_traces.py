@@ -155,6 +155,24 @@ SPECS: dict[str, dict[str, Any]] = {
         "n_train": 2048,
         "n_val": 256,
     },
+    # sized for a GPU (epochs of about a second on an H100), with periodic validation; recorded
+    # after the predictor was last changed (held out)
+    "unet-w32-val-every-3": {
+        "kind": "unet",
+        "width": 32,
+        "epochs": 18,
+        "n_train": 4096,
+        "n_val": 4096,
+        "val_every": 3,
+    },
+    "transformer-d256-val-every-4": {
+        "kind": "transformer",
+        "d_model": 256,
+        "epochs": 20,
+        "n_train": 8192,
+        "n_val": 8192,
+        "val_every": 4,
+    },
 }
 
 
