@@ -47,7 +47,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from carbon_callbacks.core.predict import EpochSample, PhaseSample, predict_run
+from carbon_callbacks.core.predict import EpochSample, PhasePlan, PhaseSample, predict_run
 from carbon_callbacks.core.records import read_run_log
 
 TRACE_FORMAT = "carbon_callbacks.trace/1"
@@ -80,6 +80,11 @@ def trace_from_run_log(path: str | Path) -> dict[str, Any]:
     ]
     header = log.header
     planned_epochs = header.get("epochs")
+    plans = {  # the last plan per phase (a later one replaces an earlier)
+        r["name"]: {k: r.get(k) for k in ("name", "every_epochs", "work_ratio", "source")}
+        for r in log.other
+        if r.get("type") == "plan"
+    }
     return {
         "format": TRACE_FORMAT,
         "name": log.run_name or log.run_id or Path(path).stem,
@@ -99,6 +104,7 @@ def trace_from_run_log(path: str | Path) -> dict[str, Any]:
             # what the predictor was told: epochs when the run was epoch-based, else steps
             "epochs": planned_epochs,
             "total_steps": header.get("total_steps") if planned_epochs is None else None,
+            "phases": list(plans.values()),
         },
         "epochs": epochs,
     }
@@ -151,8 +157,20 @@ def carbontracker_prediction(history: list[EpochSample], epochs: int) -> float:
     return epochs * statistics.fmean(e.energy_kwh for e in history)
 
 
-def evaluate(trace: dict[str, Any], after: list[int]) -> list[dict[str, Any]]:
-    """One row per checkpoint n < the trace's epochs: both methods' errors and the coverage."""
+def trace_plans(trace: dict[str, Any]) -> list[PhasePlan]:
+    """The phase plans the run's framework gave the tracker (``planned.phases``), if any."""
+    return [
+        PhasePlan(p["name"], int(p["every_epochs"]), p.get("work_ratio"))
+        for p in trace.get("planned", {}).get("phases", [])
+    ]
+
+
+def evaluate(
+    trace: dict[str, Any], after: list[int], use_plans: bool = True
+) -> list[dict[str, Any]]:
+    """One row per checkpoint n < the trace's epochs: both methods' errors and the coverage.
+
+    ``use_plans``: give the predictor the trace's phase plans (as the tracker had them)."""
     hist = samples(trace)
     n_total = len(hist)
     actual = sum(e.energy_kwh for e in hist)
@@ -174,6 +192,7 @@ def evaluate(trace: dict[str, Any], after: list[int]) -> list[dict[str, Any]]:
             intensity_g_per_kwh=1.0,
             total_steps=total_steps,
             steps_done=steps_done,
+            plans=trace_plans(trace) if use_plans else (),
         )
         ct = carbontracker_prediction(seen, total_epochs or n_total)
         row: dict[str, Any] = {
@@ -303,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="*", help="trace files or run logs (default bench/traces)")
     parser.add_argument("--after", type=int, nargs="+", default=[1, 2, 5])
     parser.add_argument("--json", default=None, help="also write rows and summary here")
+    parser.add_argument(
+        "--no-plans", action="store_true", help="leave out the phase plans traces carry"
+    )
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.paths] or sorted((HERE / "traces").glob("*.json"))
     if not paths:
@@ -312,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     every: list[dict[str, Any]] = []
     for path in paths:
         trace = load_trace(path)
-        rows += evaluate(trace, args.after)
-        every += evaluate(trace, list(range(2, len(trace["epochs"]))))
+        rows += evaluate(trace, args.after, not args.no_plans)
+        every += evaluate(trace, list(range(2, len(trace["epochs"]))), not args.no_plans)
     summary = summarise(rows, args.after, every)
     print(markdown(rows, summary))
     if args.json:

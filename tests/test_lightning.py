@@ -191,3 +191,48 @@ def test_bad_setting_is_refused_when_the_callback_is_built(tmp_path):
 
     with pytest.raises(ConfigError, match="pue"):
         CarbonCallback(log_dir=str(tmp_path), pue=-1)
+
+
+@pytest.mark.parametrize(("sanity_steps", "work_ratio"), [(2, 12 / 32), (0, None)])
+def test_check_val_every_n_epoch_becomes_the_validation_plan(tmp_path, sanity_steps, work_ratio):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(96, 4, generator=g)
+    val = torch.utils.data.DataLoader(  # 12 validation batches against 32 training batches
+        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8
+    )
+    train = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(
+            x[:64].repeat(4, 1), x[:64].repeat(4, 1).sum(1, keepdim=True)
+        ),
+        batch_size=8,
+    )
+    callback = _callback(tmp_path)
+    trainer = _trainer(
+        tmp_path, callback, epochs=6, check_val_every_n_epoch=3, num_sanity_val_steps=sanity_steps
+    )
+    trainer.fit(Tiny(), train, val)
+    log = read_run_log(callback.tracker.log_path)
+    plans = [r for r in log.other if r["type"] == "plan"]
+    assert len(plans) == 1
+    assert plans[0]["name"] == "validation" and plans[0]["every_epochs"] == 3
+    assert plans[0]["source"] == "lightning"
+    assert plans[0]["work_ratio"] == (pytest.approx(work_ratio) if work_ratio else None)
+    first = log.predictions[0]["method"]  # after epoch 0: validation not run yet
+    if work_ratio is None:
+        assert "validation: every 3 epochs (planned), 2 to come, not in the forecast" in first
+    else:
+        assert (
+            "validation: every 3 epochs (planned), 2 to come x 0.375 of an epoch's batches" in first
+        )
+    # once it has run, its measured cost is used, on the planned schedule
+    assert (
+        "validation: every 3 epochs (planned), 1 to come x level of 1"
+        in log.predictions[3]["method"]
+    )
+
+
+def test_no_plan_without_periodic_validation(tmp_path):
+    callback = _callback(tmp_path)
+    _trainer(tmp_path, callback, epochs=2).fit(Tiny(), _loader(), _loader())
+    log = read_run_log(callback.tracker.log_path)
+    assert [r for r in log.other if r["type"] == "plan"] == []

@@ -19,9 +19,11 @@ from carbon_callbacks.core.predict import (
     DRIFT_PRIOR_Q,
     DRIFT_Q_GRID,
     NOMINAL_COVERAGE,
+    PLANNED_FORWARD_SHARE,
     PRIOR_DF,
     PRIOR_REL_SD,
     EpochSample,
+    PhasePlan,
     PhaseSample,
     _forecast,
     predict_run,
@@ -147,6 +149,60 @@ def test_the_tracker_goes_on_predicting_after_a_one_off_phase(tmp_path):
     assert "checkpoint: every 2 epochs" in log.predictions[2]["method"]
     assert all("checkpoint: irregular" in p["method"] for p in log.predictions[3:])
     assert [e["kind"] for e in log.events if e["kind"] == "hook_failed"] == []
+
+
+@pytest.mark.parametrize("share", [PLANNED_FORWARD_SHARE, 0.25, 0.9])
+def test_a_planned_validation_not_run_yet_is_costed_from_its_size(share):
+    # validation every 3 epochs over 2x the training batches, at `share` of a training batch
+    every, ratio, total = 3, 2.0, 18
+    trace = _periodic_trace(total, every, base=1.0, val=ratio * share)
+    truth = sum(e.energy_kwh for e in trace)
+    plan = PhasePlan("validation", every, work_ratio=ratio)
+    pred = predict_run(trace[:2], total_epochs=total, intensity_g_per_kwh=1, plans=[plan])
+    unplanned = predict_run(trace[:2], total_epochs=total, intensity_g_per_kwh=1)
+    # 2 epochs of 1 kWh, 16 more, 6 validations of 2 x 1/3 kWh each
+    assert pred.energy_kwh == pytest.approx(18.0 + 6 * ratio * PLANNED_FORWARD_SHARE, rel=1e-9)
+    assert pred.energy_kwh_low < truth < pred.energy_kwh_high  # the share's range covers it
+    assert pred.duration_s == pytest.approx(1000 * pred.energy_kwh, rel=1e-9)
+    assert unplanned.energy_kwh == pytest.approx(18.0) and not unplanned.energy_kwh_high > truth
+    assert (
+        "validation: every 3 epochs (planned), 6 to come x 2 of an epoch's batches" in pred.method
+    )
+
+
+def test_a_planned_validation_of_unknown_size_is_said_not_guessed():
+    trace = _periodic_trace(18, 3, base=1.0, val=0.5)
+    plan = PhasePlan("validation", 3)
+    pred = predict_run(trace[:2], total_epochs=18, intensity_g_per_kwh=1, plans=[plan])
+    plain = predict_run(trace[:2], total_epochs=18, intensity_g_per_kwh=1)
+    assert pred.energy_kwh == plain.energy_kwh
+    assert "validation: every 3 epochs (planned), 6 to come, not in the forecast" in pred.method
+
+
+def test_a_planned_phase_that_ran_follows_the_plan():
+    # seen once, at epoch 1 of 0..2: alone it reads as "every 2 epochs"; the plan says 4
+    trace = [_epoch(1.0), _epoch(1.5, phases=[_val(0.5)]), _epoch(1.0)]
+    plan = PhasePlan("validation", 4, work_ratio=1.0)
+    pred = predict_run(trace, total_epochs=12, intensity_g_per_kwh=1, plans=[plan])
+    guessed = predict_run(trace, total_epochs=12, intensity_g_per_kwh=1)
+    assert "validation: every 4 epochs (planned), 3 to come x level of 1" in pred.method
+    assert "validation: every 2 epochs" in guessed.method
+    # 3.5 measured; 9 more base epochs; validations at epochs 3, 7, 11 of 0.5 each
+    assert pred.energy_kwh == pytest.approx(3.5 + 9 * 1.0 + 3 * 0.5, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "validation", "every_epochs": 0}, "at least 1"),
+        ({"name": "validation", "every_epochs": 2.5}, "whole number"),
+        ({"name": "validation", "every_epochs": 2, "work_ratio": -1.0}, "finite number >= 0"),
+        ({"name": "", "every_epochs": 2}, "phase's name"),
+    ],
+)
+def test_a_phase_plan_refuses_what_is_not_a_plan(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PhasePlan(**kwargs)
 
 
 def test_periodic_epochs_are_detected_without_phase_records():
@@ -367,6 +423,7 @@ def test_benchmark_reads_run_logs_as_traces(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     tracker = _tracker(tmp_path, intensity_g_per_kwh=100)
+    tracker.plan_phase("validation", 3, 0.5, source="test")  # before the start: with the header
     for i in range(6):
         tracker.epoch_start()
         time.sleep(0.02)
@@ -376,7 +433,9 @@ def test_benchmark_reads_run_logs_as_traces(tmp_path):
         tracker.epoch_end(steps=4)
     tracker.stop()
     trace = bench.load_trace(tracker.log_path)
-    assert trace["planned"] == {"epochs": 6, "total_steps": None}
+    plan = {"name": "validation", "every_epochs": 3, "work_ratio": 0.5, "source": "test"}
+    assert trace["planned"] == {"epochs": 6, "total_steps": None, "phases": [plan]}
+    assert bench.trace_plans(trace) == [PhasePlan("validation", 3, 0.5)]
     assert [len(e["phases"]) for e in trace["epochs"]] == [0, 0, 1, 0, 0, 1]
     assert [e["steps"] for e in trace["epochs"]] == [4] * 6
     rows = bench.evaluate(trace, [1, 2, 5])

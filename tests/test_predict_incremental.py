@@ -380,3 +380,18 @@ def test_counting_helpers():
         for gap in range(0, 60, 7):
             found = [p for p in range(1, m + 1) if m % p == 0 and p > gap]
             assert inc._smallest_divisor_above(m, gap) == (min(found) if found else None)
+
+
+def test_with_plans_predict_run_answers():
+    from carbon_callbacks.core.predict import EpochSample, PhasePlan, PhaseSample
+
+    plan = PhasePlan("validation", 3, work_ratio=0.5)
+    history = []
+    runner = inc.RunPredictor()
+    for i in range(9):
+        phases = (PhaseSample("validation", 5.0, 0.2, 0.0),) if (i + 1) % 3 == 0 else ()
+        history.append(EpochSample(10.0 + i % 2, 1.0 + 0.01 * i, 0.0, None, phases))
+        got = runner.predict(history, total_epochs=20, intensity_g_per_kwh=1.0, plans=[plan])
+        want = predict_run(history, total_epochs=20, intensity_g_per_kwh=1.0, plans=[plan])
+        assert got == want
+        assert "(planned)" in got.method

@@ -108,6 +108,59 @@ OUTLIER_MADS = 4.0
 OUTLIER_MIN_REL = 0.10
 #: Name given to periodic work detected from epoch costs alone (no phase records).
 DETECTED_PHASE = "periodic (detected)"
+#: A planned phase not run yet (validation every k epochs, before its first run) is costed as
+#: its batches per training epoch's batches x this share of a training batch's cost: a forward
+#: pass is about a third of forward + backward (training ~6N, inference ~2N FLOPs per token for
+#: N parameters: Kaplan et al. 2020, "Scaling Laws for Neural Language Models", arXiv:2001.08361,
+#: section 2.1).
+PLANNED_FORWARD_SHARE = 1.0 / 3.0
+#: The interval's range of that share: down to a fifth (memory-bound training steps), up to a
+#: whole training batch (small models, where each batch's fixed Python and loading cost
+#: dominates).
+PLANNED_FORWARD_SHARE_LOW = 0.2
+PLANNED_FORWARD_SHARE_HIGH = 1.0
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """A phase the training loop has scheduled, known before it runs (from the framework).
+
+    Attributes:
+        name: the phase's name, as in the phase records (e.g. ``"validation"``).
+        every_epochs: it runs at the epochs ``e`` (0-based) with ``(e + 1) % every_epochs == 0``
+            (Lightning's ``check_val_every_n_epoch``, Keras' ``validation_freq``).
+        work_ratio: its batches per run / the training batches of an epoch, when known; used to
+            cost it before its first run (see :data:`PLANNED_FORWARD_SHARE`).
+    """
+
+    name: str
+    every_epochs: int
+    work_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a phase plan needs the phase's name (e.g. 'validation')")
+        if isinstance(self.every_epochs, bool) or not isinstance(self.every_epochs, int):
+            raise ValueError(
+                f"every_epochs must be a whole number of epochs, got {self.every_epochs!r}"
+            )
+        if self.every_epochs < 1:
+            raise ValueError(f"every_epochs must be at least 1, got {self.every_epochs}")
+        if self.work_ratio is not None and not (
+            math.isfinite(self.work_ratio) and self.work_ratio >= 0
+        ):
+            raise ValueError(
+                f"work_ratio must be a finite number >= 0 (batches per run / training batches "
+                f"per epoch), got {self.work_ratio!r}"
+            )
+
+    def runs_in(self, epochs: range) -> int:
+        """How many of these epochs it runs in."""
+        k = self.every_epochs
+        return sum(1 for i in epochs if (i + 1) % k == 0)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "every_epochs": self.every_epochs, "work_ratio": self.work_ratio}
 
 
 @dataclass(frozen=True)
@@ -842,6 +895,7 @@ def predict_run(
     total_steps: int | None = None,
     steps_done: int | None = None,
     first_epoch_index: int = 0,
+    plans: Sequence[PhasePlan] = (),
 ) -> Prediction | None:
     """Forecast the whole run from the epochs measured so far.
 
@@ -853,6 +907,9 @@ def predict_run(
         total_steps / steps_done: for step-based runs (optimisation steps).
         first_epoch_index: index of ``history[0]`` in the whole run (a resumed run's history
             starts later); epochs still to come are ``total_epochs - first_epoch_index - n``.
+        plans: phases the framework has scheduled (epoch-based runs): a planned phase that has
+            run follows its plan's schedule instead of the one read from its runs; one that has
+            not run yet is costed from its ``work_ratio`` (none: left out, and said so).
 
     Returns:
         The prediction, or ``None`` when there is nothing to predict from (no epoch, or neither
@@ -920,6 +977,8 @@ def predict_run(
             else f"epochs 0-{start - 1} left out as warm-up"
         )
 
+    unseen: list[PhasePlan] = []  # planned phases not run yet (epoch-based runs)
+    unseen_counts: list[float] = []
     if by_steps:
         steps = [e.steps or 0 for e in history]
         steady_steps = steps[steady]
@@ -979,12 +1038,20 @@ def predict_run(
             ),
         )
         remaining = range(observed.stop, observed.stop + (left_epochs or 0))
+        planned = {plan.name: plan for plan in plans}
         for name in phase_names:
             occ_epochs = [
                 observed[k] for k, e in enumerate(history) for p in e.phases if p.name == name
             ]
             occ = [p for e in history for p in e.phases if p.name == name]
-            sched = _schedule(occ_epochs, observed, remaining)
+            plan = planned.get(name)
+            if plan is not None and occ_epochs:
+                per_run = statistics.median(occ_epochs.count(i) for i in set(occ_epochs))
+                k = plan.every_epochs
+                how = "every epoch" if k == 1 else f"every {k} epochs"
+                sched = (plan.runs_in(remaining) * per_run, f"{how} (planned)")
+            else:
+                sched = _schedule(occ_epochs, observed, remaining)
             if sched is None:
                 continue
             count, how = sched
@@ -999,10 +1066,13 @@ def predict_run(
                 )
             )
         remaining_epochs = float(left_epochs or 0)
+        unseen = [plan for plan in plans if plan.name not in phase_names]
+        unseen_counts = [float(plan.runs_in(remaining)) for plan in unseen]
 
     # -- sum the parts, each with its interval
     totals = {"s": [done_s, 0.0, 0.0], "kwh": [done_kwh, 0.0, 0.0]}
     described = []
+    base_per_epoch = {"s": 0.0, "kwh": 0.0}  # the base's central forecast per epoch to come
     for part in parts:
         if part.count <= 0 or not part.energies:
             if part.name != "base":
@@ -1035,11 +1105,16 @@ def predict_run(
             totals[key][0] += central
             totals[key][1] += lo**2
             totals[key][2] += hi**2
+            if part.name == "base" and not by_steps and part.count > 0:
+                base_per_epoch[key] = central / part.count
         if part.name != "base":
             described.append(
                 f"{part.name}: {part.how}, {part.count:g} to come x level of "
                 f"{len(part.energies) - p_start}"
             )
+    if not by_steps:
+        for plan, count in zip(unseen, unseen_counts, strict=True):
+            described.append(_add_unseen_plan(plan, count, base_per_epoch, totals))
     return _assembled(
         n=n,
         total_epochs=total_epochs,
@@ -1053,6 +1128,44 @@ def predict_run(
         done=(done_s, done_kwh, done_g),
         intensity_g_per_kwh=intensity_g_per_kwh,
         remaining_epochs=remaining_epochs,
+    )
+
+
+def _add_unseen_plan(
+    plan: PhasePlan,
+    count: float,
+    base_per_epoch: dict[str, float],
+    totals: dict[str, list[float]],
+) -> str:
+    """Cost a planned phase that has not run yet into ``totals``; return its note.
+
+    Each run to come is ``work_ratio`` x :data:`PLANNED_FORWARD_SHARE` of a base epoch, within
+    [:data:`PLANNED_FORWARD_SHARE_LOW`, :data:`PLANNED_FORWARD_SHARE_HIGH`] x ``work_ratio``
+    (the range's half-widths add in quadrature to the other parts'). Without a ``work_ratio``
+    nothing is added: the note says that the forecast leaves it out.
+    """
+    k = plan.every_epochs
+    how = "every epoch" if k == 1 else f"every {k} epochs"
+    if count <= 0:
+        return f"{plan.name}: {how} (planned), none to come"
+    if plan.work_ratio is None:
+        return (
+            f"{plan.name}: {how} (planned), {count:g} to come, not in the forecast until its "
+            "first run (its size is unknown)"
+        )
+    for key in ("s", "kwh"):
+        per_run = plan.work_ratio * base_per_epoch[key]
+        totals[key][0] += count * per_run * PLANNED_FORWARD_SHARE
+        totals[key][1] += (
+            count * per_run * (PLANNED_FORWARD_SHARE - PLANNED_FORWARD_SHARE_LOW)
+        ) ** 2
+        totals[key][2] += (
+            count * per_run * (PLANNED_FORWARD_SHARE_HIGH - PLANNED_FORWARD_SHARE)
+        ) ** 2
+    return (
+        f"{plan.name}: {how} (planned), {count:g} to come x {plan.work_ratio:.3g} of an epoch's "
+        f"batches x {PLANNED_FORWARD_SHARE:.2g} of a training batch "
+        f"[{PLANNED_FORWARD_SHARE_LOW:g}-{PLANNED_FORWARD_SHARE_HIGH:g}] (not run yet)"
     )
 
 

@@ -59,6 +59,7 @@ from carbon_callbacks.core.predict import (
     WARMUP_FIT_MAX_VALUES,
     WARMUP_NEGLIGIBLE_REL,
     EpochSample,
+    PhasePlan,
     Prediction,
     _assembled,
     _augmented_scan,
@@ -719,11 +720,26 @@ class RunPredictor:
         total_steps: int | None = None,
         steps_done: int | None = None,
         first_epoch_index: int = 0,
+        plans: Sequence[PhasePlan] = (),
     ) -> Prediction | None:
-        """What ``predict_run`` returns for these arguments (see it)."""
+        """What ``predict_run`` returns for these arguments (see it).
+
+        With ``plans`` (phases the framework scheduled), ``predict_run`` answers each time.
+        """
         n = len(history)
         if n == 0 or (total_epochs is None and (total_steps is None or steps_done is None)):
             return None
+        if plans:
+            self._kept = self._seen = None
+            return predict_run(
+                history,
+                total_epochs=total_epochs,
+                intensity_g_per_kwh=intensity_g_per_kwh,
+                total_steps=total_steps,
+                steps_done=steps_done,
+                first_epoch_index=first_epoch_index,
+                plans=plans,
+            )
         settings = {
             "total_epochs": total_epochs,
             "intensity_g_per_kwh": intensity_g_per_kwh,

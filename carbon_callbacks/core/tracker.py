@@ -44,7 +44,7 @@ from carbon_callbacks.core.intensity.ranks import DeferredLiveProvider, can_fore
 from carbon_callbacks.core.intensity.resolve import resolve_intensity
 from carbon_callbacks.core.intensity.static import StaticIntensityProvider
 from carbon_callbacks.core.meter import Measurement, Meter, Snapshot
-from carbon_callbacks.core.predict import EpochSample, PhaseSample, Prediction
+from carbon_callbacks.core.predict import EpochSample, PhasePlan, PhaseSample, Prediction
 from carbon_callbacks.core.predict_incremental import RunPredictor
 from carbon_callbacks.core.records import (
     SCHEMA_VERSION,
@@ -191,6 +191,8 @@ class CarbonTracker:
         self._no_prediction_noted = False
         # carried from epoch to epoch: predictions at a cost that does not grow with the run
         self._predictor = RunPredictor()
+        self._plans: dict[str, PhasePlan] = {}  # phases the framework scheduled, by name
+        self._plan_sources: dict[str, tuple[PhasePlan, str]] = {}  # for the run log's header
         self.last_metrics: dict[str, float] = {}
         self.last_measurement: Measurement | None = None
         #: The signal that ended or interrupted the run ("SIGTERM"), recorded in the footer.
@@ -311,6 +313,8 @@ class CarbonTracker:
             pending, self._pending_events = self._pending_events, []
         for event in pending:
             self._write({"type": "event", **event.to_dict()})
+        for plan, source in self._plan_sources.values():  # planned before the start
+            self._write({"type": "plan", **plan.to_dict(), "source": source})
 
     def stop(self, status: str = "completed") -> dict[str, float]:
         """Stop measuring, write the footer and print the final report. Idempotent.
@@ -728,6 +732,7 @@ class CarbonTracker:
             total_steps=cfg.total_steps,
             steps_done=steps_done,
             first_epoch_index=first_index,
+            plans=tuple(self._plans.values()),
         )
         if pred is None:
             if not self._no_prediction_noted:
@@ -886,6 +891,35 @@ class CarbonTracker:
                         ),
                     )
                     return
+
+    def plan_phase(
+        self, name: str, every_epochs: int, work_ratio: float | None = None, *, source: str = ""
+    ) -> PhasePlan:
+        """Tell the predictor a phase the training loop has scheduled, before it runs.
+
+        Integrations call this from the framework's settings (Lightning's
+        ``check_val_every_n_epoch`` and its validation batches). The prediction then counts the
+        phase's runs to come from this schedule, and costs it before its first run from
+        ``work_ratio`` (see :class:`~carbon_callbacks.core.predict.PhasePlan`). Recorded in the
+        run log as a ``plan`` record. A later call for the same name replaces the plan.
+
+        Args:
+            name: the phase's name, as passed to :meth:`phase` (e.g. ``"validation"``).
+            every_epochs: it runs at the 0-based epochs ``e`` with ``(e + 1) % every_epochs == 0``.
+            work_ratio: its batches per run / training batches per epoch, when known.
+            source: where the plan comes from (e.g. ``"lightning"``), for the run log.
+
+        Raises:
+            ValueError: a setting that is not a plan (``every_epochs`` below 1, a negative
+                ``work_ratio``...), with what to pass instead.
+        """
+        plan = PhasePlan(name, every_epochs, work_ratio)
+        with self._lock:
+            self._plans[name] = plan
+            self._plan_sources[name] = (plan, source)
+            if self._header_written:  # else written with the header at start
+                self._write({"type": "plan", **plan.to_dict(), "source": source})
+        return plan
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

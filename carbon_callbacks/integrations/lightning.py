@@ -86,10 +86,38 @@ class CarbonCallback(_Callback):
         self.tracker.end_phase("sanity_check")
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._plan_validation(trainer, pl_module)
         # Resumed from a mid-epoch checkpoint, Lightning skips on_train_epoch_start for that
         # epoch but still calls on_train_epoch_end: open the epoch here so its rest is measured.
         if getattr(trainer.fit_loop, "restarted_mid_epoch", False):
             self.on_train_epoch_start(trainer, pl_module)
+
+    def _plan_validation(self, trainer: Any, pl_module: Any) -> None:
+        """``check_val_every_n_epoch=k`` (k > 1) -> the tracker's validation plan.
+
+        Its size (validation batches / training batches) is known once Lightning has set up
+        the validation data: after the sanity check (on by default), else after the first
+        validation. Validation within epochs (``val_check_interval`` < 1 or in steps) is left
+        to the phase records.
+        """
+        every = getattr(trainer, "check_val_every_n_epoch", None)
+        if not isinstance(every, int) or every < 2 or trainer.val_check_interval != 1.0:
+            return
+        if getattr(trainer, "limit_val_batches", 1) == 0 or not _overrides(
+            pl_module, "validation_step"
+        ):
+            return
+        val_batches = sum(getattr(trainer, "num_val_batches", None) or [])
+        train_batches = getattr(trainer, "num_training_batches", 0)
+        ratio = None
+        if val_batches > 0 and 0 < train_batches < float("inf"):
+            ratio = val_batches / train_batches
+        try:
+            self.tracker.plan_phase("validation", every, ratio, source="lightning")
+        except ValueError as exc:  # never break training over a forecast's input
+            self.tracker.events.record(
+                "plan_ignored", f"validation plan ignored: {exc}", "lightning"
+            )
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._global_step_at_epoch_start = trainer.global_step
@@ -137,3 +165,11 @@ class CarbonCallback(_Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.tracker.load_state_dict(state_dict)
+
+
+def _overrides(module: Any, method: str) -> bool:
+    """True when ``module``'s class defines ``method`` itself, not only Lightning's default."""
+    for cls in type(module).__mro__:
+        if method in vars(cls):
+            return cls.__module__.split(".")[0] not in ("lightning", "pytorch_lightning")
+    return False
