@@ -223,7 +223,9 @@ def record(
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            num_sanity_val_steps=0,
+            # Lightning's default sanity check: validation's size is then known at the start, so
+            # the tracker gets the validation plan with its batch ratio, as in a user's run
+            num_sanity_val_steps=2,
             check_val_every_n_epoch=spec.get("val_every", 1),
             **limits,
         )
