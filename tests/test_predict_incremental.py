@@ -382,16 +382,23 @@ def test_counting_helpers():
             assert inc._smallest_divisor_above(m, gap) == (min(found) if found else None)
 
 
-def test_with_plans_predict_run_answers():
+@pytest.mark.parametrize("every", [1, 3, 7])
+@pytest.mark.parametrize("work_ratio", [None, 0.5])
+def test_with_plans_the_carried_state_answers_as_predict_run(every, work_ratio):
     from carbon_callbacks.core.predict import EpochSample, PhasePlan, PhaseSample
 
-    plan = PhasePlan("validation", 3, work_ratio=0.5)
+    plans = [PhasePlan("validation", every, work_ratio), PhasePlan("checkpoint", 5, 0.1)]
+    rng = random.Random(every)
     history = []
     runner = inc.RunPredictor()
-    for i in range(9):
-        phases = (PhaseSample("validation", 5.0, 0.2, 0.0),) if (i + 1) % 3 == 0 else ()
-        history.append(EpochSample(10.0 + i % 2, 1.0 + 0.01 * i, 0.0, None, phases))
-        got = runner.predict(history, total_epochs=20, intensity_g_per_kwh=1.0, plans=[plan])
-        want = predict_run(history, total_epochs=20, intensity_g_per_kwh=1.0, plans=[plan])
-        assert got == want
+    for i in range(40):
+        phases = ()
+        if (i + 1) % every == 0:
+            phases = (PhaseSample("validation", 5.0 + rng.random(), 0.2 + 0.01 * rng.random()),)
+        kwh = (3.0 if i == 0 else 1.0) + 0.05 * rng.random()
+        history.append(EpochSample(10.0 + rng.random(), kwh, kwh * 100, None, phases))
+        got = runner.predict(history, total_epochs=60, intensity_g_per_kwh=100.0, plans=plans)
+        want = predict_run(history, total_epochs=60, intensity_g_per_kwh=100.0, plans=plans)
+        assert got == want, i
         assert "(planned)" in got.method
+    assert runner.recomputed == 1 and runner.carried == 39  # carried, not predict_run

@@ -61,6 +61,7 @@ from carbon_callbacks.core.predict import (
     EpochSample,
     PhasePlan,
     Prediction,
+    _add_unseen_plan,
     _assembled,
     _augmented_scan,
     _AugmentedState,
@@ -393,6 +394,12 @@ class _Phase:
         self.last = position
         self.epochs += 1
 
+    def planned_schedule(self, plan: PhasePlan, remaining: range) -> tuple[float, str]:
+        """``predict_run``'s schedule of a planned phase that has run, by counting."""
+        k = plan.every_epochs
+        how = "every epoch" if k == 1 else f"every {k} epochs"
+        return plan.runs_in(remaining) * _median_of_sorted(self.counts), f"{how} (planned)"
+
     def schedule(self, observed: range, remaining: range) -> tuple[float, str] | None:
         """``predict._schedule`` of its epochs, by counting."""
         if not self.runs:
@@ -545,6 +552,7 @@ def _predict(
     total_steps: int | None,
     steps_done: int | None,
     first_epoch_index: int,
+    plans: Sequence[PhasePlan] = (),
 ) -> Any:
     """``predict_run`` from what is kept (see it for the model), or :data:`_FULL`."""
     n = kept.n
@@ -573,6 +581,8 @@ def _predict(
         "epoch 0 left out as warm-up" if start == 1 else f"epochs 0-{start - 1} left out as warm-up"
     ]
     parts: list[tuple[str, _Series, _Series, int, float, str, float, float, Any]] = []
+    unseen: list[PhasePlan] = []  # planned phases not run yet (epoch-based runs)
+    unseen_counts: list[float] = []
     if by_steps:
         step_positions, per_step_s, per_step_kwh = kept.per_step()
         first = bisect_left(step_positions, start)
@@ -633,9 +643,14 @@ def _predict(
             )
         )
         remaining = range(observed.stop, observed.stop + (left_epochs or 0))
+        planned = {plan.name: plan for plan in plans}
         for name in phase_names:
             phase = kept.phases[name]
-            sched = phase.schedule(observed, remaining)
+            plan = planned.get(name)
+            if plan is not None and phase.runs:
+                sched = phase.planned_schedule(plan, remaining)
+            else:
+                sched = phase.schedule(observed, remaining)
             if sched is None:
                 continue
             count, how = sched
@@ -643,10 +658,13 @@ def _predict(
                 (name, phase.durations, phase.energies, 0, count, how, 1.0, n / phase.runs, None)
             )
         remaining_epochs = float(left_epochs or 0)
+        unseen = [plan for plan in plans if plan.name not in kept.phases]
+        unseen_counts = [float(plan.runs_in(remaining)) for plan in unseen]
 
     # -- sum the parts, each with its interval
     totals = {"s": [done_s, 0.0, 0.0], "kwh": [done_kwh, 0.0, 0.0]}
     described = []
+    base_per_epoch = {"s": 0.0, "kwh": 0.0}  # the base's central forecast per epoch to come
     for name, durations, energies, first, count, how, units, epochs_per_value, head in parts:
         values = len(energies) - first
         if count <= 0 or not values:
@@ -674,8 +692,13 @@ def _predict(
             totals[key][0] += fc.central
             totals[key][1] += fc.low**2
             totals[key][2] += fc.high**2
+            if name == "base" and not by_steps:
+                base_per_epoch[key] = fc.central / count
         if name != "base":
             described.append(f"{name}: {how}, {count:g} to come x level of {values - p_start}")
+    if not by_steps:
+        for plan, planned_count in zip(unseen, unseen_counts, strict=True):
+            described.append(_add_unseen_plan(plan, planned_count, base_per_epoch, totals))
     return _assembled(
         n=n,
         total_epochs=total_epochs,
@@ -722,30 +745,17 @@ class RunPredictor:
         first_epoch_index: int = 0,
         plans: Sequence[PhasePlan] = (),
     ) -> Prediction | None:
-        """What ``predict_run`` returns for these arguments (see it).
-
-        With ``plans`` (phases the framework scheduled), ``predict_run`` answers each time.
-        """
+        """What ``predict_run`` returns for these arguments (see it)."""
         n = len(history)
         if n == 0 or (total_epochs is None and (total_steps is None or steps_done is None)):
             return None
-        if plans:
-            self._kept = self._seen = None
-            return predict_run(
-                history,
-                total_epochs=total_epochs,
-                intensity_g_per_kwh=intensity_g_per_kwh,
-                total_steps=total_steps,
-                steps_done=steps_done,
-                first_epoch_index=first_epoch_index,
-                plans=plans,
-            )
         settings = {
             "total_epochs": total_epochs,
             "intensity_g_per_kwh": intensity_g_per_kwh,
             "total_steps": total_steps,
             "steps_done": steps_done,
             "first_epoch_index": first_epoch_index,
+            "plans": plans,
         }
         key = (first_epoch_index, total_epochs, total_steps)
         kept = self._kept
