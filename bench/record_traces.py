@@ -173,6 +173,23 @@ SPECS: dict[str, dict[str, Any]] = {
         "n_val": 8192,
         "val_every": 4,
     },
+    # chosen after phase plans were committed, recorded with them (a blind test of the plans)
+    "unet-w24-val-every-4": {
+        "kind": "unet",
+        "width": 24,
+        "epochs": 16,
+        "n_train": 3072,
+        "n_val": 1536,
+        "val_every": 4,
+    },
+    "transformer-d192-val-every-5": {
+        "kind": "transformer",
+        "d_model": 192,
+        "epochs": 20,
+        "n_train": 6144,
+        "n_val": 12288,
+        "val_every": 5,
+    },
 }
 
 
