@@ -159,6 +159,16 @@ class PhasePlan:
         k = self.every_epochs
         return sum(1 for i in epochs if (i + 1) % k == 0)
 
+    @property
+    def how(self) -> str:
+        """The schedule in words, as a prediction's method gives it."""
+        k = self.every_epochs
+        return ("every epoch" if k == 1 else f"every {k} epochs") + " (planned)"
+
+    def schedule(self, remaining: range, per_run: float) -> tuple[float, str]:
+        """Its runs in the ``remaining`` epochs (``per_run`` each time it runs), and how."""
+        return self.runs_in(remaining) * per_run, self.how
+
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "every_epochs": self.every_epochs, "work_ratio": self.work_ratio}
 
@@ -977,8 +987,7 @@ def predict_run(
             else f"epochs 0-{start - 1} left out as warm-up"
         )
 
-    unseen: list[PhasePlan] = []  # planned phases not run yet (epoch-based runs)
-    unseen_counts: list[float] = []
+    unseen: list[tuple[PhasePlan, float]] = []  # planned, not run yet: (plan, runs to come)
     if by_steps:
         steps = [e.steps or 0 for e in history]
         steady_steps = steps[steady]
@@ -1047,9 +1056,7 @@ def predict_run(
             plan = planned.get(name)
             if plan is not None and occ_epochs:
                 per_run = statistics.median(occ_epochs.count(i) for i in set(occ_epochs))
-                k = plan.every_epochs
-                how = "every epoch" if k == 1 else f"every {k} epochs"
-                sched = (plan.runs_in(remaining) * per_run, f"{how} (planned)")
+                sched = plan.schedule(remaining, per_run)
             else:
                 sched = _schedule(occ_epochs, observed, remaining)
             if sched is None:
@@ -1066,8 +1073,7 @@ def predict_run(
                 )
             )
         remaining_epochs = float(left_epochs or 0)
-        unseen = [plan for plan in plans if plan.name not in phase_names]
-        unseen_counts = [float(plan.runs_in(remaining)) for plan in unseen]
+        unseen = [(p, float(p.runs_in(remaining))) for p in plans if p.name not in phase_names]
 
     # -- sum the parts, each with its interval
     totals = {"s": [done_s, 0.0, 0.0], "kwh": [done_kwh, 0.0, 0.0]}
@@ -1113,7 +1119,7 @@ def predict_run(
                 f"{len(part.energies) - p_start}"
             )
     if not by_steps:
-        for plan, count in zip(unseen, unseen_counts, strict=True):
+        for plan, count in unseen:
             described.append(_add_unseen_plan(plan, count, base_per_epoch, totals))
     return _assembled(
         n=n,
@@ -1144,13 +1150,11 @@ def _add_unseen_plan(
     (the range's half-widths add in quadrature to the other parts'). Without a ``work_ratio``
     nothing is added: the note says that the forecast leaves it out.
     """
-    k = plan.every_epochs
-    how = "every epoch" if k == 1 else f"every {k} epochs"
     if count <= 0:
-        return f"{plan.name}: {how} (planned), none to come"
+        return f"{plan.name}: {plan.how}, none to come"
     if plan.work_ratio is None:
         return (
-            f"{plan.name}: {how} (planned), {count:g} to come, not in the forecast until its "
+            f"{plan.name}: {plan.how}, {count:g} to come, not in the forecast until its "
             "first run (its size is unknown)"
         )
     for key in ("s", "kwh"):
@@ -1163,7 +1167,7 @@ def _add_unseen_plan(
             count * per_run * (PLANNED_FORWARD_SHARE_HIGH - PLANNED_FORWARD_SHARE)
         ) ** 2
     return (
-        f"{plan.name}: {how} (planned), {count:g} to come x {plan.work_ratio:.3g} of an epoch's "
+        f"{plan.name}: {plan.how}, {count:g} to come x {plan.work_ratio:.3g} of an epoch's "
         f"batches x {PLANNED_FORWARD_SHARE:.2g} of a training batch "
         f"[{PLANNED_FORWARD_SHARE_LOW:g}-{PLANNED_FORWARD_SHARE_HIGH:g}] (not run yet)"
     )

@@ -394,12 +394,6 @@ class _Phase:
         self.last = position
         self.epochs += 1
 
-    def planned_schedule(self, plan: PhasePlan, remaining: range) -> tuple[float, str]:
-        """``predict_run``'s schedule of a planned phase that has run, by counting."""
-        k = plan.every_epochs
-        how = "every epoch" if k == 1 else f"every {k} epochs"
-        return plan.runs_in(remaining) * _median_of_sorted(self.counts), f"{how} (planned)"
-
     def schedule(self, observed: range, remaining: range) -> tuple[float, str] | None:
         """``predict._schedule`` of its epochs, by counting."""
         if not self.runs:
@@ -581,8 +575,7 @@ def _predict(
         "epoch 0 left out as warm-up" if start == 1 else f"epochs 0-{start - 1} left out as warm-up"
     ]
     parts: list[tuple[str, _Series, _Series, int, float, str, float, float, Any]] = []
-    unseen: list[PhasePlan] = []  # planned phases not run yet (epoch-based runs)
-    unseen_counts: list[float] = []
+    unseen: list[tuple[PhasePlan, float]] = []  # planned, not run yet: (plan, runs to come)
     if by_steps:
         step_positions, per_step_s, per_step_kwh = kept.per_step()
         first = bisect_left(step_positions, start)
@@ -648,7 +641,7 @@ def _predict(
             phase = kept.phases[name]
             plan = planned.get(name)
             if plan is not None and phase.runs:
-                sched = phase.planned_schedule(plan, remaining)
+                sched = plan.schedule(remaining, _median_of_sorted(phase.counts))
             else:
                 sched = phase.schedule(observed, remaining)
             if sched is None:
@@ -658,8 +651,7 @@ def _predict(
                 (name, phase.durations, phase.energies, 0, count, how, 1.0, n / phase.runs, None)
             )
         remaining_epochs = float(left_epochs or 0)
-        unseen = [plan for plan in plans if plan.name not in kept.phases]
-        unseen_counts = [float(plan.runs_in(remaining)) for plan in unseen]
+        unseen = [(p, float(p.runs_in(remaining))) for p in plans if p.name not in kept.phases]
 
     # -- sum the parts, each with its interval
     totals = {"s": [done_s, 0.0, 0.0], "kwh": [done_kwh, 0.0, 0.0]}
@@ -697,7 +689,7 @@ def _predict(
         if name != "base":
             described.append(f"{name}: {how}, {count:g} to come x level of {values - p_start}")
     if not by_steps:
-        for plan, planned_count in zip(unseen, unseen_counts, strict=True):
+        for plan, planned_count in unseen:
             described.append(_add_unseen_plan(plan, planned_count, base_per_epoch, totals))
     return _assembled(
         n=n,
