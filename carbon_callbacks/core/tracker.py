@@ -191,8 +191,8 @@ class CarbonTracker:
         self._no_prediction_noted = False
         # carried from epoch to epoch: predictions at a cost that does not grow with the run
         self._predictor = RunPredictor()
-        self._plans: dict[str, PhasePlan] = {}  # phases the framework scheduled, by name
-        self._plan_sources: dict[str, tuple[PhasePlan, str]] = {}  # for the run log's header
+        # phases the framework scheduled, by name: (plan, where it came from)
+        self._plans: dict[str, tuple[PhasePlan, str]] = {}
         self.last_metrics: dict[str, float] = {}
         self.last_measurement: Measurement | None = None
         #: The signal that ended or interrupted the run ("SIGTERM"), recorded in the footer.
@@ -313,8 +313,8 @@ class CarbonTracker:
             pending, self._pending_events = self._pending_events, []
         for event in pending:
             self._write({"type": "event", **event.to_dict()})
-        for plan, source in self._plan_sources.values():  # planned before the start
-            self._write({"type": "plan", **plan.to_dict(), "source": source})
+        for plan, source in self._plans.values():  # planned before the start
+            self._write(_plan_record(plan, source))
 
     def stop(self, status: str = "completed") -> dict[str, float]:
         """Stop measuring, write the footer and print the final report. Idempotent.
@@ -732,7 +732,7 @@ class CarbonTracker:
             total_steps=cfg.total_steps,
             steps_done=steps_done,
             first_epoch_index=first_index,
-            plans=tuple(self._plans.values()),
+            plans=tuple(plan for plan, _ in self._plans.values()),
         )
         if pred is None:
             if not self._no_prediction_noted:
@@ -915,10 +915,9 @@ class CarbonTracker:
         """
         plan = PhasePlan(name, every_epochs, work_ratio)
         with self._lock:
-            self._plans[name] = plan
-            self._plan_sources[name] = (plan, source)
+            self._plans[name] = (plan, source)
             if self._header_written:  # else written with the header at start
-                self._write({"type": "plan", **plan.to_dict(), "source": source})
+                self._write(_plan_record(plan, source))
         return plan
 
     @contextlib.contextmanager
@@ -1437,3 +1436,8 @@ def _shift_prediction(pred: Prediction, unseen: dict[str, float]) -> Prediction:
         measured_energy_kwh=pred.measured_energy_kwh + e,
         measured_co2_g=pred.measured_co2_g + g,
     )
+
+
+def _plan_record(plan: PhasePlan, source: str) -> dict[str, Any]:
+    """The run-log record of a phase plan (type ``plan``)."""
+    return {"type": "plan", **plan.to_dict(), "source": source}
