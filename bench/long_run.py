@@ -54,43 +54,48 @@ from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
 SMOKE_POWER_W = 100.0
 
 
+def _stat_fields(path: str) -> list[str]:
+    """The fields of a ``/proc/.../stat`` file after ``pid (comm)``: state first (Linux)."""
+    with open(path) as fh:
+        return fh.read().rsplit(")", 1)[1].split()
+
+
+def _cpu_s(fields: list[str]) -> float:
+    """User + system CPU seconds from stat fields (utime and stime: fields 14 and 15)."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def thread_cpu_s(prefix: str = "carbon_callbacks") -> dict[str, float]:
     """CPU seconds (user + system) used so far by each live thread whose name has ``prefix``.
 
     Read from ``/proc/self/task/<tid>/stat`` (Linux); empty where that cannot be read.
     """
-    ticks_per_s = os.sysconf("SC_CLK_TCK")
     used: dict[str, float] = {}
     for thread in threading.enumerate():
         if not thread.name.startswith(prefix) or thread.native_id is None:
             continue
         try:
-            with open(f"/proc/self/task/{thread.native_id}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
+            used[thread.name] = _cpu_s(_stat_fields(f"/proc/self/task/{thread.native_id}/stat"))
         except OSError:
             continue
-        # after "pid (comm)": state is field 3, utime field 14, stime field 15
-        used[thread.name] = (int(fields[11]) + int(fields[12])) / ticks_per_s
     return used
 
 
 def helper_cpu_s(marker: str = "counter_feed") -> dict[str, float]:
     """CPU seconds (user + system) used so far by each child process whose command line holds
     ``marker`` (the counter's helper processes), by pid. Linux ``/proc``; empty elsewhere."""
-    ticks_per_s = os.sysconf("SC_CLK_TCK")
     used: dict[str, float] = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
+            fields = _stat_fields(f"/proc/{entry}/stat")
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
                 cmdline = fh.read().decode(errors="replace")
         except OSError:
             continue
         if int(fields[1]) == os.getpid() and marker in cmdline:  # field 4: the parent's pid
-            used[f"helper:{entry}"] = (int(fields[11]) + int(fields[12])) / ticks_per_s
+            used[f"helper:{entry}"] = _cpu_s(fields)
     return used
 
 
