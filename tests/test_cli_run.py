@@ -44,8 +44,16 @@ burn({BURN_CPU_S})
 SLEEPER = """
 import pathlib, signal, subprocess, sys, time
 out = pathlib.Path(sys.argv[1])
-grand = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+# the grandchild says when its interpreter is up: a SIGINT during start-up can be swallowed
+# by site.py (it prints "Error processing line ... .pth" and goes on), and a grandchild that
+# lives on keeps the CLI's output pipes open
+grand = subprocess.Popen(
+    [sys.executable, "-c", "import pathlib, sys, time; "
+     "pathlib.Path(sys.argv[1]).write_text('1'); time.sleep(60)", str(out / "grand_up")]
+)
 (out / "grandchild.pid").write_text(str(grand.pid))
+while not (out / "grand_up").exists():
+    time.sleep(0.01)
 count = {"n": 0}
 
 def on_signal(signum, frame):
