@@ -2,24 +2,27 @@
 
 These tests start real helper processes. The GPU is ``tests/stepping_nvml.py``, a stand-in NVML
 module whose counter is a function of the clock both processes share, so the energy between
-any two instants is known exactly. The training thread is played by ``sum(range(n))``, which
-holds the GIL for its whole run, as a data loader restart or an epoch's end work does.
+any two instants is known exactly. The training thread is played by a C call
+(libc's ``usleep`` through ctypes.PyDLL) that holds the GIL for its whole run, as a data loader
+restart or an epoch's end work does.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 import stepping_nvml
 
 from carbon_callbacks.core.events import EventLog
 from carbon_callbacks.core.meter import Meter, Snapshot
-from carbon_callbacks.core.sensors.counter_feed import CounterFeed
+from carbon_callbacks.core.sensors.counter_feed import POLL_GAP_S, CounterFeed
 from carbon_callbacks.core.sensors.nvidia import NvmlGpuSensor
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -55,27 +58,33 @@ def _wait_dead(pid: int, seconds: float = 5.0) -> bool:
     return False
 
 
-def _hog_gil(seconds: float, per_slice: list[int]) -> None:
-    """Hold the GIL for about ``seconds``, in slices of ~0.1 s that let no other thread in.
+def _gil_holder() -> Callable[[float], None] | None:
+    """``hold(seconds)``: a C call that keeps the GIL for exactly that long, or None.
 
-    A thread waiting for the GIL can take it only between two slices: like a training loop
-    whose loader restart or epoch-end work runs in C for a while.
+    libc's ``usleep`` called through :class:`ctypes.PyDLL` (which does not release the GIL) holds
+    it for the whole sleep, as a data loader restart or an epoch's end work running in C does.
+    Unlike a calibrated ``sum(range(n))``, its length does not depend on how busy the machine
+    is, so no other thread runs during it however loaded the test machine is.
     """
-    for _ in range(max(1, round(seconds / 0.1))):
-        sum(range(per_slice[0]))
+    try:
+        usleep = ctypes.PyDLL(None).usleep
+    except (AttributeError, OSError):
+        return None
+    usleep.argtypes = [ctypes.c_uint]
+
+    def hold(seconds: float) -> None:
+        usleep(round(seconds * 1e6))
+
+    return hold
 
 
 @pytest.fixture(scope="module")
-def gil_slice() -> list[int]:
-    """How many numbers ``sum(range(n))`` adds in about 0.1 s here (one GIL-holding slice)."""
-    n = 100_000
-    while True:
-        t0 = time.perf_counter()
-        sum(range(n))
-        took_s = time.perf_counter() - t0
-        if took_s >= 0.01:
-            return [max(1, round(n * 0.1 / took_s))]
-        n *= 2
+def hold_gil() -> Callable[[float], None]:
+    """Holds the GIL for a given number of seconds (needs libc's usleep: Linux, macOS)."""
+    hold = _gil_holder()
+    if hold is None:
+        pytest.skip("no libc usleep to hold the GIL with on this platform")
+    return hold
 
 
 def test_helper_reads_and_dates_every_step() -> None:
@@ -89,14 +98,16 @@ def test_helper_reads_and_dates_every_step() -> None:
     assert len(values) >= 12
     step = stepping_nvml.STEP_S
     for t_step, value_mj in values:
-        # dated at its step (to a fraction of a millisecond), with that step's value
+        # dated at its step, with that step's value
+        # (within half the poll gap the helper accepts: a fraction of a millisecond on an idle
+        # machine, a few when other processes delay its polls)
         nearest = step * round(t_step / step)
-        assert abs(t_step - nearest) < 1e-3
+        assert abs(t_step - nearest) <= POLL_GAP_S / 2
         assert value_mj == pytest.approx(1000.0 * stepping_nvml.energy_j(nearest), abs=1.0)
     gaps = [
         b[0] - a[0] for a, b in zip(values[1:], values[2:], strict=False)
     ]  # after the first lock
-    assert all(abs(gap - step) < 1e-3 for gap in gaps), gaps
+    assert all(abs(gap - step) <= POLL_GAP_S / 2 for gap in gaps), gaps
 
 
 def test_helper_follows_the_cadence() -> None:
@@ -131,7 +142,7 @@ def test_the_helper_ends_with_the_process_that_started_it(tmp_path) -> None:
     script = (
         "import sys, time\n"
         f"sys.path[:0] = [{TESTS!r}]\n"
-        "from carbon_callbacks.core.sensors.counter_feed import CounterFeed\n"
+        "from carbon_callbacks.core.sensors.counter_feed import POLL_GAP_S, CounterFeed\n"
         "feed = CounterFeed('stepping_nvml', 'GPU-5eb1c0de-0000-0000-0000-000000000001')\n"
         "feed.start(); print(feed.pid, flush=True); time.sleep(60)\n"
     )
@@ -157,14 +168,14 @@ def _settled_error_j(a: Snapshot, b: Snapshot) -> float:
     return abs((b.energy_j["gpu:0"] - a.energy_j["gpu:0"]) - exact)
 
 
-def _marks_while_hogging(meter: Meter, gil_slice: list[int]) -> list[Snapshot]:
+def _marks_while_hogging(meter: Meter, hold_gil: Callable[[float], None]) -> list[Snapshot]:
     """Marks of 0.4-s epochs with 0.2 s each side of every mark in which the GIL is held."""
     marks = []
     for _ in range(7):
-        _hog_gil(0.2, gil_slice)
+        hold_gil(0.2)
         marks.append(meter.mark())
         meter.hint_epoch_s(0.4)  # as the tracker does at each epoch's end
-        _hog_gil(0.2, gil_slice)
+        hold_gil(0.2)
     return marks
 
 
@@ -175,7 +186,7 @@ def _wait_live(sensor: NvmlGpuSensor) -> None:
     assert sensor.feed_live
 
 
-def test_marks_settle_although_the_training_holds_the_gil(gil_slice) -> None:
+def test_marks_settle_although_the_training_holds_the_gil(hold_gil) -> None:
     sensor = NvmlGpuSensor(0, nvml=stepping_nvml)
     assert "a helper process" in sensor.info.detail
     events = EventLog()
@@ -183,7 +194,7 @@ def test_marks_settle_although_the_training_holds_the_gil(gil_slice) -> None:
     meter.start()
     try:
         _wait_live(sensor)
-        marks = _marks_while_hogging(meter, gil_slice)
+        marks = _marks_while_hogging(meter, hold_gil)
         time.sleep(0.4)  # the step after the last mark, drained by the thread
     finally:
         meter.stop()
@@ -198,7 +209,7 @@ def test_marks_settle_although_the_training_holds_the_gil(gil_slice) -> None:
     assert not events.events
 
 
-def test_the_thread_alone_leaves_those_marks_bridged(gil_slice) -> None:
+def test_the_thread_alone_leaves_those_marks_bridged(hold_gil) -> None:
     """The same schedule without the helper: what the helper is for (could fail if not)."""
     sensor = NvmlGpuSensor(0, nvml=stepping_nvml, counter_process=False)
     assert "the meter's thread" in sensor.info.detail
@@ -206,13 +217,15 @@ def test_the_thread_alone_leaves_those_marks_bridged(gil_slice) -> None:
     meter.start()
     try:
         time.sleep(1.0)  # the thread's step clock locks
-        marks = _marks_while_hogging(meter, gil_slice)
+        marks = _marks_while_hogging(meter, hold_gil)
         time.sleep(0.4)
     finally:
         meter.stop()
     assert sensor.drain_dated() is None
     bridged = [m for m in marks if not any(m.settling_j().values())]
-    assert len(bridged) >= 3
+    # the GIL is held from just after each mark until 0.2 s later, so the step after it is read
+    # at least two steps after the one before it: too far apart to settle between
+    assert len(bridged) == len(marks)
     # with power read as 0 W, a bridged mark misses what the GPU drew since the last step read
     errors = [_settled_error_j(a, b) for a, b in zip(marks, marks[1:], strict=False)]
     assert max(errors) > 5.0, errors
@@ -221,6 +234,10 @@ def test_the_thread_alone_leaves_those_marks_bridged(gil_slice) -> None:
 def test_the_thread_takes_over_when_the_helper_fails(monkeypatch) -> None:
     monkeypatch.setenv("STEPPING_NVML_FAIL_AFTER_S", "1.5")
     monkeypatch.setenv("STEPPING_NVML_PARENT_PID", str(os.getpid()))
+    # The power read here is the counter's own, so a mark the thread leaves bridged (as short
+    # epochs' edges may be on a busy machine, as the notice says) is right too: what this test
+    # looks for is energy lost or doubled at the switch (a step's 30 J or more), not settling.
+    monkeypatch.setattr(stepping_nvml, "READ_W", stepping_nvml.WATTS)
     sensor = NvmlGpuSensor(0, nvml=stepping_nvml)
     events = EventLog()
     meter = Meter([sensor], events)
@@ -245,6 +262,7 @@ def test_the_thread_takes_over_when_the_helper_fails(monkeypatch) -> None:
     assert "counter helper process ended" in notices[0].message
     assert "NVMLError" in notices[0].message or "999" in notices[0].message
     assert "the meter's thread" in meter.sensor_infos[0].detail
+    assert sensor._clock is not None and sensor._clock.locks >= 1  # the thread read the counter
     assert end is not None
     # no energy lost or doubled across the switch: the whole span is still the counter's
     assert _settled_error_j(start, end) < 2.0
