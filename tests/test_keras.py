@@ -207,3 +207,68 @@ def test_tensorflow_backend_keras_tensorboard_shows_carbon_curves(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
+def _fit_validating(callbacks, epochs=6, **fit_args):
+    """24 training samples in batches of 8 (3 batches); validation data of 8 samples."""
+    x, y = _data()
+    return _model().fit(
+        x[:24], y[:24], epochs=epochs, batch_size=8, verbose=0, callbacks=callbacks, **fit_args
+    )
+
+
+@pytest.mark.parametrize(
+    ("fit_args", "work_ratio"),
+    [
+        ({"validation_freq": 3, "validation_batch_size": 4}, 2 / 3),  # 8 samples / 4 = 2 batches
+        ({"validation_freq": 3, "validation_steps": 1}, 1 / 3),
+    ],
+)
+def test_validation_freq_becomes_the_validation_plan(tmp_path, fit_args, work_ratio):
+    x, y = _data()
+    cb = CarbonCallback(tracker=_tracker(tmp_path))
+    _fit_validating([cb], validation_data=(x[24:], y[24:]), **fit_args)
+    log = read_run_log(cb.tracker.log_path)
+    plans = [r for r in log.other if r["type"] == "plan"]
+    assert len(plans) == 1
+    assert plans[0]["name"] == "validation" and plans[0]["every_epochs"] == 3
+    assert plans[0]["source"] == "keras"
+    assert plans[0]["work_ratio"] == pytest.approx(work_ratio)
+    # validation is measured as a phase of the epochs it runs in, and only of those
+    validations = [p for p in log.phases if p["name"] == "validation"]
+    assert [p["epoch"] for p in validations] == [2, 5]
+    assert all(p["in_epoch"] and not p["counted"] for p in validations)
+    first = log.predictions[0]["method"]  # after epoch 0: validation not run yet
+    ratio_words = f"x {work_ratio:.3g} of an epoch's batches"
+    assert f"validation: every 3 epochs (planned), 2 to come {ratio_words}" in first
+    assert (
+        "validation: every 3 epochs (planned), 1 to come x level of 1"
+        in (log.predictions[3]["method"])
+    )
+
+
+def test_validation_every_epoch_is_a_phase_without_a_plan(tmp_path):
+    cb = CarbonCallback(tracker=_tracker(tmp_path))
+    _fit([cb])  # validation_split: validates after every epoch
+    log = read_run_log(cb.tracker.log_path)
+    assert [r for r in log.other if r["type"] == "plan"] == []
+    assert [p["epoch"] for p in log.phases if p["name"] == "validation"] == list(range(EPOCHS))
+
+
+def test_validation_freq_as_a_list_of_epochs_is_no_plan(tmp_path):
+    x, y = _data()
+    cb = CarbonCallback(tracker=_tracker(tmp_path))
+    _fit_validating([cb], epochs=4, validation_data=(x[24:], y[24:]), validation_freq=[1, 4])
+    log = read_run_log(cb.tracker.log_path)
+    assert [r for r in log.other if r["type"] == "plan"] == []
+    assert [p["epoch"] for p in log.phases if p["name"] == "validation"] == [0, 3]
+
+
+def test_evaluate_after_fit_is_not_a_phase_of_the_finished_run(tmp_path):
+    x, y = _data()
+    cb = CarbonCallback(tracker=_tracker(tmp_path))
+    model = _model()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[cb])
+    model.evaluate(x, y, verbose=0, callbacks=[cb])  # the run has ended: nothing to add to it
+    log = read_run_log(cb.tracker.log_path)
+    assert log.phases == [] and log.footer["status"] == "completed"

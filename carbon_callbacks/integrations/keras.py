@@ -7,6 +7,9 @@ those before it do not (a warning at train begin says so); a budget -> ``model.s
 
 Every key this callback logs is in ``logs`` from the first epoch on (CSVLogger fixes its columns
 there): a value not available yet (the prediction keys before the first prediction) is NaN.
+Validation inside ``fit`` (``on_test_begin`` -> ``on_test_end``) is recorded as the epoch's
+``"validation"`` phase; ``fit``'s ``validation_freq=k`` (k > 1), which Keras gives callbacks no
+access to, is read from ``fit``'s own frame and becomes the tracker's validation plan.
 Without TensorFlow (torch, JAX backends) ``keras.callbacks.TensorBoard`` cannot run; pass
 ``tensorboard_dir=`` to get the carbon curves, beside loss and the other epoch logs, anyway.
 """
@@ -63,6 +66,7 @@ class CarbonCallback(keras.callbacks.Callback):
         self._writer: ScalarWriter | None = None
         self._keys: tuple[str, ...] = ()
         self._last_logs: dict[str, Any] = {}
+        self._fitting = False  # validation is a phase of the run only inside fit
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         before = _log_readers_before(self)
@@ -74,7 +78,9 @@ class CarbonCallback(keras.callbacks.Callback):
                 "keras",
             )
         self.tracker.set_planned(epochs=(self.params or {}).get("epochs"))
+        self._plan_validation()
         self.tracker.start()
+        self._fitting = True
         measured = {sensor.component for sensor in self.tracker.sensors}
         predicts = self.tracker.config.epochs_before_pred > 0
         self._keys = (
@@ -108,13 +114,47 @@ class CarbonCallback(keras.callbacks.Callback):
             if self.tracker.config.verbose >= 1:
                 print(f"carbon_callbacks: stopping training: {self.tracker.stop_reason}")
 
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self._fitting:  # fit's validation, not a model.evaluate() given this callback
+            self.tracker.begin_phase("validation")
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self._fitting:
+            self.tracker.end_phase("validation")
+
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._fitting = False
         name = self.tracker.config.monitor_metric
         if name is not None and isinstance(self._last_logs.get(name), (int, float)):
             self.tracker.record_metric(name, float(self._last_logs[name]))
         self.tracker.stop("interrupted" if self.tracker.should_stop else "completed")
         if self._writer is not None:
             self._writer.close()
+
+    def _plan_validation(self) -> None:
+        """``fit(validation_freq=k)`` (k > 1) -> the tracker's validation plan.
+
+        Keras passes callbacks neither ``validation_freq`` nor the validation data, so they are
+        read from the frame of the ``fit`` that is calling this hook. Where that frame is not
+        found (another trainer calling the hooks), no plan is made and the predictor reads the
+        period from the validations it sees. A list of epochs is not a period: left to the
+        phase records too.
+        """
+        fit = _fit_locals(self.model)
+        if fit is None or fit.get("validation_data") is None:
+            return
+        every = fit.get("validation_freq")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 2:
+            return
+        train_batches = (self.params or {}).get("steps")
+        val_batches = _validation_batches(fit)
+        ratio = None
+        if val_batches and isinstance(train_batches, int) and train_batches > 0:
+            ratio = val_batches / train_batches
+        try:
+            self.tracker.plan_phase("validation", every, ratio, source="keras")
+        except ValueError as exc:  # never break training over a forecast's input
+            self.tracker.events.record("plan_ignored", f"validation plan ignored: {exc}", "keras")
 
     def _tensorboard_failed(self, exc: Exception) -> None:
         self._writer = None
@@ -134,6 +174,54 @@ def _check_tensorboard_dir(path: str) -> None:
     except ConfigError as exc:  # the same check as log_dir's, named after this setting
         detail = str(exc).split(";")[0].replace("log_dir", "tensorboard_dir", 1)
         raise ConfigError(f"{detail}; use a writable folder or tensorboard_dir=None") from None
+
+
+def _fit_locals(model: Any) -> dict[str, Any] | None:
+    """The local variables of ``model.fit``, found up the stack from a callback hook, or None."""
+    frame = inspect.currentframe()
+    try:
+        for _ in range(8):  # hook <- CallbackList.on_train_begin <- fit
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                return None
+            local = frame.f_locals
+            if (
+                frame.f_code.co_name == "fit"
+                and "validation_freq" in local
+                and local.get("self") is model
+            ):
+                return dict(local)
+        return None
+    finally:
+        del frame
+
+
+def _validation_batches(fit: dict[str, Any]) -> int | None:
+    """Batches in one validation of this ``fit``, from its settings, or None when unknowable.
+
+    ``validation_steps`` when given; else the validation arrays' samples over the validation
+    batch size (Keras' default batch size is 32); else ``len()`` of a batched source (a
+    ``PyDataset``, a torch ``DataLoader``, a ``tf.data`` dataset of known size).
+    """
+    steps = fit.get("validation_steps")
+    if isinstance(steps, int) and steps > 0:
+        return steps
+    val_x = fit.get("val_x")
+    while isinstance(val_x, (list, tuple, dict)) and val_x:  # several inputs: the first one
+        val_x = next(iter(val_x.values())) if isinstance(val_x, dict) else val_x[0]
+    shape = getattr(val_x, "shape", None)
+    if shape is not None and len(shape) > 0:
+        try:
+            samples = int(shape[0])
+        except (TypeError, ValueError):  # a symbolic or unknown first dimension
+            return None
+        batch = fit.get("validation_batch_size") or fit.get("batch_size") or 32
+        return math.ceil(samples / batch) if samples > 0 else None
+    try:
+        batches = len(val_x)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return batches if batches > 0 else None
 
 
 def _log_readers_before(callback: CarbonCallback) -> list[str]:
