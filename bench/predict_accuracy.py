@@ -81,7 +81,10 @@ def trace_from_run_log(path: str | Path) -> dict[str, Any]:
     header = log.header
     planned_epochs = header.get("epochs")
     plans = {  # the last plan per phase (a later one replaces an earlier)
-        r["name"]: {k: r.get(k) for k in ("name", "every_epochs", "work_ratio", "source")}
+        r["name"]: {
+            k: r.get(k)
+            for k in ("name", "every_epochs", "every_steps", "at_last_step", "work_ratio", "source")
+        }
         for r in log.other
         if r.get("type") == "plan"
     }
@@ -160,7 +163,13 @@ def carbontracker_prediction(history: list[EpochSample], epochs: int) -> float:
 def trace_plans(trace: dict[str, Any]) -> list[PhasePlan]:
     """The phase plans the run's framework gave the tracker (``planned.phases``), if any."""
     return [
-        PhasePlan(p["name"], int(p["every_epochs"]), p.get("work_ratio"))
+        PhasePlan(
+            p["name"],
+            None if p.get("every_epochs") is None else int(p["every_epochs"]),
+            p.get("work_ratio"),
+            None if p.get("every_steps") is None else int(p["every_steps"]),
+            bool(p.get("at_last_step", False)),
+        )
         for p in trace.get("planned", {}).get("phases", [])
     ]
 

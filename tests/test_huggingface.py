@@ -155,6 +155,26 @@ def test_step_based_run_predicts_from_steps(tmp_path, monkeypatch):
     assert [s for s, _ in _scalars(tmp_path / "tb", "train/" + keys.ENERGY_KWH)] == [4, 8, 10]
 
 
+def test_step_evaluation_becomes_the_evaluation_plan(tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    cb = CarbonCallback(tracker=_tracker(tmp_path))
+    # 3 epochs of 4 steps; evaluation after steps 5 and 10, and after the last step (12)
+    trainer = _trainer(tmp_path, cb, eval_strategy="steps", eval_steps=5)
+    trainer.train()
+    log = read_run_log(cb.tracker.log_path)
+    plans = [r for r in log.other if r["type"] == "plan"]
+    assert len(plans) == 1
+    plan = plans[0]
+    assert (plan["name"], plan["every_steps"], plan["every_epochs"]) == ("evaluation", 5, None)
+    assert plan["source"] == "huggingface" and plan["at_last_step"] is True
+    assert plan["work_ratio"] == pytest.approx(1 / STEPS_PER_EPOCH)  # 8 samples in 1 batch
+    evals = [p["epoch"] for p in log.phases if p["name"] == "evaluation"]
+    assert evals == [1, 2, 2]  # steps 5; 10 and 12
+    first, second = (p["method"] for p in log.predictions[:2])
+    assert "evaluation: every 5 steps (planned), 3 to come x 0.25 of an epoch's batches" in first
+    assert "evaluation: every 5 steps (planned), 2 to come x level of 1" in second
+
+
 class _StopAfterTwoEpochs(CarbonTracker):
     """Stands in for a budget (another module): decides to stop after the second epoch."""
 

@@ -191,6 +191,70 @@ def test_a_planned_phase_that_ran_follows_the_plan():
     assert pred.energy_kwh == pytest.approx(3.5 + 9 * 1.0 + 3 * 0.5, rel=1e-9)
 
 
+def _step_eval_trace(epochs: int, steps: int, every_steps: int, val: float) -> list[EpochSample]:
+    """HF's eval_strategy="steps": an evaluation after every step s with s % every_steps == 0.
+
+    Epochs of ``steps`` steps at 0.1 kWh a step; each evaluation costs ``val`` kWh.
+    """
+    out = []
+    for e in range(epochs):
+        runs = (e + 1) * steps // every_steps - e * steps // every_steps
+        phases = [_val(val)] * runs
+        out.append(_epoch(0.1 * steps + val * runs, steps=steps, phases=phases))
+    return out
+
+
+@pytest.mark.parametrize("by_steps", [True, False])
+def test_a_step_plan_counts_the_evaluations_to_come_from_the_steps(by_steps):
+    # 20 epochs of 10 steps, evaluation every 25 steps (8 in all), each 0.5 kWh
+    trace = _step_eval_trace(20, 10, 25, 0.5)
+    truth = sum(e.energy_kwh for e in trace)
+    run = {"total_epochs": None if by_steps else 20, "total_steps": 200, "intensity_g_per_kwh": 1}
+    plan = PhasePlan("validation", every_steps=25, work_ratio=1.0)
+    # after 3 epochs (30 steps) one evaluation was seen: as a rate, 1 per 30 steps (5.7 to
+    # come); the plan knows 7 (steps 50, 75, ..., 200)
+    seen = trace[:3]
+    pred = predict_run(seen, steps_done=30, plans=[plan], **run)
+    rate = predict_run(seen, steps_done=30, **run)
+    assert "validation: every 25 steps (planned), 7 to come x level of 1" in pred.method
+    assert pred.energy_kwh == pytest.approx(truth, rel=1e-9)
+    # read from one sighting instead (a rate per step, or "every 3 epochs"): short by 0.7-1
+    assert truth - rate.energy_kwh > 0.5 and "(planned)" not in rate.method
+    # after 2 epochs (20 steps) none was seen: costed from its size, 8 to come
+    early = predict_run(trace[:2], steps_done=20, plans=[plan], **run)
+    assert "validation: every 25 steps (planned), 8 to come x 1 of an epoch's batches" in (
+        early.method
+    )
+    base_epoch = 1.0  # 10 steps of 0.1 kWh
+    assert early.energy_kwh == pytest.approx(
+        2.0 + 18 * base_epoch + 8 * 1.0 * base_epoch * PLANNED_FORWARD_SHARE, rel=1e-9
+    )
+    assert early.energy_kwh_low < truth < early.energy_kwh_high
+
+
+def test_a_step_plan_counts_the_run_s_last_step_when_it_is_off_the_period():
+    final = PhasePlan("evaluation", every_steps=25, at_last_step=True)
+    plain = PhasePlan("evaluation", every_steps=25)
+    # steps 31..210: evaluations after 50, 75, ..., 200 (7), and after step 210
+    assert final.runs_in(range(0), 30, 180) == 8 and plain.runs_in(range(0), 30, 180) == 7
+    # ending on a multiple, the last step's evaluation is the periodic one
+    assert final.runs_in(range(0), 30, 170) == 7 == plain.runs_in(range(0), 30, 170)
+    assert final.runs_in(range(0), 210, 0) == 0  # nothing left
+    with pytest.raises(ValueError, match="give every_steps"):
+        PhasePlan("evaluation", 2, at_last_step=True)
+
+
+def test_a_step_plan_without_reported_steps_is_said_not_guessed():
+    trace = [_epoch(1.0) for _ in range(3)]  # no steps reported
+    plan = PhasePlan("validation", every_steps=25, work_ratio=1.0)
+    pred = predict_run(trace, total_epochs=20, intensity_g_per_kwh=1, plans=[plan])
+    plain = predict_run(trace, total_epochs=20, intensity_g_per_kwh=1)
+    assert pred.energy_kwh == plain.energy_kwh
+    assert "validation: every 25 steps (planned), not in the forecast until its first run" in (
+        pred.method
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -198,6 +262,10 @@ def test_a_planned_phase_that_ran_follows_the_plan():
         ({"name": "validation", "every_epochs": 2.5}, "whole number"),
         ({"name": "validation", "every_epochs": 2, "work_ratio": -1.0}, "finite number >= 0"),
         ({"name": "", "every_epochs": 2}, "phase's name"),
+        ({"name": "validation"}, "one schedule"),
+        ({"name": "validation", "every_epochs": 2, "every_steps": 50}, "one schedule"),
+        ({"name": "validation", "every_steps": 0}, "at least 1"),
+        ({"name": "validation", "every_steps": 12.5}, "whole number of steps"),
     ],
 )
 def test_a_phase_plan_refuses_what_is_not_a_plan(kwargs, message):
@@ -433,7 +501,14 @@ def test_benchmark_reads_run_logs_as_traces(tmp_path):
         tracker.epoch_end(steps=4)
     tracker.stop()
     trace = bench.load_trace(tracker.log_path)
-    plan = {"name": "validation", "every_epochs": 3, "work_ratio": 0.5, "source": "test"}
+    plan = {
+        "name": "validation",
+        "every_epochs": 3,
+        "every_steps": None,
+        "at_last_step": False,
+        "work_ratio": 0.5,
+        "source": "test",
+    }
     assert trace["planned"] == {"epochs": 6, "total_steps": None, "phases": [plan]}
     assert bench.trace_plans(trace) == [PhasePlan("validation", 3, 0.5)]
     assert [len(e["phases"]) for e in trace["epochs"]] == [0, 0, 1, 0, 0, 1]

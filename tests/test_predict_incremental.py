@@ -402,3 +402,28 @@ def test_with_plans_the_carried_state_answers_as_predict_run(every, work_ratio):
         assert got == want, i
         assert "(planned)" in got.method
     assert runner.recomputed == 1 and runner.carried == 39  # carried, not predict_run
+
+
+@pytest.mark.parametrize("by_steps", [True, False])
+@pytest.mark.parametrize("work_ratio", [None, 0.5])
+def test_with_step_plans_the_carried_state_answers_as_predict_run(by_steps, work_ratio):
+    from carbon_callbacks.core.predict import EpochSample, PhasePlan, PhaseSample
+
+    plans = [PhasePlan("evaluation", every_steps=25, work_ratio=work_ratio)]
+    rng = random.Random(7)
+    history = []
+    runner = inc.RunPredictor()
+    run = {"total_epochs": None if by_steps else 60, "total_steps": 600}
+    for i in range(40):
+        runs = (i + 1) * 10 // 25 - i * 10 // 25  # evaluations after steps 25, 50, ...
+        phases = tuple(
+            PhaseSample("evaluation", 5.0 + rng.random(), 0.2 + 0.01 * rng.random())
+            for _ in range(runs)
+        )
+        kwh = (3.0 if i == 0 else 1.0) + 0.05 * rng.random()
+        history.append(EpochSample(10.0 + rng.random(), kwh, kwh * 100, 10, phases))
+        kwargs = {"intensity_g_per_kwh": 100.0, "steps_done": 10 * (i + 1), "plans": plans}
+        got = runner.predict(history, **run, **kwargs)
+        want = predict_run(history, **run, **kwargs)
+        assert got == want, i
+        assert "every 25 steps (planned)" in got.method

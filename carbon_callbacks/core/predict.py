@@ -131,21 +131,40 @@ class PhasePlan:
             (Lightning's ``check_val_every_n_epoch``, Keras' ``validation_freq``).
         work_ratio: its batches per run / the training batches of an epoch, when known; used to
             cost it before its first run (see :data:`PLANNED_FORWARD_SHARE`).
+        every_steps: instead of ``every_epochs``: it runs after every optimisation step ``s``
+            (1-based, counted over the whole run) with ``s % every_steps == 0`` (Hugging Face's
+            ``eval_strategy="steps"`` with ``eval_steps``). Its runs to come are counted from
+            the steps done and left, so it needs the steps reported per epoch.
+        at_last_step: a step plan also runs after the run's last step when that is not one of
+            its multiples (the Trainer's final evaluation, transformers >= 5).
     """
 
     name: str
-    every_epochs: int
+    every_epochs: int | None = None
     work_ratio: float | None = None
+    every_steps: int | None = None
+    at_last_step: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("a phase plan needs the phase's name (e.g. 'validation')")
-        if isinstance(self.every_epochs, bool) or not isinstance(self.every_epochs, int):
+        if (self.every_epochs is None) == (self.every_steps is None):
             raise ValueError(
-                f"every_epochs must be a whole number of epochs, got {self.every_epochs!r}"
+                "a phase plan needs one schedule: every_epochs (whole epochs) or every_steps "
+                f"(optimisation steps), got every_epochs={self.every_epochs!r}, "
+                f"every_steps={self.every_steps!r}"
             )
-        if self.every_epochs < 1:
-            raise ValueError(f"every_epochs must be at least 1, got {self.every_epochs}")
+        for field_name in ("every_epochs", "every_steps"):
+            value = getattr(self, field_name)
+            if value is None:
+                continue
+            unit = "epochs" if field_name == "every_epochs" else "steps"
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{field_name} must be a whole number of {unit}, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{field_name} must be at least 1, got {value}")
+        if self.at_last_step and self.every_steps is None:
+            raise ValueError("at_last_step is for a step plan: give every_steps too")
         if self.work_ratio is not None and not (
             math.isfinite(self.work_ratio) and self.work_ratio >= 0
         ):
@@ -154,23 +173,58 @@ class PhasePlan:
                 f"per epoch), got {self.work_ratio!r}"
             )
 
-    def runs_in(self, epochs: range) -> int:
-        """How many of these epochs it runs in."""
-        k = self.every_epochs
-        return sum(1 for i in epochs if (i + 1) % k == 0)
+    def runs_in(
+        self, epochs: range, steps_done: float | None = None, steps_left: float | None = None
+    ) -> float | None:
+        """How many times it runs in these epochs, or (a step plan) in the steps after
+        ``steps_done`` up to ``steps_done + steps_left``; None for a step plan without them."""
+        if self.every_steps is not None:
+            if steps_done is None or steps_left is None:
+                return None
+            k = self.every_steps
+            # steps left can be fractional (epochs left x the median steps per epoch)
+            end = round(steps_done + steps_left, 6)
+            runs = math.floor(end / k + 1e-9) - math.floor(steps_done / k + 1e-9)
+            if self.at_last_step and steps_left > 0 and not math.isclose(end / k, round(end / k)):
+                runs += 1  # the run's last step, off the period
+            return float(runs)
+        k = self.every_epochs or 1
+        return float(sum(1 for i in epochs if (i + 1) % k == 0))
 
     @property
     def how(self) -> str:
         """The schedule in words, as a prediction's method gives it."""
+        if self.every_steps is not None:
+            k = self.every_steps
+            return ("every step" if k == 1 else f"every {k} steps") + " (planned)"
         k = self.every_epochs
         return ("every epoch" if k == 1 else f"every {k} epochs") + " (planned)"
 
-    def schedule(self, remaining: range, per_run: float) -> tuple[float, str]:
-        """Its runs in the ``remaining`` epochs (``per_run`` each time it runs), and how."""
-        return self.runs_in(remaining) * per_run, self.how
+    def schedule(
+        self,
+        remaining: range,
+        per_run: float,
+        steps_done: float | None = None,
+        steps_left: float | None = None,
+    ) -> tuple[float, str] | None:
+        """Its phase records to come, and how; None when a step plan cannot count its runs.
+
+        ``per_run``: records per epoch it runs in (two validations per epoch count twice);
+        a step plan's run is one record.
+        """
+        runs = self.runs_in(remaining, steps_done, steps_left)
+        if runs is None:
+            return None
+        return runs * (1.0 if self.every_steps is not None else per_run), self.how
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "every_epochs": self.every_epochs, "work_ratio": self.work_ratio}
+        return {
+            "name": self.name,
+            "every_epochs": self.every_epochs,
+            "every_steps": self.every_steps,
+            "at_last_step": self.at_last_step,
+            "work_ratio": self.work_ratio,
+        }
 
 
 @dataclass(frozen=True)
@@ -987,7 +1041,7 @@ def predict_run(
             else f"epochs 0-{start - 1} left out as warm-up"
         )
 
-    unseen: list[tuple[PhasePlan, float]] = []  # planned, not run yet: (plan, runs to come)
+    unseen: list[tuple[PhasePlan, float | None]] = []  # planned, not run yet: (plan, runs to come)
     if by_steps:
         steps = [e.steps or 0 for e in history]
         steady_steps = steps[steady]
@@ -1019,19 +1073,30 @@ def predict_run(
         )
         parts.insert(0, base)
         steps_seen = sum(steps) or 1
+        step_plans = {p.name: p for p in plans if p.every_steps is not None}
         for name in phase_names:
             occ = [p for e in history for p in e.phases if p.name == name]
+            sched = _step_plan_schedule(step_plans.get(name), steps_done, left_steps)
+            count, how = sched or (
+                len(occ) / steps_seen * (left_steps or 0.0),
+                f"{len(occ) / steps_seen:.2g} per step",
+            )
             parts.append(
                 _Part(
                     name,
                     [p.duration_s for p in occ],
                     [p.energy_kwh for p in occ],
-                    len(occ) / steps_seen * (left_steps or 0.0),
-                    f"{len(occ) / steps_seen:.2g} per step",
+                    count,
+                    how,
                     epochs_per_value=n / len(occ),
                 )
             )
         remaining_epochs = (left_steps or 0.0) / steps_per_epoch  # type: ignore[operator]
+        unseen = [
+            (p, p.runs_in(range(0), steps_done, left_steps))
+            for p in step_plans.values()
+            if p.name not in phase_names
+        ]
     else:
         parts.insert(
             0,
@@ -1047,6 +1112,7 @@ def predict_run(
             ),
         )
         remaining = range(observed.stop, observed.stop + (left_epochs or 0))
+        steps_left = _steps_left(left_epochs, steps_per_epoch)
         planned = {plan.name: plan for plan in plans}
         for name in phase_names:
             occ_epochs = [
@@ -1054,10 +1120,11 @@ def predict_run(
             ]
             occ = [p for e in history for p in e.phases if p.name == name]
             plan = planned.get(name)
+            sched = None
             if plan is not None and occ_epochs:
                 per_run = statistics.median(occ_epochs.count(i) for i in set(occ_epochs))
-                sched = plan.schedule(remaining, per_run)
-            else:
+                sched = plan.schedule(remaining, per_run, steps_done, steps_left)
+            if sched is None:
                 sched = _schedule(occ_epochs, observed, remaining)
             if sched is None:
                 continue
@@ -1073,7 +1140,11 @@ def predict_run(
                 )
             )
         remaining_epochs = float(left_epochs or 0)
-        unseen = [(p, float(p.runs_in(remaining))) for p in plans if p.name not in phase_names]
+        unseen = [
+            (p, p.runs_in(remaining, steps_done, steps_left))
+            for p in plans
+            if p.name not in phase_names
+        ]
 
     # -- sum the parts, each with its interval
     totals = {"s": [done_s, 0.0, 0.0], "kwh": [done_kwh, 0.0, 0.0]}
@@ -1111,16 +1182,15 @@ def predict_run(
             totals[key][0] += central
             totals[key][1] += lo**2
             totals[key][2] += hi**2
-            if part.name == "base" and not by_steps and part.count > 0:
-                base_per_epoch[key] = central / part.count
+            if part.name == "base" and part.count > 0:
+                base_per_epoch[key] = central / part.count * (part.units_per_value or 1.0)
         if part.name != "base":
             described.append(
                 f"{part.name}: {part.how}, {part.count:g} to come x level of "
                 f"{len(part.energies) - p_start}"
             )
-    if not by_steps:
-        for plan, count in unseen:
-            described.append(_add_unseen_plan(plan, count, base_per_epoch, totals))
+    for plan, count in unseen:
+        described.append(_add_unseen_plan(plan, count, base_per_epoch, totals))
     return _assembled(
         n=n,
         total_epochs=total_epochs,
@@ -1137,9 +1207,25 @@ def predict_run(
     )
 
 
+def _steps_left(left_epochs: int | None, steps_per_epoch: float | None) -> float | None:
+    """Steps in the epochs left (for step plans in an epoch-based run), when both are known."""
+    if left_epochs is None or not steps_per_epoch:
+        return None
+    return left_epochs * steps_per_epoch
+
+
+def _step_plan_schedule(
+    plan: PhasePlan | None, steps_done: float | None, left_steps: float | None
+) -> tuple[float, str] | None:
+    """A step plan's records to come in a step-based forecast, or None (no such plan)."""
+    if plan is None:
+        return None
+    return plan.schedule(range(0), 1.0, steps_done, left_steps)
+
+
 def _add_unseen_plan(
     plan: PhasePlan,
-    count: float,
+    count: float | None,
     base_per_epoch: dict[str, float],
     totals: dict[str, list[float]],
 ) -> str:
@@ -1150,6 +1236,11 @@ def _add_unseen_plan(
     (the range's half-widths add in quadrature to the other parts'). Without a ``work_ratio``
     nothing is added: the note says that the forecast leaves it out.
     """
+    if count is None:
+        return (
+            f"{plan.name}: {plan.how}, not in the forecast until its first run (the steps per "
+            "epoch are not reported, so its runs to come are unknown)"
+        )
     if count <= 0:
         return f"{plan.name}: {plan.how}, none to come"
     if plan.work_ratio is None:

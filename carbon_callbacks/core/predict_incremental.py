@@ -75,6 +75,8 @@ from carbon_callbacks.core.predict import (
     _level_filtered,
     _level_scan,
     _schedule,
+    _step_plan_schedule,
+    _steps_left,
     _warmup_note,
     predict_run,
 )
@@ -575,7 +577,7 @@ def _predict(
         "epoch 0 left out as warm-up" if start == 1 else f"epochs 0-{start - 1} left out as warm-up"
     ]
     parts: list[tuple[str, _Series, _Series, int, float, str, float, float, Any]] = []
-    unseen: list[tuple[PhasePlan, float]] = []  # planned, not run yet: (plan, runs to come)
+    unseen: list[tuple[PhasePlan, float | None]] = []  # planned, not run yet: (plan, runs to come)
     if by_steps:
         step_positions, per_step_s, per_step_kwh = kept.per_step()
         first = bisect_left(step_positions, start)
@@ -604,22 +606,22 @@ def _predict(
             )
         )
         steps_seen = kept.steps_sum or 1
+        step_plans = {p.name: p for p in plans if p.every_steps is not None}
         for name in phase_names:
             phase = kept.phases[name]
+            count, how = _step_plan_schedule(step_plans.get(name), steps_done, left_steps) or (
+                phase.runs / steps_seen * (left_steps or 0.0),
+                f"{phase.runs / steps_seen:.2g} per step",
+            )
             parts.append(
-                (
-                    name,
-                    phase.durations,
-                    phase.energies,
-                    0,
-                    phase.runs / steps_seen * (left_steps or 0.0),
-                    f"{phase.runs / steps_seen:.2g} per step",
-                    1.0,
-                    n / phase.runs,
-                    None,
-                )
+                (name, phase.durations, phase.energies, 0, count, how, 1.0, n / phase.runs, None)
             )
         remaining_epochs = (left_steps or 0.0) / steps_per_epoch  # type: ignore[operator]
+        unseen = [
+            (p, p.runs_in(range(0), steps_done, left_steps))
+            for p in step_plans.values()
+            if p.name not in kept.phases
+        ]
     else:
         head = (kept.base_s.values[head_position], kept.base_kwh.values[head_position])
         parts.append(
@@ -636,13 +638,17 @@ def _predict(
             )
         )
         remaining = range(observed.stop, observed.stop + (left_epochs or 0))
+        steps_left = _steps_left(left_epochs, steps_per_epoch)
         planned = {plan.name: plan for plan in plans}
         for name in phase_names:
             phase = kept.phases[name]
             plan = planned.get(name)
+            sched = None
             if plan is not None and phase.runs:
-                sched = plan.schedule(remaining, _median_of_sorted(phase.counts))
-            else:
+                sched = plan.schedule(
+                    remaining, _median_of_sorted(phase.counts), steps_done, steps_left
+                )
+            if sched is None:
                 sched = phase.schedule(observed, remaining)
             if sched is None:
                 continue
@@ -651,7 +657,11 @@ def _predict(
                 (name, phase.durations, phase.energies, 0, count, how, 1.0, n / phase.runs, None)
             )
         remaining_epochs = float(left_epochs or 0)
-        unseen = [(p, float(p.runs_in(remaining))) for p in plans if p.name not in kept.phases]
+        unseen = [
+            (p, p.runs_in(remaining, steps_done, steps_left))
+            for p in plans
+            if p.name not in kept.phases
+        ]
 
     # -- sum the parts, each with its interval
     totals = {"s": [done_s, 0.0, 0.0], "kwh": [done_kwh, 0.0, 0.0]}
@@ -684,13 +694,12 @@ def _predict(
             totals[key][0] += fc.central
             totals[key][1] += fc.low**2
             totals[key][2] += fc.high**2
-            if name == "base" and not by_steps:
-                base_per_epoch[key] = fc.central / count
+            if name == "base":
+                base_per_epoch[key] = fc.central / count * units
         if name != "base":
             described.append(f"{name}: {how}, {count:g} to come x level of {values - p_start}")
-    if not by_steps:
-        for plan, planned_count in unseen:
-            described.append(_add_unseen_plan(plan, planned_count, base_per_epoch, totals))
+    for plan, planned_count in unseen:
+        described.append(_add_unseen_plan(plan, planned_count, base_per_epoch, totals))
     return _assembled(
         n=n,
         total_epochs=total_epochs,

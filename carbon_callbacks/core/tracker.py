@@ -893,12 +893,20 @@ class CarbonTracker:
                     return
 
     def plan_phase(
-        self, name: str, every_epochs: int, work_ratio: float | None = None, *, source: str = ""
+        self,
+        name: str,
+        every_epochs: int | None = None,
+        work_ratio: float | None = None,
+        *,
+        every_steps: int | None = None,
+        at_last_step: bool = False,
+        source: str = "",
     ) -> PhasePlan:
         """Tell the predictor a phase the training loop has scheduled, before it runs.
 
         Integrations call this from the framework's settings (Lightning's
-        ``check_val_every_n_epoch`` and its validation batches). The prediction then counts the
+        ``check_val_every_n_epoch``, Keras' ``validation_freq``, the Hugging Face Trainer's
+        ``eval_steps``, with their validation batches). The prediction then counts the
         phase's runs to come from this schedule, and costs it before its first run from
         ``work_ratio`` (see :class:`~carbon_callbacks.core.predict.PhasePlan`). Recorded in the
         run log as a ``plan`` record. A later call for the same name replaces the plan.
@@ -907,13 +915,18 @@ class CarbonTracker:
             name: the phase's name, as passed to :meth:`phase` (e.g. ``"validation"``).
             every_epochs: it runs at the 0-based epochs ``e`` with ``(e + 1) % every_epochs == 0``.
             work_ratio: its batches per run / training batches per epoch, when known.
+            every_steps: instead of ``every_epochs``: it runs after every optimisation step
+                ``s`` (1-based, over the whole run) with ``s % every_steps == 0``; its runs to
+                come are counted from the steps reported at each ``epoch_end(steps=...)``.
+            at_last_step: a step plan also runs after the run's last step when that is not one
+                of its multiples.
             source: where the plan comes from (e.g. ``"lightning"``), for the run log.
 
         Raises:
             ValueError: a setting that is not a plan (``every_epochs`` below 1, a negative
                 ``work_ratio``...), with what to pass instead.
         """
-        plan = PhasePlan(name, every_epochs, work_ratio)
+        plan = PhasePlan(name, every_epochs, work_ratio, every_steps, at_last_step)
         with self._lock:
             self._plans[name] = (plan, source)
             if self._header_written:  # else written with the header at start

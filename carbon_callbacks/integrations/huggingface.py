@@ -7,7 +7,8 @@ the tracker's metrics -> ``trainer.log`` (so they reach ``state.log_history`` an
 
 The epoch window is ``on_epoch_begin`` -> that epoch's evaluation, when one runs after the
 epoch (``eval_strategy="epoch"``; the Trainer runs it after ``on_epoch_end``), else
-``on_epoch_end``; evaluation is also recorded as its own ``"evaluation"`` phase. Under
+``on_epoch_end``; evaluation is also recorded as its own ``"evaluation"`` phase, and
+``eval_strategy="steps"`` becomes the tracker's evaluation plan (every ``eval_steps`` steps). Under
 ``torch.distributed`` every rank measures its own GPU (named here from ``args.device``); the
 tracker combines the ranks, world process zero logs the sums and writes the run log, and a budget
 stop on any rank stops every rank.
@@ -75,9 +76,44 @@ class CarbonCallback(TrainerCallback):
             uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
             if uuid is not None:
                 self.tracker.set_gpu(f"GPU-{uuid}")
+        self._plan_evaluation(args, state, kwargs.get("train_dataloader"))
         self.tracker.start()
         if args.eval_on_start:
             self.tracker.begin_phase("evaluation")
+
+    def _plan_evaluation(self, args: Any, state: Any, train_dataloader: Any) -> None:
+        """``eval_strategy="steps"`` -> the tracker's evaluation plan, every ``eval_steps`` steps.
+
+        The Trainer evaluates after every step that is a multiple of ``state.eval_steps`` (set
+        from ``eval_steps``, a share of ``max_steps`` when below 1), and after the last step
+        when that is off the period (transformers >= 5). Its size is the evaluation batches per
+        rank over the training batches of an epoch. With ``eval_delay`` the first evaluations
+        are skipped: no plan then, the phase records say when it runs.
+        """
+        strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
+        every = getattr(state, "eval_steps", None)
+        if strategy != "steps" or not isinstance(every, int) or every < 1 or args.eval_delay:
+            return
+        ratio = None
+        eval_batches = _eval_batches(args, getattr(self.trainer, "eval_dataset", None))
+        try:
+            train_batches = len(train_dataloader) if train_dataloader is not None else 0
+        except TypeError:  # an iterable dataset of unknown length
+            train_batches = 0
+        if eval_batches and train_batches > 0:
+            ratio = eval_batches / train_batches
+        try:
+            self.tracker.plan_phase(
+                "evaluation",
+                every_steps=every,
+                work_ratio=ratio,
+                at_last_step=_evaluates_at_last_step(),
+                source="huggingface",
+            )
+        except ValueError as exc:  # never break training over a forecast's input
+            self.tracker.events.record(
+                "plan_ignored", f"evaluation plan ignored: {exc}", "huggingface"
+            )
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._end_waiting_epoch(state, control)  # its evaluation never came
@@ -127,6 +163,42 @@ class CarbonCallback(TrainerCallback):
         should_log = control.should_log  # trainer.log resets it: keep the epoch's loss log
         self.trainer.log(logged)
         control.should_log = self.trainer.control.should_log = should_log
+
+
+def _eval_batches(args: Any, eval_dataset: Any) -> int | None:
+    """Batches of one evaluation on this rank (the Trainer shards it over the ranks), or None.
+
+    ``eval_dataset`` may be a dict of named datasets, each evaluated in turn.
+    """
+    if eval_dataset is None:
+        return None
+    datasets = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
+    batch = max(1, int(args.eval_batch_size))
+    world = max(1, int(getattr(args, "world_size", 1) or 1))
+    total = 0
+    for dataset in datasets:
+        try:
+            samples = len(dataset)
+        except TypeError:  # an iterable dataset: its size is not known before it runs
+            return None
+        total += math.ceil(math.ceil(samples / world) / batch)
+    return total or None
+
+
+def _evaluates_at_last_step() -> bool:
+    """Whether this transformers' DefaultFlowCallback also evaluates after the last step.
+
+    transformers 5 asks for an evaluation at the run's last step when that is not a multiple of
+    ``eval_steps``; earlier versions did not. Read from the installed source, since the version
+    that brought it is not what matters: what this Trainer will do is.
+    """
+    from transformers.trainer_callback import DefaultFlowCallback
+
+    try:
+        source = inspect.getsource(DefaultFlowCallback.on_step_end)
+    except (OSError, TypeError):
+        return False
+    return "global_step % state.eval_steps != 0" in source
 
 
 def _running_trainer() -> Trainer | None:
