@@ -104,9 +104,10 @@ def trace_from_run_log(path: str | Path) -> dict[str, Any]:
             "run_log": Path(path).name,
         },
         "planned": {
-            # what the predictor was told: epochs when the run was epoch-based, else steps
+            # what the predictor was told: the epochs and the steps planned (the HF Trainer
+            # gives both; the steps decide when they end the run first, as in the tracker)
             "epochs": planned_epochs,
-            "total_steps": header.get("total_steps") if planned_epochs is None else None,
+            "total_steps": header.get("total_steps"),
             "phases": list(plans.values()),
         },
         "epochs": epochs,
@@ -194,7 +195,8 @@ def evaluate(
         if n >= n_total:
             continue
         seen = hist[:n]
-        steps_done = sum(e.steps or 0 for e in seen) if total_steps else None
+        # steps done, as the tracker had them (for step-based runs and step plans)
+        steps_done = sum(e.steps or 0 for e in seen) if any(e.steps for e in seen) else None
         pred = predict_run(
             seen,
             total_epochs=total_epochs,
