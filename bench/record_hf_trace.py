@@ -59,19 +59,28 @@ class Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.x[i], "labels": self.x[i]}
 
 
-def record(size: str, suffix: str, out_dir: Path, note: str, eval_steps: int | None = None) -> Path:
-    """Train once and write the trace; returns its path. ``eval_steps`` overrides the size's."""
+def record(
+    size: str,
+    suffix: str,
+    out_dir: Path,
+    note: str,
+    eval_steps: int | None = None,
+    eval_samples: int | None = None,
+) -> Path:
+    """Train once and write the trace; returns its path. ``eval_steps`` and ``eval_samples``
+    override the size's."""
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
     layers, width, heads, vocab, length, n_train, n_eval, bs, ebs, every, epochs = SIZES[size]
     every = eval_steps or every
+    n_eval = eval_samples or n_eval
     torch.manual_seed(0)
     gpu = torch.cuda.is_available()
     config = GPT2Config(
         n_layer=layers, n_embd=width, n_head=heads, vocab_size=vocab, n_positions=length
     )
     tmp = tempfile.mkdtemp(prefix="hf_trace_")
-    name = f"hf-gpt2-{size}-eval-every-{every}-steps-{suffix}"
+    name = f"hf-gpt2-{size}-eval-{n_eval}-every-{every}-steps-{suffix}"
     callback = CarbonCallback(log_dir=tmp, run_name=name, zone="DE", verbose=0)
     args = TrainingArguments(
         output_dir=tmp, num_train_epochs=epochs, per_device_train_batch_size=bs,
@@ -98,6 +107,7 @@ def record(size: str, suffix: str, out_dir: Path, note: str, eval_steps: int | N
     trace["recorded_with"]["command"] = (
         f"PYTHONPATH=. python bench/record_hf_trace.py --size {size} --suffix {suffix}"
         + (f" --eval-steps {eval_steps}" if eval_steps else "")
+        + (f" --eval-samples {eval_samples}" if eval_samples else "")
     )
     trace["recorded_with"]["note"] = note
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -113,9 +123,12 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE / "traces" / "hf_step_eval"))
     parser.add_argument("--note", default="", help="stored in recorded_with.note")
     parser.add_argument("--eval-steps", type=int, default=None, help="instead of the size's")
+    parser.add_argument("--eval-samples", type=int, default=None, help="instead of the size's")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path = record(args.size, args.suffix, Path(args.out), args.note, args.eval_steps)
+    path = record(
+        args.size, args.suffix, Path(args.out), args.note, args.eval_steps, args.eval_samples
+    )
     print(path)
     return 0
 
