@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -1041,7 +1041,6 @@ def predict_run(
             else f"epochs 0-{start - 1} left out as warm-up"
         )
 
-    unseen: list[tuple[PhasePlan, float | None]] = []  # planned, not run yet: (plan, runs to come)
     if by_steps:
         steps = [e.steps or 0 for e in history]
         steady_steps = steps[steady]
@@ -1092,11 +1091,7 @@ def predict_run(
                 )
             )
         remaining_epochs = (left_steps or 0.0) / steps_per_epoch  # type: ignore[operator]
-        unseen = [
-            (p, p.runs_in(range(0), steps_done, left_steps))
-            for p in step_plans.values()
-            if p.name not in phase_names
-        ]
+        unseen = _unseen_plans(step_plans.values(), phase_names, range(0), steps_done, left_steps)
     else:
         parts.insert(
             0,
@@ -1140,11 +1135,7 @@ def predict_run(
                 )
             )
         remaining_epochs = float(left_epochs or 0)
-        unseen = [
-            (p, p.runs_in(remaining, steps_done, steps_left))
-            for p in plans
-            if p.name not in phase_names
-        ]
+        unseen = _unseen_plans(plans, phase_names, remaining, steps_done, steps_left)
 
     # -- sum the parts, each with its interval
     totals = {"s": [done_s, 0.0, 0.0], "kwh": [done_kwh, 0.0, 0.0]}
@@ -1212,6 +1203,19 @@ def _steps_left(left_epochs: int | None, steps_per_epoch: float | None) -> float
     if left_epochs is None or not steps_per_epoch:
         return None
     return left_epochs * steps_per_epoch
+
+
+def _unseen_plans(
+    plans: Iterable[PhasePlan],
+    run_names: Container[str],
+    remaining: range,
+    steps_done: float | None,
+    steps_left: float | None,
+) -> list[tuple[PhasePlan, float | None]]:
+    """The planned phases that have not run yet, with their runs to come (None: unknown)."""
+    return [
+        (p, p.runs_in(remaining, steps_done, steps_left)) for p in plans if p.name not in run_names
+    ]
 
 
 def _step_plan_schedule(

@@ -77,6 +77,7 @@ from carbon_callbacks.core.predict import (
     _schedule,
     _step_plan_schedule,
     _steps_left,
+    _unseen_plans,
     _warmup_note,
     predict_run,
 )
@@ -577,7 +578,6 @@ def _predict(
         "epoch 0 left out as warm-up" if start == 1 else f"epochs 0-{start - 1} left out as warm-up"
     ]
     parts: list[tuple[str, _Series, _Series, int, float, str, float, float, Any]] = []
-    unseen: list[tuple[PhasePlan, float | None]] = []  # planned, not run yet: (plan, runs to come)
     if by_steps:
         step_positions, per_step_s, per_step_kwh = kept.per_step()
         first = bisect_left(step_positions, start)
@@ -617,11 +617,7 @@ def _predict(
                 (name, phase.durations, phase.energies, 0, count, how, 1.0, n / phase.runs, None)
             )
         remaining_epochs = (left_steps or 0.0) / steps_per_epoch  # type: ignore[operator]
-        unseen = [
-            (p, p.runs_in(range(0), steps_done, left_steps))
-            for p in step_plans.values()
-            if p.name not in kept.phases
-        ]
+        unseen = _unseen_plans(step_plans.values(), kept.phases, range(0), steps_done, left_steps)
     else:
         head = (kept.base_s.values[head_position], kept.base_kwh.values[head_position])
         parts.append(
@@ -657,11 +653,7 @@ def _predict(
                 (name, phase.durations, phase.energies, 0, count, how, 1.0, n / phase.runs, None)
             )
         remaining_epochs = float(left_epochs or 0)
-        unseen = [
-            (p, p.runs_in(remaining, steps_done, steps_left))
-            for p in plans
-            if p.name not in kept.phases
-        ]
+        unseen = _unseen_plans(plans, kept.phases, remaining, steps_done, steps_left)
 
     # -- sum the parts, each with its interval
     totals = {"s": [done_s, 0.0, 0.0], "kwh": [done_kwh, 0.0, 0.0]}
