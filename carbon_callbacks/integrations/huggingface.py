@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from types import FrameType
 from typing import Any
 
 from transformers import Trainer, TrainerCallback
@@ -25,6 +26,7 @@ from transformers import Trainer, TrainerCallback
 from carbon_callbacks.core import distributed
 from carbon_callbacks.core.config import CarbonConfig
 from carbon_callbacks.core.tracker import CarbonTracker
+from carbon_callbacks.integrations._frames import find_up
 
 _STOP = "stop_votes"
 
@@ -203,13 +205,9 @@ def _evaluates_at_last_step() -> bool:
 
 def _running_trainer() -> Trainer | None:
     """The Trainer whose ``train()`` called this hook (three frames up: handler, loop)."""
-    frame = inspect.currentframe()
-    try:
-        for _ in range(8):
-            frame = frame.f_back if frame is not None else None
-            owner = frame.f_locals.get("self") if frame is not None else None
-            if isinstance(owner, Trainer):
-                return owner
-        return None
-    finally:
-        del frame
+
+    def trainer_of(frame: FrameType) -> Trainer | None:
+        owner = frame.f_locals.get("self")
+        return owner if isinstance(owner, Trainer) else None
+
+    return find_up(trainer_of, 8)

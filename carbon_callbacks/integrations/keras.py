@@ -17,9 +17,9 @@ Without TensorFlow (torch, JAX backends) ``keras.callbacks.TensorBoard`` cannot 
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import math
 import os
+from types import FrameType
 from typing import Any
 
 import keras
@@ -27,6 +27,7 @@ import keras
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.config import CarbonConfig, ConfigError, check_writable_dir
 from carbon_callbacks.core.tracker import CarbonTracker
+from carbon_callbacks.integrations._frames import find_up
 from carbon_callbacks.integrations._tensorboard import ScalarWriter
 
 #: Callbacks that read the epoch's logs: they must stand after this one.
@@ -178,22 +179,15 @@ def _check_tensorboard_dir(path: str) -> None:
 
 def _fit_locals(model: Any) -> dict[str, Any] | None:
     """The local variables of ``model.fit``, found up the stack from a callback hook, or None."""
-    frame = inspect.currentframe()
-    try:
-        for _ in range(8):  # hook <- CallbackList.on_train_begin <- fit
-            frame = frame.f_back if frame is not None else None
-            if frame is None:
-                return None
-            local = frame.f_locals
-            if (
-                frame.f_code.co_name == "fit"
-                and "validation_freq" in local
-                and local.get("self") is model
-            ):
-                return dict(local)
+
+    def fit_of_model(frame: FrameType) -> dict[str, Any] | None:
+        local = frame.f_locals
+        if frame.f_code.co_name == "fit" and "validation_freq" in local:
+            return dict(local) if local.get("self") is model else None
         return None
-    finally:
-        del frame
+
+    # hook <- CallbackList.on_train_begin <- fit
+    return find_up(fit_of_model, 8)
 
 
 def _validation_batches(fit: dict[str, Any]) -> int | None:
@@ -226,17 +220,14 @@ def _validation_batches(fit: dict[str, Any]) -> int | None:
 
 def _log_readers_before(callback: CarbonCallback) -> list[str]:
     """Names of the log-reading callbacks ahead of ``callback`` in the running CallbackList."""
-    frame = inspect.currentframe()
-    try:
-        for _ in range(4):  # on_train_begin is called by CallbackList.on_train_begin
-            frame = frame.f_back if frame is not None else None
-            owner = frame.f_locals.get("self") if frame is not None else None
-            if isinstance(owner, keras.callbacks.CallbackList):
-                break
-        else:
-            return []
-    finally:
-        del frame
+
+    def callback_list(frame: FrameType) -> Any:
+        owner = frame.f_locals.get("self")
+        return owner if isinstance(owner, keras.callbacks.CallbackList) else None
+
+    owner = find_up(callback_list, 4)  # on_train_begin is called by CallbackList.on_train_begin
+    if owner is None:
+        return []
     names = []
     for other in owner.callbacks:
         if other is callback:
