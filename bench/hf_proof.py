@@ -28,8 +28,10 @@ from carbon_callbacks.integrations.huggingface import CarbonCallback  # noqa: E4
 
 
 class Tokens(torch.utils.data.Dataset):
-    def __init__(self, n: int, length: int, vocab: int) -> None:
-        g = torch.Generator().manual_seed(0)
+    """``n`` random sequences (tokens below ``vocab``); the labels are the inputs."""
+
+    def __init__(self, n: int, length: int, vocab: int, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
         self.x = torch.randint(0, vocab, (n, length), generator=g)
 
     def __len__(self) -> int:

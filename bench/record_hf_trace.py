@@ -23,12 +23,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from hf_proof import Tokens  # noqa: E402
 from predict_accuracy import trace_from_run_log  # noqa: E402
 
 from carbon_callbacks.integrations.huggingface import CarbonCallback  # noqa: E402
@@ -43,20 +43,6 @@ SIZES: dict[str, tuple[int, ...]] = {
     # GPU: 128 steps per epoch, evaluation every 200 steps (16 batches each)
     "small": (4, 256, 4, 8192, 128, 4096, 1024, 32, 64, 200, 14),
 }
-
-
-class Tokens(torch.utils.data.Dataset):
-    """``n`` random sequences; the labels are the inputs (language modelling)."""
-
-    def __init__(self, n: int, length: int, vocab: int, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randint(0, vocab, (n, length), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.x[i], "labels": self.x[i]}
 
 
 def record(
