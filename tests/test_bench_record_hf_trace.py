@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -15,17 +14,11 @@ pytest.importorskip("transformers")
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_recorded_trace_carries_the_step_plan_the_predictor_then_uses(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
-    record = _load("record_hf_trace")
-    accuracy = _load("predict_accuracy")
+    import predict_accuracy as accuracy  # noqa: PLC0415 - the bench folder is on the path only here
+    import record_hf_trace as record  # noqa: PLC0415
+
     path = record.record("micro", "test", tmp_path, note="test")
     trace = json.loads(path.read_text())
     assert trace["planned"]["epochs"] == 4 and trace["planned"]["total_steps"] == 16
