@@ -57,21 +57,20 @@ def scan(sets: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             predict.DRIFT_PRIOR_Q, predict.DRIFT_PRIOR_DECADES = q, decades
             predict.DRIFT_Q_GRID = _grid(top)
             for name, traces in sets.items():
-                at = [r for t in traces for r in evaluate(t, [2, 5]) if "error" in r]
                 every = [
                     r
                     for t in traces
                     for r in evaluate(t, list(range(2, len(t["epochs"]))))
                     if "error" in r
                 ]
-                after5 = [r for r in at if r["after"] == 5]
+                after5 = [r for r in every if r["after"] == 5]
                 rows.append(
                     {
                         "q": q,
                         "decades": decades,
-                        "grid_top_q": _grid(top)[-1],
+                        "grid_top_q": predict.DRIFT_Q_GRID[-1],
                         "set": name,
-                        "after_2": _share([r for r in at if r["after"] == 2]),
+                        "after_2": _share([r for r in every if r["after"] == 2]),
                         "after_5": _share(after5),
                         "every_epoch": _share(every),
                         "width_after_5": statistics.median(r["width"] for r in after5),
