@@ -252,6 +252,19 @@ def test_a_run_of_tracked_blocks_only_has_totals(tmp_path):
     assert totals[keys.ENERGY_KWH] == pytest.approx((GPU_W + CPU_W) * 0.1 / 3.6e6 * 1.5, rel=0.1)
 
 
+def test_a_phase_plan_that_is_not_a_plan_raises_or_with_strict_false_is_recorded(tmp_path):
+    tracker = _tracker(tmp_path)
+    tracker.start()
+    with pytest.raises(ValueError, match="at least 1"):
+        tracker.plan_phase("validation", 0)
+    with pytest.warns(UserWarning, match="validation plan ignored: every_epochs must be"):
+        assert tracker.plan_phase("validation", 0, source="lightning", strict=False) is None
+    [event] = tracker.events.events
+    assert (event.kind, event.source) == ("plan_ignored", "lightning")
+    tracker.stop()
+    assert [r for r in read_run_log(tracker.log_path).other if r["type"] == "plan"] == []
+
+
 def test_a_plan_that_contradicts_the_settings_is_recorded_not_raised(tmp_path):
     tracker = CarbonTracker(
         sensors=_sensors(), log_dir=str(tmp_path), epochs_before_pred=3, verbose=0,

@@ -901,7 +901,8 @@ class CarbonTracker:
         every_steps: int | None = None,
         at_last_step: bool = False,
         source: str = "",
-    ) -> PhasePlan:
+        strict: bool = True,
+    ) -> PhasePlan | None:
         """Tell the predictor a phase the training loop has scheduled, before it runs.
 
         Integrations call this from the framework's settings (Lightning's
@@ -921,12 +922,21 @@ class CarbonTracker:
             at_last_step: a step plan also runs after the run's last step when that is not one
                 of its multiples.
             source: where the plan comes from (e.g. ``"lightning"``), for the run log.
+            strict: with False (integrations, which read the plan from a running trainer and
+                must never break it), a setting that is not a plan is recorded as a
+                ``plan_ignored`` event and None is returned instead of raising.
 
         Raises:
             ValueError: a setting that is not a plan (``every_epochs`` below 1, a negative
                 ``work_ratio``...), with what to pass instead.
         """
-        plan = PhasePlan(name, every_epochs, work_ratio, every_steps, at_last_step)
+        try:
+            plan = PhasePlan(name, every_epochs, work_ratio, every_steps, at_last_step)
+        except ValueError as exc:
+            if strict:
+                raise
+            self.events.record("plan_ignored", f"{name} plan ignored: {exc}", source)
+            return None
         with self._lock:
             self._plans[name] = (plan, source)
             if self._header_written:  # else written with the header at start

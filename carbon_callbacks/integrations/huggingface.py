@@ -104,18 +104,14 @@ class CarbonCallback(TrainerCallback):
             train_batches = 0
         if eval_batches and train_batches > 0:
             ratio = eval_batches / train_batches
-        try:
-            self.tracker.plan_phase(
-                "evaluation",
-                every_steps=every,
-                work_ratio=ratio,
-                at_last_step=_evaluates_at_last_step(),
-                source="huggingface",
-            )
-        except ValueError as exc:  # never break training over a forecast's input
-            self.tracker.events.record(
-                "plan_ignored", f"evaluation plan ignored: {exc}", "huggingface"
-            )
+        self.tracker.plan_phase(
+            "evaluation",
+            every_steps=every,
+            work_ratio=ratio,
+            at_last_step=_evaluates_at_last_step(),
+            source="huggingface",
+            strict=False,
+        )
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._end_waiting_epoch(state, control)  # its evaluation never came

@@ -152,10 +152,7 @@ class CarbonCallback(keras.callbacks.Callback):
         ratio = None
         if val_batches and isinstance(train_batches, int) and train_batches > 0:
             ratio = val_batches / train_batches
-        try:
-            self.tracker.plan_phase("validation", every, ratio, source="keras")
-        except ValueError as exc:  # never break training over a forecast's input
-            self.tracker.events.record("plan_ignored", f"validation plan ignored: {exc}", "keras")
+        self.tracker.plan_phase("validation", every, ratio, source="keras", strict=False)
 
     def _tensorboard_failed(self, exc: Exception) -> None:
         self._writer = None

@@ -112,12 +112,7 @@ class CarbonCallback(_Callback):
         ratio = None
         if val_batches > 0 and 0 < train_batches < float("inf"):
             ratio = val_batches / train_batches
-        try:
-            self.tracker.plan_phase("validation", every, ratio, source="lightning")
-        except ValueError as exc:  # never break training over a forecast's input
-            self.tracker.events.record(
-                "plan_ignored", f"validation plan ignored: {exc}", "lightning"
-            )
+        self.tracker.plan_phase("validation", every, ratio, source="lightning", strict=False)
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._global_step_at_epoch_start = trainer.global_step
