@@ -327,6 +327,43 @@ def test_step_based_run_scales_by_steps_and_the_partial_last_epoch():
     assert "remaining step(s)" in pred.method
 
 
+def _step_run_with_validation(train_kwh: float, val_kwh: float, epochs: int) -> list[EpochSample]:
+    """Epochs of 64 steps, each ending with a validation run; a little noise on both."""
+    rng = random.Random(7)
+    return [
+        _epoch(
+            train_kwh * rng.uniform(0.99, 1.01) + v,
+            steps=64,
+            phases=[_val(v)],
+        )
+        for v in (val_kwh * rng.uniform(0.99, 1.01) for _ in range(epochs))
+    ]
+
+
+def test_step_based_interval_spans_a_validation_in_the_cut_short_last_epoch_or_none():
+    # 1000 steps of 64 per epoch: after 14 epochs, 104 steps are left, one whole epoch and one
+    # of 40 steps that the step limit cuts short. Lightning ends the run there with no
+    # validation; the Hugging Face Trainer evaluates at that epoch's end. Either may be true.
+    train_kwh, val_kwh = 1.0, 0.5
+    seen = _step_run_with_validation(train_kwh, val_kwh, 14)
+    rest = train_kwh * (1 + 40 / 64)
+    lightning = sum(e.energy_kwh for e in seen) + rest + val_kwh  # one validation to come
+    hf = lightning + val_kwh  # two
+    pred = predict_run(
+        seen, total_epochs=None, intensity_g_per_kwh=1, total_steps=1000, steps_done=14 * 64
+    )
+    assert pred.energy_kwh_low <= lightning
+    assert pred.energy_kwh_high >= hf
+    assert "the last, partial epoch's 0.62 may be none or whole" in pred.method
+    assert "1.625 to come" in pred.method
+    # ending on an epoch's end leaves nothing to doubt: the interval is narrower by far
+    whole = predict_run(
+        seen, total_epochs=None, intensity_g_per_kwh=1, total_steps=1024, steps_done=14 * 64
+    )
+    assert "may be none or whole" not in whole.method
+    assert whole.energy_kwh_high - whole.energy_kwh_low < 0.5 * val_kwh
+
+
 def test_when_steps_end_the_run_before_the_epochs_steps_are_used():
     trace = [_epoch(1.0, steps=10) for _ in range(3)]
     steps = {"intensity_g_per_kwh": 1, "total_steps": 50, "steps_done": 30}

@@ -852,6 +852,8 @@ class _Part:
     #: epochs from that head to each value, and to the first value to come
     ages: tuple[int, ...] = ()
     next_age: int = 0
+    #: (fewer, more): runs the count may be over or under by (see :func:`_per_step_phase`)
+    spread: tuple[float, float] = (0.0, 0.0)
 
 
 def _schedule(occ_epochs: list[int], observed: range, remaining: range) -> tuple[float, str] | None:
@@ -1076,9 +1078,10 @@ def predict_run(
         for name in phase_names:
             occ = [p for e in history for p in e.phases if p.name == name]
             sched = _step_plan_schedule(step_plans.get(name), steps_done, left_steps)
-            count, how = sched or (
-                len(occ) / steps_seen * (left_steps or 0.0),
-                f"{len(occ) / steps_seen:.2g} per step",
+            count, how, spread = (
+                (*sched, (0.0, 0.0))
+                if sched
+                else _per_step_phase(len(occ), n, steps_seen, left_steps, steps_per_epoch)
             )
             parts.append(
                 _Part(
@@ -1088,6 +1091,7 @@ def predict_run(
                     count,
                     how,
                     epochs_per_value=n / len(occ),
+                    spread=spread,
                 )
             )
         remaining_epochs = (left_steps or 0.0) / steps_per_epoch  # type: ignore[operator]
@@ -1170,9 +1174,10 @@ def predict_run(
                 central, lo, hi = fc.central, fc.low, fc.high
                 if key == "kwh" and fc.decay_max:
                     notes.append(_warmup_note(fc))
+            fewer, more = (central / part.count * k for k in part.spread)
             totals[key][0] += central
-            totals[key][1] += lo**2
-            totals[key][2] += hi**2
+            totals[key][1] += lo**2 + fewer**2
+            totals[key][2] += hi**2 + more**2
             if part.name == "base" and part.count > 0:
                 base_per_epoch[key] = central / part.count * (part.units_per_value or 1.0)
         if part.name != "base":
@@ -1216,6 +1221,35 @@ def _unseen_plans(
     return [
         (p, p.runs_in(remaining, steps_done, steps_left)) for p in plans if p.name not in run_names
     ]
+
+
+def _per_step_phase(
+    runs: int,
+    epochs_seen: int,
+    steps_seen: float,
+    left_steps: float | None,
+    steps_per_epoch: float | None,
+) -> tuple[float, str, tuple[float, float]]:
+    """A phase's runs to come in a step-based forecast without a step plan: ``(count, how,
+    (fewer, more))``.
+
+    The count is the phase's runs per step seen times the steps left. A phase that runs at
+    epoch ends (validation) may or may not run in a last epoch that the step limit cuts short:
+    Lightning ends the run with no validation there, the Hugging Face Trainer evaluates at every
+    epoch's end, the short one included. The per-step rate counts the fraction ``f`` of that
+    epoch's runs; ``fewer = f x`` and ``more = (1 - f) x`` the phase's runs per epoch are the
+    counts it may be over or under by, and widen the interval (``(0, 0)`` when the steps left
+    end on an epoch's end, or the steps per epoch are unknown).
+    """
+    left = left_steps or 0.0
+    count = runs / steps_seen * left
+    how = f"{runs / steps_seen:.2g} per step"
+    frac = (left / steps_per_epoch) % 1.0 if steps_per_epoch else 0.0
+    if not 1e-9 < frac < 1 - 1e-9:
+        return count, how, (0.0, 0.0)
+    per_epoch = runs / epochs_seen
+    how += f" (the last, partial epoch's {frac * per_epoch:.2g} may be none or whole)"
+    return count, how, (frac * per_epoch, (1 - frac) * per_epoch)
 
 
 def _step_plan_schedule(

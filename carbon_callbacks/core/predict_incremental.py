@@ -74,6 +74,7 @@ from carbon_callbacks.core.predict import (
     _left,
     _level_filtered,
     _level_scan,
+    _per_step_phase,
     _schedule,
     _step_plan_schedule,
     _steps_left,
@@ -577,7 +578,11 @@ def _predict(
     notes = [
         "epoch 0 left out as warm-up" if start == 1 else f"epochs 0-{start - 1} left out as warm-up"
     ]
-    parts: list[tuple[str, _Series, _Series, int, float, str, float, float, Any]] = []
+    # name, durations, energies, first value used, count, how, units per value, epochs per
+    # value, warm-up head, (fewer, more) runs the count may be over or under by
+    parts: list[
+        tuple[str, _Series, _Series, int, float, str, float, float, Any, tuple[float, float]]
+    ] = []
     if by_steps:
         step_positions, per_step_s, per_step_kwh = kept.per_step()
         first = bisect_left(step_positions, start)
@@ -603,18 +608,32 @@ def _predict(
                 float(steps_per_epoch),  # type: ignore[arg-type]
                 1.0,
                 head,
+                (0.0, 0.0),
             )
         )
         steps_seen = kept.steps_sum or 1
         step_plans = {p.name: p for p in plans if p.every_steps is not None}
         for name in phase_names:
             phase = kept.phases[name]
-            count, how = _step_plan_schedule(step_plans.get(name), steps_done, left_steps) or (
-                phase.runs / steps_seen * (left_steps or 0.0),
-                f"{phase.runs / steps_seen:.2g} per step",
+            sched = _step_plan_schedule(step_plans.get(name), steps_done, left_steps)
+            count, how, spread = (
+                (*sched, (0.0, 0.0))
+                if sched
+                else _per_step_phase(phase.runs, n, steps_seen, left_steps, steps_per_epoch)
             )
             parts.append(
-                (name, phase.durations, phase.energies, 0, count, how, 1.0, n / phase.runs, None)
+                (
+                    name,
+                    phase.durations,
+                    phase.energies,
+                    0,
+                    count,
+                    how,
+                    1.0,
+                    n / phase.runs,
+                    None,
+                    spread,
+                )
             )
         remaining_epochs = (left_steps or 0.0) / steps_per_epoch  # type: ignore[operator]
         unseen = _unseen_plans(step_plans.values(), kept.phases, range(0), steps_done, left_steps)
@@ -631,6 +650,7 @@ def _predict(
                 1.0,
                 1.0,
                 head,
+                (0.0, 0.0),
             )
         )
         remaining = range(observed.stop, observed.stop + (left_epochs or 0))
@@ -650,7 +670,18 @@ def _predict(
                 continue
             count, how = sched
             parts.append(
-                (name, phase.durations, phase.energies, 0, count, how, 1.0, n / phase.runs, None)
+                (
+                    name,
+                    phase.durations,
+                    phase.energies,
+                    0,
+                    count,
+                    how,
+                    1.0,
+                    n / phase.runs,
+                    None,
+                    (0.0, 0.0),
+                )
             )
         remaining_epochs = float(left_epochs or 0)
         unseen = _unseen_plans(plans, kept.phases, remaining, steps_done, steps_left)
@@ -659,7 +690,8 @@ def _predict(
     totals = {"s": [done_s, 0.0, 0.0], "kwh": [done_kwh, 0.0, 0.0]}
     described = []
     base_per_epoch = {"s": 0.0, "kwh": 0.0}  # the base's central forecast per epoch to come
-    for name, durations, energies, first, count, how, units, epochs_per_value, head in parts:
+    for part in parts:
+        name, durations, energies, first, count, how, units, epochs_per_value, head, spread = part
         values = len(energies) - first
         if count <= 0 or not values:
             if name != "base":
@@ -683,9 +715,10 @@ def _predict(
             )
             if key == "kwh" and fc.decay_max:
                 notes.append(_warmup_note(fc))
+            fewer, more = (fc.central / count * k for k in spread)
             totals[key][0] += fc.central
-            totals[key][1] += fc.low**2
-            totals[key][2] += fc.high**2
+            totals[key][1] += fc.low**2 + fewer**2
+            totals[key][2] += fc.high**2 + more**2
             if name == "base":
                 base_per_epoch[key] = fc.central / count * units
         if name != "base":
