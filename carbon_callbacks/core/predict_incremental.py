@@ -514,6 +514,35 @@ class _Carried:
 _FULL = object()
 
 
+#: A part of the remaining work: name, durations, energies, first value used, count, how,
+#: units per value, epochs per value, warm-up head, and the (fewer, more) runs the count may be
+#: over or under by (:func:`carbon_callbacks.core.predict._per_step_phase`).
+_PartTuple = tuple[str, _Series, _Series, int, float, str, float, float, Any, tuple[float, float]]
+
+
+def _phase_part(
+    name: str,
+    phase: _Phase,
+    count: float,
+    how: str,
+    epochs_seen: int,
+    spread: tuple[float, float] = (0.0, 0.0),
+) -> _PartTuple:
+    """A phase's part: its runs' values, ``count`` runs to come, each standing for one value."""
+    return (
+        name,
+        phase.durations,
+        phase.energies,
+        0,
+        count,
+        how,
+        1.0,
+        epochs_seen / phase.runs,
+        None,
+        spread,
+    )
+
+
 def _periodic_found(kept: _Carried, start: int, observed: range) -> bool:
     """Whether ``predict._detect_periodic`` finds periodic epochs among the steady ones."""
     s_vals, k_vals = kept.base_s, kept.base_kwh
@@ -578,11 +607,7 @@ def _predict(
     notes = [
         "epoch 0 left out as warm-up" if start == 1 else f"epochs 0-{start - 1} left out as warm-up"
     ]
-    # name, durations, energies, first value used, count, how, units per value, epochs per
-    # value, warm-up head, (fewer, more) runs the count may be over or under by
-    parts: list[
-        tuple[str, _Series, _Series, int, float, str, float, float, Any, tuple[float, float]]
-    ] = []
+    parts: list[_PartTuple] = []
     if by_steps:
         step_positions, per_step_s, per_step_kwh = kept.per_step()
         first = bisect_left(step_positions, start)
@@ -621,20 +646,7 @@ def _predict(
                 if sched
                 else _per_step_phase(phase.runs, n, steps_seen, left_steps, steps_per_epoch)
             )
-            parts.append(
-                (
-                    name,
-                    phase.durations,
-                    phase.energies,
-                    0,
-                    count,
-                    how,
-                    1.0,
-                    n / phase.runs,
-                    None,
-                    spread,
-                )
-            )
+            parts.append(_phase_part(name, phase, count, how, n, spread))
         remaining_epochs = (left_steps or 0.0) / steps_per_epoch  # type: ignore[operator]
         unseen = _unseen_plans(step_plans.values(), kept.phases, range(0), steps_done, left_steps)
     else:
@@ -669,20 +681,7 @@ def _predict(
             if sched is None:
                 continue
             count, how = sched
-            parts.append(
-                (
-                    name,
-                    phase.durations,
-                    phase.energies,
-                    0,
-                    count,
-                    how,
-                    1.0,
-                    n / phase.runs,
-                    None,
-                    (0.0, 0.0),
-                )
-            )
+            parts.append(_phase_part(name, phase, count, how, n))
         remaining_epochs = float(left_epochs or 0)
         unseen = _unseen_plans(plans, kept.phases, remaining, steps_done, steps_left)
 
