@@ -9,7 +9,7 @@ import pytest
 from power_traces import ConstantCounterSensor, TracePowerSensor
 
 from carbon_callbacks.core.events import CarbonCallbacksWarning, EventLog
-from carbon_callbacks.core.meter import Meter
+from carbon_callbacks.core.meter import Measurement, Meter
 from carbon_callbacks.core.sensors.cpu_model import CpuModelSensor
 
 
@@ -27,6 +27,24 @@ def test_constant_power_integrates_to_power_times_duration():
     assert m.energy_j["gpu:0"] == pytest.approx(150.0 * m.duration_s, rel=1e-6)
     assert m.methods == {"gpu:0": "sampled"}
     assert m.mean_power_w()["gpu"] == pytest.approx(150.0, rel=1e-6)
+
+
+def test_mean_power_divides_each_sensors_joules_by_its_own_window():
+    # an epoch combined from two ranks: rank 1's epoch lasted 1.2 s against rank 0's 1.0 s
+    m = Measurement(
+        start_unix_s=0.0,
+        end_unix_s=1.0,
+        duration_s=1.0,
+        energy_j={"rank0/gpu:0": 10.0, "rank1/gpu:0": 36.0, "rank0/cpu": 5.0},
+        methods={},
+        components={"rank0/gpu:0": "gpu", "rank1/gpu:0": "gpu", "rank0/cpu": "cpu"},
+        window_s={"rank0/gpu:0": 1.0, "rank1/gpu:0": 1.2},
+    )
+    power = m.mean_power_w()
+    assert power["gpu"] == pytest.approx(10.0 + 30.0)  # not (10 + 36) / 1.0
+    assert power["cpu"] == pytest.approx(5.0)  # no window of its own: duration_s
+    assert power["total"] == pytest.approx(45.0)
+    assert m.total_energy_j == pytest.approx(51.0)  # the energy itself is not touched
 
 
 def test_linear_ramp_is_integrated_exactly_by_the_trapezoid_rule():

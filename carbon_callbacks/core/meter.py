@@ -137,6 +137,10 @@ class Measurement:
         clamped_j: per sensor, joules by which a negative difference of the two snapshots was
             raised to 0 in ``energy_j`` (a bridged end below a settled start, in a window
             shorter than a counter step); empty when none. The tracker carries it on.
+        window_s: per sensor, the seconds its energy was measured over when that is not
+            ``duration_s``: in an epoch combined from several ranks, each rank's sensors cover
+            that rank's own epoch, which starts and ends a little apart from rank 0's. Empty
+            when every sensor covers ``duration_s``.
     """
 
     start_unix_s: float
@@ -148,6 +152,7 @@ class Measurement:
     incomplete: tuple[str, ...] = ()
     true_up_j: dict[str, float] = field(default_factory=dict)
     clamped_j: dict[str, float] = field(default_factory=dict)
+    window_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_energy_j(self) -> float:
@@ -163,11 +168,16 @@ class Measurement:
         return out
 
     def mean_power_w(self) -> dict[str, float]:
-        """Mean watts per component plus ``"total"`` over the window (0 s window: empty)."""
-        if self.duration_s <= 0:
+        """Mean watts per component plus ``"total"``: each sensor's joules over the seconds it
+        measured them (``window_s``, else ``duration_s``), summed (a window of 0 s: empty)."""
+        windows = [self.window_s.get(name, self.duration_s) for name in self.energy_j]
+        if self.duration_s <= 0 or any(w <= 0 for w in windows):
             return {}
-        out = {comp: j / self.duration_s for comp, j in self.energy_j_by_component().items()}
-        out["total"] = self.total_energy_j / self.duration_s
+        out: dict[str, float] = {}
+        for (name, joules), window in zip(self.energy_j.items(), windows, strict=True):
+            comp = self.components[name]
+            out[comp] = out.get(comp, 0.0) + joules / window
+        out["total"] = math.fsum(out.values())
         return out
 
 

@@ -1192,7 +1192,7 @@ class CarbonTracker:
         try:
             parts = self._group.gather(
                 (self.ranks.rank, m.energy_j, m.methods, m.components, m.incomplete, share,
-                 m.true_up_j)
+                 m.true_up_j, m.duration_s)
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001
             self._ranks_apart(
@@ -1200,11 +1200,12 @@ class CarbonTracker:
                 "its own figures"
             )
             return m
-        energy, methods, components, incomplete, true_up = {}, {}, {}, [], {}
-        for rank_, e, meth, comp, inc, _, up in parts:
+        energy, methods, components, incomplete, true_up, window = {}, {}, {}, [], {}, {}
+        for rank_, e, meth, comp, inc, _, up, seconds in parts:
             for name in e:
                 key = f"rank{rank_}/{name}"
                 energy[key], methods[key], components[key] = e[name], meth[name], comp[name]
+                window[key] = seconds  # this rank's own epoch: its power is its J over it
             incomplete += [f"rank{rank_}/{n}" for n in inc]
             true_up.update({f"rank{rank_}/{n}": j for n, j in up.items()})
         combined = dataclasses.replace(
@@ -1214,6 +1215,7 @@ class CarbonTracker:
             components=components,
             incomplete=tuple(incomplete),
             true_up_j=true_up,
+            window_s=window,
         )
         lead = next((p[5] for p in parts if p[0] == 0), None)
         if not isinstance(lead, _RankZeroShare):
