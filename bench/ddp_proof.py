@@ -79,6 +79,7 @@ def _own_windows(steps: list, log: Any, folder: str) -> dict[str, Any]:
     """Each rank's GPU energy against its own GPU's counter over its own epoch edges."""
     out: dict[str, Any] = {}
     tracked_all = ref_all = 0.0
+    ref_power: list[list[float]] = []  # per rank, per epoch: counter J / own window s
     for rank in range(2):
         path = os.path.join(folder, f"edges_rank{rank}.json")
         deadline = time.time() + 60
@@ -103,8 +104,27 @@ def _own_windows(steps: list, log: Any, folder: str) -> dict[str, Any]:
         }
         tracked_all += sum(tracked[:n])
         ref_all += sum(ref[:n])
+        ref_power.append([r / (b - a) for r, (a, b) in zip(ref[:n], windows, strict=False)])
     out["own_windows_run_ratio"] = tracked_all / ref_all
+    out["power"] = _power_check(log, ref_power)
     return out
+
+
+def _power_check(log: Any, ref_power: list[list[float]]) -> dict[str, Any]:
+    """The logged GPU power of each epoch against the counters' (each rank's GPU over its own
+    epoch, summed), and what dividing all joules by rank 0's duration would have given."""
+    logged, by_rank0 = [], []
+    for e, *ranks in zip(log.epochs, *ref_power, strict=False):
+        reference = sum(ranks)
+        gpu_j = sum(v for k, v in e["energy_j"].items() if "/gpu:" in k)
+        logged.append(e["power_w"]["gpu"] / reference)
+        by_rank0.append(gpu_j / e["duration_s"] / reference)
+    return {
+        "logged_over_counters": logged,
+        "rank0_duration_over_counters": by_rank0,
+        "logged_worst": max(logged, key=lambda r: abs(r - 1)),
+        "rank0_duration_worst": max(by_rank0, key=lambda r: abs(r - 1)),
+    }
 
 
 def main() -> int:
@@ -172,7 +192,11 @@ def main() -> int:
     print(json.dumps({k: v for k, v in result.items() if k != "epochs"}, indent=1))
     print("per-epoch ratios:", [round(r, 4) for r in ratios])
     print("own windows:", {k: (v if isinstance(v, float) else round(v["run_ratio"], 5))
-                           for k, v in result["per_rank"].items()})  # fmt: skip
+                           for k, v in result["per_rank"].items() if k != "power"})  # fmt: skip
+    power = result["per_rank"]["power"]
+    print("GPU power, logged / counters:", [round(r, 4) for r in power["logged_over_counters"]])
+    print("GPU power, J / rank 0's s / counters:",
+          [round(r, 4) for r in power["rank0_duration_over_counters"]])  # fmt: skip
     return 0
 
 
