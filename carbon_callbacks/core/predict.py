@@ -1077,12 +1077,10 @@ def predict_run(
         step_plans = {p.name: p for p in plans if p.every_steps is not None}
         for name in phase_names:
             occ = [p for e in history for p in e.phases if p.name == name]
-            sched = _step_plan_schedule(step_plans.get(name), steps_done, left_steps)
-            count, how, spread = (
-                (*sched, (0.0, 0.0))
-                if sched
-                else _per_step_phase(len(occ), n, steps_seen, left_steps, steps_per_epoch)
-            )
+            count, how, spread = _per_step_phase(
+                step_plans.get(name), len(occ), n, steps_seen, steps_done, left_steps,
+                steps_per_epoch,
+            )  # fmt: skip
             parts.append(
                 _Part(
                     name,
@@ -1224,16 +1222,18 @@ def _unseen_plans(
 
 
 def _per_step_phase(
+    plan: PhasePlan | None,
     runs: int,
     epochs_seen: int,
     steps_seen: float,
+    steps_done: float | None,
     left_steps: float | None,
     steps_per_epoch: float | None,
 ) -> tuple[float, str, tuple[float, float]]:
-    """A phase's runs to come in a step-based forecast without a step plan: ``(count, how,
-    (fewer, more))``.
+    """A phase's runs to come in a step-based forecast: ``(count, how, (fewer, more))``.
 
-    The count is the phase's runs per step seen times the steps left. A phase that runs at
+    With a step plan (``plan``, ``every_steps`` set), its exact count and ``(0, 0)``.
+    Otherwise the count is the phase's runs per step seen times the steps left. A phase that runs at
     epoch ends (validation) may or may not run in a last epoch that the step limit cuts short:
     Lightning ends the run with no validation there, the Hugging Face Trainer evaluates at every
     epoch's end, the short one included. The per-step rate counts the fraction ``f`` of that
@@ -1241,6 +1241,10 @@ def _per_step_phase(
     counts it may be over or under by, and widen the interval (``(0, 0)`` when the steps left
     end on an epoch's end, or the steps per epoch are unknown).
     """
+    if plan is not None:
+        planned = plan.schedule(range(0), 1.0, steps_done, left_steps)
+        if planned is not None:
+            return (*planned, (0.0, 0.0))
     left = left_steps or 0.0
     count = runs / steps_seen * left
     how = f"{runs / steps_seen:.2g} per step"
@@ -1250,15 +1254,6 @@ def _per_step_phase(
     per_epoch = runs / epochs_seen
     how += f" (the last, partial epoch's {frac * per_epoch:.2g} may be none or whole)"
     return count, how, (frac * per_epoch, (1 - frac) * per_epoch)
-
-
-def _step_plan_schedule(
-    plan: PhasePlan | None, steps_done: float | None, left_steps: float | None
-) -> tuple[float, str] | None:
-    """A step plan's records to come in a step-based forecast, or None (no such plan)."""
-    if plan is None:
-        return None
-    return plan.schedule(range(0), 1.0, steps_done, left_steps)
 
 
 def _add_unseen_plan(

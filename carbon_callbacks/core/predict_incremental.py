@@ -76,7 +76,6 @@ from carbon_callbacks.core.predict import (
     _level_scan,
     _per_step_phase,
     _schedule,
-    _step_plan_schedule,
     _steps_left,
     _unseen_plans,
     _warmup_note,
@@ -640,12 +639,10 @@ def _predict(
         step_plans = {p.name: p for p in plans if p.every_steps is not None}
         for name in phase_names:
             phase = kept.phases[name]
-            sched = _step_plan_schedule(step_plans.get(name), steps_done, left_steps)
-            count, how, spread = (
-                (*sched, (0.0, 0.0))
-                if sched
-                else _per_step_phase(phase.runs, n, steps_seen, left_steps, steps_per_epoch)
-            )
+            count, how, spread = _per_step_phase(
+                step_plans.get(name), phase.runs, n, steps_seen, steps_done, left_steps,
+                steps_per_epoch,
+            )  # fmt: skip
             parts.append(_phase_part(name, phase, count, how, n, spread))
         remaining_epochs = (left_steps or 0.0) / steps_per_epoch  # type: ignore[operator]
         unseen = _unseen_plans(step_plans.values(), kept.phases, range(0), steps_done, left_steps)
