@@ -161,22 +161,23 @@ class Measurement:
 
     def energy_j_by_component(self) -> dict[str, float]:
         """Joules per component (``gpu``, ``cpu``, ``dram``)."""
+        return self._by_component(self.energy_j)
+
+    def _by_component(self, per_sensor: dict[str, float]) -> dict[str, float]:
+        """Per-sensor values summed per component."""
         out: dict[str, float] = {}
-        for name, joules in self.energy_j.items():
+        for name, value in per_sensor.items():
             comp = self.components[name]
-            out[comp] = out.get(comp, 0.0) + joules
+            out[comp] = out.get(comp, 0.0) + value
         return out
 
     def mean_power_w(self) -> dict[str, float]:
         """Mean watts per component plus ``"total"``: each sensor's joules over the seconds it
         measured them (``window_s``, else ``duration_s``), summed (a window of 0 s: empty)."""
-        windows = [self.window_s.get(name, self.duration_s) for name in self.energy_j]
-        if self.duration_s <= 0 or any(w <= 0 for w in windows):
+        windows = {name: self.window_s.get(name, self.duration_s) for name in self.energy_j}
+        if self.duration_s <= 0 or any(w <= 0 for w in windows.values()):
             return {}
-        out: dict[str, float] = {}
-        for (name, joules), window in zip(self.energy_j.items(), windows, strict=True):
-            comp = self.components[name]
-            out[comp] = out.get(comp, 0.0) + joules / window
+        out = self._by_component({n: j / windows[n] for n, j in self.energy_j.items()})
         out["total"] = math.fsum(out.values())
         return out
 
