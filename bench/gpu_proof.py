@@ -96,7 +96,7 @@ def quiet_span(gpu_method: str, seconds: float = 20.0, idle_s: float = 2.0) -> d
     ``tracker.track("span")``; the GPU idles ``idle_s`` before the span opens and before it
     closes, and the counter is read right after each edge's mark.
     """
-    from carbon_callbacks.core.records import read_run_log
+    from carbon_callbacks.core.runlog import read_run_log
     from carbon_callbacks.core.tracker import CarbonTracker
 
     pynvml.nvmlInit()
@@ -211,7 +211,7 @@ def fit(
     trainer.fit(Seg(width), _loader(n, size, batch))
     out: dict[str, Any] = {"epoch_s": timer.epoch_s}
     if cb is not None:
-        from carbon_callbacks.core.records import read_run_log
+        from carbon_callbacks.core.runlog import read_run_log
 
         log = read_run_log(cb.tracker.log_path)
         tracked = [

@@ -68,7 +68,7 @@ def main() -> int:
     if rank != 0:
         return 0
     steps = stop_pollers(pollers)
-    from carbon_callbacks.core.records import read_run_log
+    from carbon_callbacks.core.runlog import read_run_log
 
     log = read_run_log(callback.tracker.log_path)
     rows = []

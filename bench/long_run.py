@@ -47,7 +47,7 @@ from counter_poller import load_steps, start_pollers, stop_pollers, window_j  # 
 from gpu_proof import Seg, _loader  # noqa: E402
 from window_stats import compare_windows, error_stats, gpu_j, sum_ratio  # noqa: E402
 
-from carbon_callbacks.core.records import read_run_log  # noqa: E402
+from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
 from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
 
 #: Watts of the made-up counter and of the stated GPU power in ``--smoke``.

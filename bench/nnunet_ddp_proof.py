@@ -58,7 +58,7 @@ import nnunet_dataset  # noqa: E402 - tests/nnunet_dataset.py, shared with the C
 from counter_poller import energy_at, start_pollers, stop_pollers  # noqa: E402
 
 from carbon_callbacks.core import metrics as keys  # noqa: E402
-from carbon_callbacks.core.records import LOG_SUFFIX, RunLog, read_run_log  # noqa: E402
+from carbon_callbacks.core.runlog import LOG_SUFFIX, RunLog, read_run_log  # noqa: E402
 
 TRAINER_DIR = ROOT / "bench" / "nnunet_ddp_trainers"
 MEASURED_TRAINER = "nnUNetTrainerCarbonProof"

@@ -48,7 +48,7 @@ from counter_poller import read_pollers, start_pollers, stop_pollers, window_j  
 from gpu_proof import EpochTimer, Seg, _loader  # noqa: E402
 from window_stats import compare_windows, gpu_j, summarise_runs  # noqa: E402
 
-from carbon_callbacks.core.records import read_run_log  # noqa: E402
+from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
 from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
 
 MODES = ("none", "carbon_callbacks", "codecarbon", "carbontracker", "zeus")

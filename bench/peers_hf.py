@@ -48,7 +48,7 @@ from peers import (  # noqa: E402
 )
 from window_stats import compare_windows, gpu_j  # noqa: E402
 
-from carbon_callbacks.core.records import read_run_log  # noqa: E402
+from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
 from carbon_callbacks.integrations.huggingface import CarbonCallback  # noqa: E402
 
 MODES = ("none", "carbon_callbacks", "carbon_callbacks_sampled", "codecarbon", "carbontracker",

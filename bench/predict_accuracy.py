@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from carbon_callbacks.core.predict import EpochSample, PhasePlan, PhaseSample, predict_run
-from carbon_callbacks.core.records import read_run_log
+from carbon_callbacks.core.runlog import read_run_log
 
 TRACE_FORMAT = "carbon_callbacks.trace/1"
 HERE = Path(__file__).resolve().parent

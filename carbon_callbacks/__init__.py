@@ -22,14 +22,14 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from carbon_callbacks.core.config import CarbonConfig
     from carbon_callbacks.core.intensity.schedule import best_start
-    from carbon_callbacks.core.records import aggregate_runs, read_run_log
+    from carbon_callbacks.core.runlog import aggregate_runs, read_run_log
     from carbon_callbacks.core.tracker import CarbonTracker
 
 _LAZY = {
     "CarbonTracker": "carbon_callbacks.core.tracker",
     "CarbonConfig": "carbon_callbacks.core.config",
-    "read_run_log": "carbon_callbacks.core.records",
-    "aggregate_runs": "carbon_callbacks.core.records",
+    "read_run_log": "carbon_callbacks.core.runlog",
+    "aggregate_runs": "carbon_callbacks.core.runlog",
     "best_start": "carbon_callbacks.core.intensity.schedule",
 }
 

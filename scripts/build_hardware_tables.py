@@ -150,9 +150,7 @@ def build(source_dir: Path, out_dir: Path = DATA_DIR) -> dict[str, dict[str, int
     _write_csv(
         out_dir / "cpu_tdp.csv", ["name", "tdp_w"], [[n, _format_w(t)] for n, t, _ in cpu_rows]
     )
-    gpu_rows, gpu_stats = clean_rows(
-        _read_csv(source_dir / "gpu_tdp.csv", "name", "tdp_watts")
-    )
+    gpu_rows, gpu_stats = clean_rows(_read_csv(source_dir / "gpu_tdp.csv", "name", "tdp_watts"))
     _write_csv(
         out_dir / "gpu_tdp.csv",
         ["name", "tdp_w", "source"],

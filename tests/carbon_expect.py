@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from carbon_callbacks.core import metrics as keys
-from carbon_callbacks.core.records import RunLog
+from carbon_callbacks.core.runlog import RunLog
 
 
 def epoch_value(record: dict, key: str) -> float:

@@ -13,7 +13,7 @@ from power_traces import ConstantCounterSensor
 from carbon_callbacks.core.budget import Budget, check_budget, parse_limit
 from carbon_callbacks.core.config import CarbonConfig, ConfigError
 from carbon_callbacks.core.predict import Prediction
-from carbon_callbacks.core.records import read_run_log
+from carbon_callbacks.core.runlog import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 
 # 3.6 MW: one kWh every second, so small sleeps give large, easy numbers

@@ -9,8 +9,9 @@ import json
 import pytest
 from cli_logs import carbontracker_pair, tracker_run
 
-from carbon_callbacks import cli
-from carbon_callbacks.core.carbontracker_logs import (
+from carbon_callbacks.cli import commands as cli
+from carbon_callbacks.core.runlog import aggregate_runs
+from carbon_callbacks.report.carbontracker_logs import (
     CARBONTRACKER_PUE,
     parse_output_log,
     parse_standard_log,
@@ -18,8 +19,7 @@ from carbon_callbacks.core.carbontracker_logs import (
     partner_of,
     read_carbontracker_log,
 )
-from carbon_callbacks.core.collect import collect_logs
-from carbon_callbacks.core.records import aggregate_runs
+from carbon_callbacks.report.collect import collect_logs
 
 
 def _report_json(capsys, *paths) -> dict:

@@ -10,15 +10,15 @@ import json
 import pytest
 from cli_logs import tracker_run
 
-from carbon_callbacks import cli
+from carbon_callbacks.cli import commands as cli
 from carbon_callbacks.core.equivalents import (
     BUDGET_1P5C_T_PER_CAPITA_YEAR,
     budget_share_1p5c,
 )
-from carbon_callbacks.core.estimate import UnknownHardwareError, estimate, match_gpu
 from carbon_callbacks.core.intensity.static import WORLD_INTENSITY_G_PER_KWH, zone_value
-from carbon_callbacks.core.regions import DEFAULT_ZONES, what_if
 from carbon_callbacks.core.tables import cpu_tdp_table, gpu_tdp_table
+from carbon_callbacks.report.estimate import UnknownHardwareError, estimate, match_gpu
+from carbon_callbacks.report.regions import DEFAULT_ZONES, what_if
 
 
 def _cli(capsys, *argv):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from cli_logs import hand_written_log, tracker_run
 
-from carbon_callbacks import __version__, cli
+from carbon_callbacks import __version__
+from carbon_callbacks.cli import commands as cli
 from carbon_callbacks.core.intensity.static import zone_value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,16 +294,16 @@ def test_optional_command_modules_register_their_subcommands(monkeypatch, capsys
 
     module.register = register
     monkeypatch.setitem(sys.modules, "carbon_callbacks.cli_selection", module)
-    broken = types.ModuleType("carbon_callbacks.cli_intensity")
+    broken = types.ModuleType("carbon_callbacks.cli.intensity")
 
     def broken_register(subparsers):
         raise RuntimeError("boom")
 
     broken.register = broken_register
-    monkeypatch.setitem(sys.modules, "carbon_callbacks.cli_intensity", broken)
+    monkeypatch.setitem(sys.modules, "carbon_callbacks.cli.intensity", broken)
     assert cli.main(["select", "--budget-g", "5"]) == 0
     assert cli.main(["select", "--budget-g", "6"]) == 9
-    assert "cli_intensity.register failed" in capsys.readouterr().err
+    assert "cli.intensity.register failed" in capsys.readouterr().err
     # the built-in commands still work next to a broken add-on
     assert cli.main(["estimate", "--gpu", "T4", "--hours", "1"]) == 0
 

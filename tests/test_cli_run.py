@@ -17,8 +17,8 @@ import psutil
 import pytest
 from power_traces import ConstantCounterSensor
 
-from carbon_callbacks.core import command_run
-from carbon_callbacks.core.command_run import run_command, signal_tree
+from carbon_callbacks.cli import run as command_run
+from carbon_callbacks.cli.run import run_command, signal_tree
 from carbon_callbacks.core.config import CarbonConfig
 from carbon_callbacks.core.sensors.cpu_model import CpuModelSensor
 

@@ -84,7 +84,7 @@ def _spawn(tmp_path: Path, hosts: list[str], die: int = -1) -> dict[int, dict]:
 
 
 def test_four_ranks_on_two_hosts_sum_on_rank_zero(tmp_path):
-    from carbon_callbacks.core.records import read_run_log
+    from carbon_callbacks.core.runlog import read_run_log
 
     results = _spawn(tmp_path, ["hostA", "hostA", "hostB", "hostB"])
     assert {r: results[r]["leader"] for r in results} == {0: True, 1: False, 2: True, 3: False}

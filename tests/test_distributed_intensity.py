@@ -161,7 +161,7 @@ def _spawn(out: Path, world: int, params: dict[str, Any]) -> dict[int, dict[str,
 
 
 def _run_log(out: Path) -> Any:
-    from carbon_callbacks.core.records import read_run_log
+    from carbon_callbacks.core.runlog import read_run_log
 
     (path,) = out.glob("*.carbon.jsonl")  # rank 0's, the only one
     return read_run_log(path)

@@ -23,7 +23,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from carbon_callbacks.core import metrics as keys  # noqa: E402
 from carbon_callbacks.core.config import ConfigError  # noqa: E402
-from carbon_callbacks.core.records import read_run_log  # noqa: E402
+from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
 from carbon_callbacks.core.tracker import CarbonTracker  # noqa: E402
 from carbon_callbacks.integrations.huggingface import CarbonCallback  # noqa: E402
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from carbon_callbacks.core.records import read_run_log
+from carbon_callbacks.core.runlog import read_run_log
 
 ROOT = Path(__file__).resolve().parents[1]
 

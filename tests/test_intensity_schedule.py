@@ -18,7 +18,7 @@ from fake_intensity_api import (
 from power_traces import ConstantCounterSensor
 
 import carbon_callbacks
-from carbon_callbacks import cli_intensity
+from carbon_callbacks.cli import intensity as cli_intensity
 from carbon_callbacks.core.config import ConfigError
 from carbon_callbacks.core.intensity.schedule import (
     EXIT_BAD_INPUT,
@@ -363,7 +363,7 @@ def test_module_runs_on_its_own():
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-m", "carbon_callbacks.cli_intensity", "best-start", "--help"],
+        [sys.executable, "-m", "carbon_callbacks.cli.intensity", "best-start", "--help"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -22,7 +22,7 @@ from carbon_callbacks.core.intensity.location import clear_ip_cache
 from carbon_callbacks.core.intensity.schedule import ScheduleError, best_start
 from carbon_callbacks.core.intensity.static import StaticIntensityProvider, zone_value
 from carbon_callbacks.core.intensity.timeline import IntensityPoint
-from carbon_callbacks.core.records import read_run_log
+from carbon_callbacks.core.runlog import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 
 pytestmark = [

@@ -192,7 +192,7 @@ def test_epochs_carry_what_the_counter_settled_of_the_previous_end(tmp_path):
     assert abs(sum(errors_j[1:])) <= 7.0, errors_j
     assert all(abs(e) <= 12.0 for e in errors_j), errors_j
     assert carried[0] == 0.0 and all(c < 0 for c in carried[1:]), carried
-    from carbon_callbacks.core.records import read_run_log
+    from carbon_callbacks.core.runlog import read_run_log
 
     log = read_run_log(log_path)
     assert [e.get("true_up_j", {}).get("gpu:0", 0.0) for e in log.epochs] == carried
@@ -203,7 +203,7 @@ def test_epochs_shorter_than_a_step_sum_to_the_counter(tmp_path):
     ends = [s + 0.06 for s in starts]
     sensor = EdgeIdleGpu([(e - 0.01, e + 0.04) for e in ends])
     measured, truths_j, log_path = _epochs(sensor, starts, ends, str(tmp_path))
-    from carbon_callbacks.core.records import read_run_log
+    from carbon_callbacks.core.runlog import read_run_log
 
     settling = [p for p in read_run_log(log_path).phases if p.get("name") == "settling"]
     reported_j = sum(m.energy_j["gpu:0"] for m in measured)
@@ -253,7 +253,7 @@ class DarkGpu(LaggingGpu):
 
 
 def test_the_last_epochs_edges_settle_into_the_totals_at_stop(tmp_path):
-    from carbon_callbacks.core.records import read_run_log
+    from carbon_callbacks.core.runlog import read_run_log
     from carbon_callbacks.core.tracker import CarbonTracker
     from carbon_callbacks.core.units import J_PER_KWH
 

@@ -27,7 +27,7 @@ import pytest
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.config import ConfigError
 from carbon_callbacks.core.events import CarbonCallbacksWarning
-from carbon_callbacks.core.records import read_run_log
+from carbon_callbacks.core.runlog import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 from carbon_callbacks.integrations import _nnunet_hooks as hooks
 from carbon_callbacks.integrations import _nnunet_patch as patching

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import nnunet_ddp_proof as proof  # noqa: E402
 
 from carbon_callbacks.core import metrics as keys  # noqa: E402
-from carbon_callbacks.core.records import read_run_log  # noqa: E402
+from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
 
 T0 = 1_000.0
 A, B = "GPU-aaaa-0000", "GPU-bbbb-1111"

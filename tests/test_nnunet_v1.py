@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from carbon_callbacks.core.records import read_run_log
+from carbon_callbacks.core.runlog import read_run_log
 from carbon_callbacks.integrations import nnunet as integ
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cli_logs import carbontracker_pair, tracker_run
 
-from carbon_callbacks import cli
+from carbon_callbacks.cli import commands as cli
 
 mpimg = pytest.importorskip("matplotlib.image")
 
@@ -29,9 +29,9 @@ def _assert_png(path: Path, min_bytes: int = 5_000) -> None:
 
 
 def test_python_api_figures_for_a_run_with_a_prediction(tmp_path):
-    from carbon_callbacks import plots
-    from carbon_callbacks.core.records import read_run_log
-    from carbon_callbacks.core.regions import what_if
+    from carbon_callbacks.core.runlog import read_run_log
+    from carbon_callbacks.report import plots
+    from carbon_callbacks.report.regions import what_if
 
     log_path = tracker_run(tmp_path / "logs", epochs=3, planned=8, kill=True, zone="DE")
     log = read_run_log(log_path)
@@ -91,7 +91,7 @@ def test_cli_plot_errors(tmp_path, capsys):
 def test_importing_plots_and_the_cli_imports_no_plotting_or_training_framework():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     code = (
-        "import sys, carbon_callbacks.plots, carbon_callbacks.cli; "
+        "import sys, carbon_callbacks.report.plots, carbon_callbacks.cli; "
         "carbon_callbacks.cli.build_parser(); "
         "print(sorted(m for m in ('matplotlib', 'torch', 'lightning') if m in sys.modules))"
     )

@@ -29,7 +29,7 @@ from carbon_callbacks.core.predict import (
     predict_run,
     t_quantile,
 )
-from carbon_callbacks.core.records import read_run_log
+from carbon_callbacks.core.runlog import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 
 

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from carbon_callbacks.core import records
+from carbon_callbacks.core import runlog as records
 from carbon_callbacks.core.events import CarbonCallbacksWarning, Event, EventLog
 from carbon_callbacks.core.intensity.base import IntensityEstimate
-from carbon_callbacks.core.records import (
+from carbon_callbacks.core.runlog import (
     LOG_SUFFIX,
     RunLog,
     RunLogError,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from carbon_callbacks.core.records import RunLogWriter
-from carbon_callbacks.selection import (
+from carbon_callbacks.core.runlog import RunLogWriter
+from carbon_callbacks.report.selection import (
     SelectionError,
     best_within_budget,
     format_table,

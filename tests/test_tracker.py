@@ -11,7 +11,7 @@ from power_traces import ConstantCounterSensor, TracePowerSensor
 
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.config import ConfigError
-from carbon_callbacks.core.records import read_run_log
+from carbon_callbacks.core.runlog import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 
 GPU_W, CPU_W = 120.0, 30.0

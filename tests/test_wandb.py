@@ -24,7 +24,7 @@ from carbon_expect import expected_series, same  # noqa: E402
 from power_traces import ConstantCounterSensor  # noqa: E402
 
 from carbon_callbacks.core import metrics as keys  # noqa: E402
-from carbon_callbacks.core.records import read_run_log  # noqa: E402
+from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
 from carbon_callbacks.core.tracker import CarbonTracker  # noqa: E402
 
 #: The offline file layout below was read from wandb 0.31.0 (notes: frameworks.md, 5.2).

@@ -30,6 +30,7 @@ from carbon_callbacks import __version__
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.budget import Budget, BudgetDecision, check_budget
 from carbon_callbacks.core.config import CarbonConfig, ConfigError
+from carbon_callbacks.core.console import fmt, format_final, format_prediction
 from carbon_callbacks.core.distributed import (
     RankGroup,
     RankInfo,
@@ -46,14 +47,13 @@ from carbon_callbacks.core.intensity.static import StaticIntensityProvider
 from carbon_callbacks.core.meter import Measurement, Meter, Snapshot
 from carbon_callbacks.core.predict import EpochSample, PhasePlan, PhaseSample, Prediction
 from carbon_callbacks.core.predict_incremental import RunPredictor
-from carbon_callbacks.core.records import (
+from carbon_callbacks.core.runlog import (
     SCHEMA_VERSION,
     RunLogWriter,
     new_run_id,
     new_run_log_path,
     utc_iso,
 )
-from carbon_callbacks.core.report import fmt, format_final, format_prediction
 from carbon_callbacks.core.sensors.base import Sensor
 from carbon_callbacks.core.signals import SigtermChain
 from carbon_callbacks.core.units import J_PER_KWH

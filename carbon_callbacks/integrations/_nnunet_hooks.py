@@ -26,7 +26,7 @@ from typing import Any
 from carbon_callbacks.core import distributed
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.config import CarbonConfig
-from carbon_callbacks.core.report import fmt, format_duration
+from carbon_callbacks.core.console import fmt, format_duration
 from carbon_callbacks.core.tracker import CarbonTracker
 from carbon_callbacks.integrations._nnunet_plot import PNG_NAME, plot_carbon_progress
 from carbon_callbacks.integrations._nnunet_settings import (

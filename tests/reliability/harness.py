@@ -35,7 +35,7 @@ import torch
 
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.events import CarbonCallbacksWarning
-from carbon_callbacks.core.records import RunLog, read_run_log
+from carbon_callbacks.core.runlog import RunLog, read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 
 DRIVERS = ("lightning", "core")

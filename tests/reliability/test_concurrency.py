@@ -11,7 +11,7 @@ import pytest
 import torch
 from power_traces import ConstantCounterSensor
 
-from carbon_callbacks.core.records import read_run_log
+from carbon_callbacks.core.runlog import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 
 from .hardware import GPU_POWER_W, LiveFakeNvml, install_nvml, joules_match, one_gpu

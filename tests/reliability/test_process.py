@@ -16,7 +16,7 @@ import pytest
 from power_traces import ConstantCounterSensor
 
 from carbon_callbacks.core.meter import Meter
-from carbon_callbacks.core.records import aggregate_runs, read_run_log
+from carbon_callbacks.core.runlog import aggregate_runs, read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 
 from .harness import DRIVERS, base_settings, baseline, check_cell, train

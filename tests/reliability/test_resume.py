@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from carbon_callbacks.core.events import CarbonCallbacksWarning
-from carbon_callbacks.core.records import aggregate_runs, read_run_log
+from carbon_callbacks.core.runlog import aggregate_runs, read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 
 from .harness import base_settings, check_cell, train

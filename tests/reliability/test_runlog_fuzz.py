@@ -20,7 +20,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from carbon_callbacks.core.records import (
+from carbon_callbacks.core.runlog import (
     RunLog,
     RunLogError,
     aggregate_runs,

@@ -18,7 +18,7 @@ import pytest
 
 import carbon_callbacks
 from carbon_callbacks.core.config import REDACTED, SECRET_NAME, CarbonConfig
-from carbon_callbacks.core.records import read_run_log
+from carbon_callbacks.core.runlog import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 
 from .harness import DRIVERS, base_settings, baseline, check_cell, train

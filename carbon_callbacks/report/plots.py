@@ -3,7 +3,7 @@ power by component, and the region what-if bars.
 
 matplotlib is imported only when a figure is drawn (``pip install 'carbon-callbacks[plots]'``),
 through its object-oriented API (``matplotlib.figure.Figure``), so no pyplot state or GUI
-backend is touched. Every function takes a :class:`~carbon_callbacks.core.records.RunLog` (or a
+backend is touched. Every function takes a :class:`~carbon_callbacks.core.runlog.RunLog` (or a
 path to one) and writes one PNG; :func:`plot_logs` writes the set for every run under some
 folders.
 
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from carbon_callbacks.core.records import PathLike, RunLog, read_run_log
+from carbon_callbacks.core.runlog import PathLike, RunLog, read_run_log
 
 #: Figure size in inches (width, height) and resolution (dots per inch).
 FIGSIZE_IN = (7.0, 4.2)
@@ -262,7 +262,7 @@ def plot_power_by_component(log: RunLog | PathLike, path: PathLike) -> Path:
 
 
 def plot_regions(result: Any, path: PathLike) -> Path:
-    """Horizontal bars of a :class:`~carbon_callbacks.core.regions.RegionWhatIf`: CO2eq of the
+    """Horizontal bars of a :class:`~carbon_callbacks.report.regions.RegionWhatIf`: CO2eq of the
     same energy per zone, with the CO2eq as logged for comparison."""
     rows = list(result.rows)
     fig, (ax,) = _figure(1, height_in=max(2.5, 0.45 * (len(rows) + 2)))
@@ -313,15 +313,15 @@ def plot_logs(
     run_ids: Iterable[str] | None = None,
 ) -> tuple[list[Path], Any]:
     """Per-run figures for every counted run under ``paths`` and one region what-if figure of
-    their total energy. Returns the PNG paths and the :class:`~carbon_callbacks.core.collect.
+    their total energy. Returns the PNG paths and the :class:`~carbon_callbacks.report.collect.
     Collected` logs (with what was skipped).
 
     Raises:
         ValueError: no run log could be read (nothing to draw).
     """
-    from carbon_callbacks.core.collect import collect_logs
-    from carbon_callbacks.core.records import aggregate_runs
-    from carbon_callbacks.core.regions import DEFAULT_ZONES, what_if
+    from carbon_callbacks.core.runlog import aggregate_runs
+    from carbon_callbacks.report.collect import collect_logs
+    from carbon_callbacks.report.regions import DEFAULT_ZONES, what_if
 
     collected = collect_logs(paths)
     wanted = set(run_ids) if run_ids is not None else None

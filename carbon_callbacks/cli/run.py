@@ -36,8 +36,8 @@ from typing import Any, TextIO
 
 from carbon_callbacks.core.config import CarbonConfig
 from carbon_callbacks.core.sensors.base import Sensor
-from carbon_callbacks.core.statement import format_duration, sig
 from carbon_callbacks.core.tracker import CarbonTracker
+from carbon_callbacks.report.statement import format_duration, sig
 
 #: Signals forwarded to the command (those that exist on this platform).
 FORWARDED_SIGNALS = tuple(

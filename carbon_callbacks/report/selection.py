@@ -1,7 +1,7 @@
 """Carbon-driven model selection over run logs (Selvan, MIDL 2021: ``../shared/seeds/002``).
 
 Each run log is one candidate model: its carbon footprint C (grams CO2eq of training, from the
-log; see :func:`carbon_callbacks.core.records.run_figure` for which figure is used and why) and
+log; see :func:`carbon_callbacks.core.runlog.run_figure` for which figure is used and why) and
 the final value of a performance metric you name (a ``"metric"`` record, written by the
 integrations for ``monitor_metric`` at the end of training, or by ``tracker.record_metric``).
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from carbon_callbacks.core.equivalents import km_by_car
-from carbon_callbacks.core.records import (
+from carbon_callbacks.core.runlog import (
     RunLog,
     RunLogError,
     find_run_logs,

@@ -1,6 +1,6 @@
 """Tables of runs and the statement for a paper, as text, Markdown, JSON or CSV.
 
-:func:`build_report` turns collected logs (:mod:`carbon_callbacks.core.collect`) into a
+:func:`build_report` turns collected logs (:mod:`carbon_callbacks.report.collect`) into a
 :class:`Report`: one :class:`RunRow` per counted run (duration, kWh in total and per component,
 gCO2eq, the intensity applied and its source, PUE, km by car, measured vs predicted) and the
 aggregate statement in the style of the reference papers:
@@ -11,7 +11,7 @@ aggregate statement in the style of the reference papers:
 followed by the method: how the energy was obtained (hardware counters, sampled power, models),
 the PUE, the carbon intensity (zone, value, source, year), how many runs were measured in full
 and how many were predicted from their first epochs, and the car factor used. Numbers come
-only from the logs; every run is counted by :func:`~carbon_callbacks.core.records.run_figure`.
+only from the logs; every run is counted by :func:`~carbon_callbacks.core.runlog.run_figure`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from carbon_callbacks import __version__
-from carbon_callbacks.core.collect import Collected
 from carbon_callbacks.core.equivalents import (
     CAR_FACTORS,
     DEFAULT_CAR_BASIS,
@@ -35,8 +34,9 @@ from carbon_callbacks.core.equivalents import (
     km_by_car,
     report_equivalents,
 )
-from carbon_callbacks.core.records import RunFigure, RunLog, aggregate_runs, utc_iso
+from carbon_callbacks.core.runlog import RunFigure, RunLog, aggregate_runs, utc_iso
 from carbon_callbacks.core.units import J_PER_KWH
+from carbon_callbacks.report.collect import Collected
 
 #: Output formats :func:`render` knows.
 FORMATS = ("text", "markdown", "json", "csv")
@@ -120,7 +120,7 @@ class RunRow:
         started_at: ISO-8601 start time (UTC for run logs; local time for carbontracker logs).
         status: the footer's status (``completed``/``interrupted``/``failed``) or None.
         basis: ``measured``, ``predicted`` or ``partial`` (see
-            :func:`~carbon_callbacks.core.records.run_figure`); ``basis_reason`` says why.
+            :func:`~carbon_callbacks.core.runlog.run_figure`); ``basis_reason`` says why.
         epochs / planned_epochs: epochs the figure stands for; epochs planned.
         duration_s: seconds the figure stands for.
         energy_kwh: kWh (PUE included) counted for the run.

@@ -1,7 +1,7 @@
 """The ``carbon-callbacks`` command: report, run, estimate, regions, plot.
 
-Parsing and printing only; the work is done in ``carbon_callbacks.core`` (statement, collect,
-regions, estimate, command_run, carbontracker_logs) and :mod:`carbon_callbacks.plots`.
+Parsing and printing only; the work is done in :mod:`carbon_callbacks.report` (statement, collect,
+regions, estimate, carbontracker_logs, plots) and :mod:`carbon_callbacks.cli.run`.
 
 Exit codes: 0 success; 1 nothing could be done (no readable log, unknown hardware or zone,
 matplotlib missing); 2 bad usage; ``run`` exits with the command's own code.
@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from carbon_callbacks import __version__
 
 #: Modules that may add subcommands (see the module docstring).
-OPTIONAL_COMMAND_MODULES = ("carbon_callbacks.cli_intensity", "carbon_callbacks.cli_selection")
+OPTIONAL_COMMAND_MODULES = ("carbon_callbacks.cli.intensity", "carbon_callbacks.cli_selection")
 #: Exit code when nothing could be done.
 EXIT_NOTHING = 1
 #: Exit code of argparse usage errors.
@@ -95,7 +95,7 @@ def _progress_for(choice: str) -> _Progress | None:
 
 def _collect(paths: Sequence[str], progress_choice: str = "auto") -> Any:
     """Read the logs; report skipped paths on stderr; None (after a message) when none read."""
-    from carbon_callbacks.core.collect import collect_logs
+    from carbon_callbacks.report.collect import collect_logs
 
     collected = collect_logs(list(paths), progress=_progress_for(progress_choice))
     for path, reason in collected.skipped:
@@ -120,7 +120,7 @@ def _collect(paths: Sequence[str], progress_choice: str = "auto") -> Any:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``report LOG_DIR...``."""
-    from carbon_callbacks.core.statement import build_report, render
+    from carbon_callbacks.report.statement import build_report, render
 
     collected = _collect(args.paths, args.progress)
     if collected is None:
@@ -140,10 +140,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``run [options] -- COMMAND ...``."""
-    from carbon_callbacks.core.collect import collect_logs
-    from carbon_callbacks.core.command_run import run_command
+    from carbon_callbacks.cli.run import run_command
     from carbon_callbacks.core.config import CarbonConfig, ConfigError
-    from carbon_callbacks.core.statement import build_report, render
+    from carbon_callbacks.report.collect import collect_logs
+    from carbon_callbacks.report.statement import build_report, render
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -204,9 +204,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     """``estimate --gpu MODEL --hours H ...``."""
     import json
 
-    from carbon_callbacks.core.estimate import UnknownHardwareError, estimate, render_estimate
     from carbon_callbacks.core.intensity.static import UnknownZoneError
     from carbon_callbacks.core.tables import cpu_tdp_table, gpu_tdp_table
+    from carbon_callbacks.report.estimate import UnknownHardwareError, estimate, render_estimate
 
     if args.list_gpus:
         rows = sorted(gpu_tdp_table().items())
@@ -260,8 +260,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def cmd_regions(args: argparse.Namespace) -> int:
     """``regions LOG_DIR...`` or ``regions --kwh X``."""
     from carbon_callbacks.core.intensity.static import UnknownZoneError
-    from carbon_callbacks.core.records import aggregate_runs
-    from carbon_callbacks.core.regions import DEFAULT_ZONES, parse_zones, render_regions, what_if
+    from carbon_callbacks.core.runlog import aggregate_runs
+    from carbon_callbacks.report.regions import DEFAULT_ZONES, parse_zones, render_regions, what_if
 
     if (args.kwh is None) == (not args.paths):
         _err("give either log folders/files or --kwh X (not both)")
@@ -305,12 +305,12 @@ def cmd_regions(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     """``plot LOG_DIR... [-o OUT_DIR]``."""
     try:
-        from carbon_callbacks.plots import PlotsUnavailable, plot_logs
+        from carbon_callbacks.report.plots import PlotsUnavailable, plot_logs
     except ImportError as exc:  # pragma: no cover
         _err(str(exc))
         return EXIT_NOTHING
     from carbon_callbacks.core.intensity.static import UnknownZoneError
-    from carbon_callbacks.core.regions import parse_zones
+    from carbon_callbacks.report.regions import parse_zones
 
     zones = parse_zones(args.zones) if args.zones else None
     try:

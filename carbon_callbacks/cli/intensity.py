@@ -4,7 +4,7 @@ Used two ways:
 
 - ``carbon_callbacks.cli`` calls :func:`register` with its sub-parsers; the sub-command sets
   ``func``, so ``args.func(args)`` runs it and returns the exit status;
-- on its own: ``python -m carbon_callbacks.cli_intensity best-start --zone DK1 --duration 6h``.
+- on its own: ``python -m carbon_callbacks.cli.intensity best-start --zone DK1 --duration 6h``.
 
 Exit status: 0 a plan was printed; 2 bad input (unknown zone, malformed token, bad duration,
 offline); 3 the data cannot answer (no forecast, one shorter than the run, the service failed).
@@ -98,7 +98,7 @@ def register(subparsers: Any) -> None:
 
 
 def _from_run_log(path: str) -> tuple[float, float | None, str]:
-    from carbon_callbacks.core.records import read_run_log
+    from carbon_callbacks.core.runlog import read_run_log
 
     log = read_run_log(path)
     if log.predictions:
@@ -175,9 +175,9 @@ def run_best_start(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m carbon_callbacks.cli_intensity``."""
+    """Entry point of ``python -m carbon_callbacks.cli.intensity``."""
     parser = argparse.ArgumentParser(
-        prog="python -m carbon_callbacks.cli_intensity",
+        prog="python -m carbon_callbacks.cli.intensity",
         description="Carbon-intensity tools of carbon_callbacks.",
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -20,9 +20,9 @@ What is taken from them:
   lines, or ``None`` when no sample was taken); ``Training was interrupted``; ``Average carbon
   intensity during training was X gCO2/kWh at detected location: L.``
 
-Each log pair becomes a :class:`~carbon_callbacks.core.records.RunLog` with a header
+Each log pair becomes a :class:`~carbon_callbacks.core.runlog.RunLog` with a header
 (``source_format = "carbontracker"``), one epoch record per ``Epoch`` entry, one prediction and
-a footer, so :func:`~carbon_callbacks.core.records.aggregate_runs` counts it by the same rule as
+a footer, so :func:`~carbon_callbacks.core.runlog.aggregate_runs` counts it by the same rule as
 carbontracker's own aggregate: the actual figures when every planned epoch was monitored or the
 run was stopped early, else the prediction. Provenance is kept: per-epoch energy is
 carbontracker's own method (mean sampled power x epoch duration, per component) and is labelled
@@ -41,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from carbon_callbacks.core.records import PathLike, RunLog, RunLogError
+from carbon_callbacks.core.runlog import PathLike, RunLog, RunLogError
 from carbon_callbacks.core.units import J_PER_KWH
 
 #: Suffix of carbontracker's standard log.

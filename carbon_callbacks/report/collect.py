@@ -3,7 +3,7 @@
 :func:`collect_logs` finds every log under the paths given, reads each one, and says what it
 could not use and why: a file that is not a log, or one without a header, is *skipped* and
 listed; a log that was cut short (truncated last line, corrupt lines, no footer) is *kept* with a
-note, because :func:`~carbon_callbacks.core.records.run_figure` counts it on a stated basis. A
+note, because :func:`~carbon_callbacks.core.runlog.run_figure` counts it on a stated basis. A
 ``progress(done, total, path)`` callback sees every file as it is read (for long folders).
 """
 
@@ -14,20 +14,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from carbon_callbacks.core.carbontracker_logs import (
-    CarbontrackerLogPair,
-    find_carbontracker_logs,
-    is_carbontracker_log,
-    partner_of,
-    read_carbontracker_log,
-)
-from carbon_callbacks.core.records import (
+from carbon_callbacks.core.runlog import (
     LOG_SUFFIX,
     PathLike,
     RunLog,
     RunLogError,
     find_run_logs,
     read_run_log,
+)
+from carbon_callbacks.report.carbontracker_logs import (
+    CarbontrackerLogPair,
+    find_carbontracker_logs,
+    is_carbontracker_log,
+    partner_of,
+    read_carbontracker_log,
 )
 
 #: ``progress(done, total, path)``: called after each log is read.
