@@ -204,10 +204,12 @@ def spawn(kind: str, job: dict[str, Any], root: str | None, scratch: str) -> dic
     if root is not None:
         env["PYTHONPATH"] = os.path.abspath(root)
     env["PYTHONUNBUFFERED"] = "1"
-    fd, out_path = tempfile.mkstemp(suffix=".json", dir=scratch)
+    fd, out_path = tempfile.mkstemp(prefix=f"{kind}_", suffix=".json", dir=scratch)
     os.close(fd)
     cmd = [sys.executable, os.path.abspath(__file__), "worker", kind, json.dumps(job), out_path]
     proc = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True, timeout=900)
+    with open(out_path.removesuffix(".json") + ".txt", "w") as fh:  # warnings, for a post-mortem
+        fh.write(f"{' '.join(cmd)}\nPYTHONPATH={env.get('PYTHONPATH')}\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} worker failed ({proc.returncode}): {proc.stderr[-2000:]}")
     with open(out_path) as fh:
@@ -304,6 +306,7 @@ class Bench:
 
         self.results["summary"] = summarise_runs(self.results["runs"])
         self.results["import_summary"] = summarise_imports(self.results["imports"])
+        self.results["poller_read_ms"] = summarise_reads(self.results["runs"])
         self.results["meta"]["elapsed_s"] = time.monotonic() - self.started
         path = os.path.join(self.args.out, "overhead.json")
         with open(path + ".part", "w") as fh:
@@ -418,6 +421,16 @@ def summarise_imports(imports: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def summarise_reads(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per variant, :func:`bench.stats.spread` of the poller's median read time in its runs."""
+    from bench.stats import spread
+
+    return {
+        mode: spread(r.get("poller_read_ms") for r in runs if r["mode"] == mode)
+        for mode in dict.fromkeys(r["mode"] for r in runs)
+    }
+
+
 def run_line(record: dict[str, Any]) -> str:
     head = f"rep {record['rep']} {record['kind']:>5s} {record['mode']:16s}"
     if "error" in record:
@@ -462,6 +475,11 @@ def table(results: dict[str, Any]) -> str:
             if f["errors"]:
                 line += f"  errors: {f['errors'][0]}"[:200]
             lines.append(line)
+    reads = results.get("poller_read_ms", {})
+    lines.append(
+        "the poller's counter read, median ms: "
+        + "; ".join(f"{mode} {_f(f['median'], '.2f')}" for mode, f in reads.items())
+    )
     for name, f in results.get("import_summary", {}).items():
         parts = [
             f"{key.removesuffix('_ms')} {_f(f[key]['median'], '.1f')}"
@@ -532,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["worker"]:  # a worker imports nothing of bench/
+        if os.path.abspath(sys.path[0]) == HERE:
+            del sys.path[0]  # bench/'s modules stay out of the worker's imports
         sys.exit(worker_main(sys.argv[2:]))
     sys.path.insert(0, os.path.dirname(HERE))
     sys.exit(main())
