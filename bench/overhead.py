@@ -333,8 +333,6 @@ class Bench:
 
     def train(self, variant: str, root: str | None, rep: int, position: int) -> None:
         """One training process; a run record per epoch length, saved and printed."""
-        from bench.poller import read_pollers
-
         head = {"mode": variant, "rep": rep, "position": position}
         t0 = time.monotonic()
         try:
@@ -344,8 +342,7 @@ class Bench:
                 self.results["runs"].append({**head, "kind": kind_of(block), "error": repr(exc)})
             print(f"rep {rep} {variant}: {exc!r}"[:400], flush=True)
             return
-        time.sleep(0.3)  # the poller's step after the last edge
-        steps = read_pollers(self.pollers)
+        steps = self.steps_after(max(e[1] for b in out["blocks"] for e in b["loop_edges_unix_s"]))
         for block in out["blocks"]:
             record = {**head, "kind": kind_of(block)}
             try:
@@ -357,6 +354,18 @@ class Bench:
             print(run_line(record), flush=True)
         self.run_s = max(getattr(self, "run_s", 0.0), time.monotonic() - t0)
         self.save()
+
+    def steps_after(self, end_unix_s: float, wait_s: float = 10.0) -> Any:
+        """The poller's steps, once it has dated one after ``end_unix_s`` (or ``wait_s`` passed)."""
+        from bench.poller import read_pollers
+
+        deadline = time.monotonic() + wait_s
+        while True:
+            steps = read_pollers(self.pollers)
+            times = steps[0][0]
+            if (times and times[-1] > end_unix_s + 0.05) or time.monotonic() > deadline:
+                return steps
+            time.sleep(0.1)
 
     def time_import(self, name: str, root: str, rep: int) -> None:
         job = {"simulate": self.args.simulate, "method": "auto"}

@@ -81,6 +81,7 @@ def test_summary_pairs_each_repetition_with_its_own_baseline():
     assert ours["run_ratio"]["values"] == pytest.approx([2.82 / 3, 0.97])
 
 
+@pytest.mark.timeout(300)  # eight short Python processes, one after another
 def test_overhead_simulated_compares_two_trees_in_rotation(tmp_path):
     """Two package trees (the same checkout under two names), one repetition, short epochs."""
     out = tmp_path / "out"
