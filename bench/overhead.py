@@ -12,7 +12,7 @@ order rotated each repetition, one fresh training process per variant:
 - ``NAME``: the same loop inside ``CarbonTracker(epochs=..., log_dir=..., verbose=0,
   zone="DE")`` (``epoch_start`` / ``epoch_end`` around each epoch; defaults otherwise);
 - ``NAME:sampled``: the same with ``gpu_method="sampled"`` (the power-sampling fallback), on
-  epochs of ``--sampled-min-s`` and more.
+  ``--sampled-lengths`` (default 0.3, 1 and 8 s).
 
 Each process trains a conv net on data held on GPU 0, one block of epochs per epoch length
 (``--lengths``, default 0.18, 1 and 8 s; steps per epoch calibrated once, before the first
@@ -316,11 +316,7 @@ class Bench:
     def job(self, variant: str, root: str | None, rep: int) -> dict[str, Any]:
         package = None if root is None else variant.split(":")[0]
         method = "sampled" if variant.endswith(":sampled") else "auto"
-        blocks = [
-            b
-            for b in self.results["blocks"]
-            if method != "sampled" or b["length_s"] >= self.args.sampled_min_s
-        ]
+        blocks = self.results["sampled_blocks" if method == "sampled" else "blocks"]
         log_dir = os.path.join(self.args.out, "logs", f"rep{rep}_{variant.replace(':', '_')}")
         return {
             "package": package,
@@ -335,10 +331,11 @@ class Bench:
         """One training process; a run record per epoch length, saved and printed."""
         head = {"mode": variant, "rep": rep, "position": position}
         t0 = time.monotonic()
+        job = self.job(variant, root, rep)
         try:
-            out = spawn("train", self.job(variant, root, rep), root, self.scratch)
+            out = spawn("train", job, root, self.scratch)
         except Exception as exc:  # noqa: BLE001 - a failing variant is a result
-            for block in self.results["blocks"]:
+            for block in job["blocks"]:
                 self.results["runs"].append({**head, "kind": kind_of(block), "error": repr(exc)})
             print(f"rep {rep} {variant}: {exc!r}"[:400], flush=True)
             return
@@ -386,11 +383,15 @@ class Bench:
         try:
             calibration = spawn("calibrate", {"simulate": args.simulate}, None, self.scratch)
             self.results["meta"].update(calibration)
-            self.results["blocks"] = [
-                {"length_s": length, "epochs": epochs,
-                 "steps": max(1, round(length / calibration["step_s"]))}
-                for length, epochs in zip(args.lengths, args.epochs, strict=True)
-            ]  # fmt: skip
+            for key, lengths, epochs in (
+                ("blocks", args.lengths, args.epochs),
+                ("sampled_blocks", args.sampled_lengths, args.sampled_epochs),
+            ):
+                self.results[key] = [
+                    {"length_s": length, "epochs": n,
+                     "steps": max(1, round(length / calibration["step_s"]))}
+                    for length, n in zip(lengths, epochs, strict=True)
+                ]  # fmt: skip
             variants = variants_of(self.packages, args.sampled)
             for rep in range(args.reps):
                 shift = rep % len(variants)
@@ -512,19 +513,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="overhead_out", help="folder for results and logs")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--lengths", default="0.18,1,8", help="epoch lengths in s")
-    parser.add_argument("--epochs", default="10,5,2", help="epochs per length")
+    parser.add_argument("--epochs", default="10,4,2", help="epochs per length")
+    parser.add_argument("--sampled-lengths", default="0.3,1,8", help="the same, sampled method")
+    parser.add_argument("--sampled-epochs", default="6,4,2")
     parser.add_argument("--idle-s", type=float, default=1.5, help="idle GPU before each block")
-    parser.add_argument("--sampled-min-s", type=float, default=0.3, help="shortest sampled epoch")
     parser.add_argument("--no-sampled", dest="sampled", action="store_false")
     parser.add_argument("--max-s", type=float, default=540.0, help="skip runs ending later")
     parser.add_argument("--simulate", action="store_true", help="CPU plumbing: no GPU, no NVML")
     args = parser.parse_args(argv)
-    args.lengths = [float(x) for x in args.lengths.split(",")]
-    args.epochs = [int(x) for x in args.epochs.split(",")]
-    if len(args.epochs) == 1:
-        args.epochs *= len(args.lengths)
-    if len(args.epochs) != len(args.lengths):
-        parser.error("--epochs needs one count, or one per length")
+    for lengths, epochs in (("lengths", "epochs"), ("sampled_lengths", "sampled_epochs")):
+        values = [float(x) for x in getattr(args, lengths).split(",")]
+        counts = [int(x) for x in getattr(args, epochs).split(",")]
+        counts = counts * len(values) if len(counts) == 1 else counts
+        if len(counts) != len(values):
+            parser.error(f"--{epochs.replace('_', '-')}: one count, or one per length")
+        setattr(args, lengths, values)
+        setattr(args, epochs, counts)
     return args
 
 

@@ -87,7 +87,8 @@ def test_overhead_simulated_compares_two_trees_in_rotation(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "bench", "overhead", "--simulate", "--reps", "1"]
     cmd += ["--package", f"before={ROOT}", "--package", f"after={ROOT}", "--out", str(out)]
-    cmd += ["--lengths", "0.05,0.3", "--epochs", "3", "--idle-s", "0.1", "--sampled-min-s", "0.3"]
+    cmd += ["--lengths", "0.05,0.3", "--epochs", "3", "--idle-s", "0.1"]
+    cmd += ["--sampled-lengths", "0.3", "--sampled-epochs", "3"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
