@@ -18,13 +18,13 @@ Each process trains a conv net on data held on GPU 0, one block of epochs per ep
 (``--lengths``, default 0.18, 1 and 8 s; steps per epoch calibrated once, before the first
 repetition, and the same for every variant), each block a fresh tracker after ``--idle-s`` of
 idle GPU, so its first epoch starts from idle. Epoch time is the wall time between epoch starts
-(hooks included, the GPU synchronised at each edge). Per epoch, the GPU energy in the run log is
-compared with the counter interpolated at the tracker's own epoch edges; the run's total (epochs
-plus energy counted outside them, such as an older version's ``settling`` record) with the
-counter summed over the same epochs. Import and the first
-``epoch_start`` are timed in fresh processes that import nothing else. Runs that would end past
-``--max-s`` are skipped (recorded). Writes ``OUT/overhead.json`` (rewritten after every run), the
-run logs and the poller's steps under ``OUT``, and prints a table last.
+(hooks included, the GPU synchronised at each edge); the time inside each hook is recorded too.
+Per epoch, the GPU energy in the run log is compared with the counter interpolated at the
+tracker's own epoch edges; the run's total (epochs plus energy counted outside them, such as an
+older version's ``settling`` record) with the counter summed over the same epochs. Import and
+the first ``epoch_start`` are timed in fresh processes that import nothing else. Runs that would
+end past ``--max-s`` are skipped (recorded). Writes ``OUT/overhead.json`` (rewritten after every
+run), the run logs and the poller's steps under ``OUT``, and prints a table last.
 """
 
 from __future__ import annotations
@@ -114,31 +114,44 @@ def run_block(job: dict[str, Any], loop: Loop, block: dict[str, Any]) -> dict[st
     os.makedirs(log_dir, exist_ok=True)
     loop.sync()
     time.sleep(job["idle_s"])
-    tracker = None
+    tracker, construct_ms = None, None
     if job["package"] is not None:
         from carbon_callbacks import CarbonTracker
 
+        t0 = time.perf_counter()
         tracker = CarbonTracker(**tracker_settings(job, block["epochs"], log_dir))
+        construct_ms = (time.perf_counter() - t0) * 1e3
     starts: list[float] = []
     edges: list[tuple[float, float]] = []
+    hook_ms: list[tuple[float, float]] = []  # (epoch_start, epoch_end) per epoch
     for _ in range(block["epochs"]):
         loop.sync()
         starts.append(time.perf_counter())
         start_unix_s = time.time()
         if tracker is not None:
             tracker.epoch_start()
+        t_started = time.perf_counter()
         for _ in range(block["steps"]):
             loop.step()
         loop.sync()
         edges.append((start_unix_s, time.time()))
+        t_end = time.perf_counter()
         if tracker is not None:
             tracker.epoch_end()
+            hook_ms.append(((t_started - starts[-1]) * 1e3, (time.perf_counter() - t_end) * 1e3))
     loop.sync()
     starts.append(time.perf_counter())
     if tracker is not None:
         tracker.stop()
     epoch_s = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    return {**block, "epoch_s": epoch_s, "loop_edges_unix_s": edges, "log_dir": log_dir}
+    return {
+        **block,
+        "epoch_s": epoch_s,
+        "loop_edges_unix_s": edges,
+        "log_dir": log_dir,
+        "construct_ms": construct_ms,
+        "hook_ms": hook_ms,
+    }
 
 
 def worker_train(job: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +264,8 @@ def measure_block(block: dict[str, Any], steps: Any, tracked: bool) -> dict[str,
     record: dict[str, Any] = {"epoch_s": block["epoch_s"], "steps": block["steps"]}
     if not tracked:
         return record
+    record["construct_ms"] = block["construct_ms"]
+    record["hook_ms"] = block["hook_ms"]
     log = read_log(block["log_dir"])
     rows = compare_windows(log["windows"], lambda a, b: window_j(steps, a, b))
     record.update(epochs=rows, methods=log["methods"], run_log=log["path"])
@@ -307,6 +322,7 @@ class Bench:
         self.results["summary"] = summarise_runs(self.results["runs"])
         self.results["import_summary"] = summarise_imports(self.results["imports"])
         self.results["poller_read_ms"] = summarise_reads(self.results["runs"])
+        self.results["hook_ms"] = summarise_hooks(self.results["runs"])
         self.results["meta"]["elapsed_s"] = time.monotonic() - self.started
         path = os.path.join(self.args.out, "overhead.json")
         with open(path + ".part", "w") as fh:
@@ -431,6 +447,28 @@ def summarise_imports(imports: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def summarise_hooks(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per variant, :func:`bench.stats.spread` of ms inside ``epoch_start`` and ``epoch_end``.
+
+    Each run's median over its epochs 2..n (the first ``epoch_start`` starts the tracker and is
+    given apart, ``first_epoch_start_ms``), as measured inside the training process.
+    """
+    from bench.stats import spread
+
+    out: dict[str, Any] = {}
+    for mode in dict.fromkeys(r["mode"] for r in runs):
+        hooks = [r["hook_ms"] for r in runs if r["mode"] == mode and r.get("hook_ms")]
+        if not hooks:
+            continue
+        steady = [run[1:] for run in hooks if run[1:]]
+        out[mode] = {
+            "epoch_start_ms": spread(statistics.median(h[0] for h in run) for run in steady),
+            "epoch_end_ms": spread(statistics.median(h[1] for h in run) for run in steady),
+            "first_epoch_start_ms": spread(run[0][0] for run in hooks),
+        }
+    return out
+
+
 def summarise_reads(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per variant, :func:`bench.stats.spread` of the poller's median read time in its runs."""
     from bench.stats import spread
@@ -490,6 +528,14 @@ def table(results: dict[str, Any]) -> str:
         "the poller's counter read, median ms: "
         + "; ".join(f"{mode} {_f(f['median'], '.2f')}" for mode, f in reads.items())
     )
+    for mode, f in results.get("hook_ms", {}).items():
+        lines.append(
+            f"{mode:16s} hooks in training, median ms: epoch_start"
+            f" {_f(f['epoch_start_ms']['median'], '.3f')}, epoch_end"
+            f" {_f(f['epoch_end_ms']['median'], '.3f')} [{_f(f['epoch_end_ms']['min'], '.3f')},"
+            f" {_f(f['epoch_end_ms']['max'], '.3f')}], first epoch_start"
+            f" {_f(f['first_epoch_start_ms']['median'], '.1f')}"
+        )
     for name, f in results.get("import_summary", {}).items():
         parts = [
             f"{key.removesuffix('_ms')} {_f(f[key]['median'], '.1f')}"

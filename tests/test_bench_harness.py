@@ -108,6 +108,7 @@ def test_overhead_simulated_compares_two_trees_in_rotation(tmp_path):
         assert record["run_ratio"] == pytest.approx(1.0, abs=0.03)
         assert record["methods"]["gpu:sim"] == "constant"
         assert Path(record["run_log"]).is_relative_to(out / "logs")
+    assert result["hook_ms"]["after"]["epoch_end_ms"]["median"] > 0
     summary = result["summary"]["after"]["0.3s"]
     assert summary["added_epoch_time_pct"]["median"] is not None
     imports = result["import_summary"]
