@@ -1,12 +1,12 @@
 """A 10-minute run: the tracker's GPU energy against NVML's counter, per epoch and over the run.
 
-    PYTHONPATH=. python3 bench/long_run.py --minutes 10.5 --out /tmp/long/long_run.json
-    PYTHONPATH=. python3 bench/long_run.py --smoke --out /tmp/long_smoke/long_run.json  # CPU
+    PYTHONPATH=. python3 -m bench memory long --minutes 10.5 --out /tmp/long/long_run.json
+    PYTHONPATH=. python3 -m bench memory long --smoke --out /tmp/long_smoke/long_run.json  # CPU
 
 A Lightning U-Net (width 32, 256x256, batch 32, data on the GPU) trains in epochs of
 ``--batches`` batches (128: about 8 s on an H100) until ``--minutes`` of wall time have passed,
 with ``CarbonCallback`` at its default settings (``--max-epochs`` is only the plan the tracker
-predicts for; the run stops by time). One counter poller (``bench/counter_poller.py``,
+predicts for; the run stops by time). One counter poller (``bench/poller.py``,
 another process) is the reference: NVML's counter interpolated at the tracker's own edges.
 
 The run outlasts one device command (10 minutes), so it is started detached
@@ -42,13 +42,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from counter_poller import load_steps, start_pollers, stop_pollers, window_j  # noqa: E402
-from gpu_proof import Seg, _loader  # noqa: E402
-from window_stats import compare_windows, error_stats, gpu_j, sum_ratio  # noqa: E402
-
-from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
-from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
+from bench.poller import load_steps, start_pollers, stop_pollers, window_j
+from bench.stats import compare_windows, error_stats, gpu_j, sum_ratio
+from bench.workloads import Seg
+from bench.workloads import loader as _loader
+from carbon_callbacks.core.runlog import read_run_log
+from carbon_callbacks.integrations.lightning import CarbonCallback
 
 #: Watts of the made-up counter and of the stated GPU power in ``--smoke``.
 SMOKE_POWER_W = 100.0

@@ -1,7 +1,8 @@
 """Side by side on a real GPU: carbon_callbacks, CodeCarbon, carbontracker and Zeus.
 
-    PYTHONPATH=.:/tmp/site python3 bench/peers.py --reps 3 --out peers.json
-    PYTHONPATH=. python3 bench/peers.py --smoke --out /tmp/peers_smoke.json   # CPU, no peers
+    PYTHONPATH=.:/tmp/site python3 -m bench peers --reps 3 --out peers.json
+    PYTHONPATH=. python3 -m bench peers --smoke --out /tmp/peers_smoke.json   # CPU, no peers
+    PYTHONPATH=.:/tmp/site python3 -m bench peers hf ...   # the Hugging Face Trainer (peers_hf)
 
 Needs the peers installed (codecarbon, carbontracker, zeus; see docs/benchmarks.md for how the
 wheels were carried); a peer that is missing or fails is recorded as an error and the rest goes
@@ -13,14 +14,14 @@ of run:
 - ``short``: epochs of ~0.18 s (3 batches).
 
 Every run begins after ``--idle-s`` seconds (default 3) of idle GPU, so its first epoch is a
-warm-up from idle power, reported on its own. One counter poller (``bench/counter_poller.py``,
+warm-up from idle power, reported on its own. One counter poller (``bench/poller.py``,
 another process) runs for the whole benchmark; each tracker's GPU energy per epoch is compared
 with the counter interpolated at that tracker's own epoch edges. Epoch time is the wall time
 between epoch starts (hooks included); per run its median over epochs 2..n, against the
 no-tracker run of the same kind and repetition. Our tracker runs with its default settings.
 
 The JSON holds ``meta``, ``settings``, ``runs`` (one record per run, its windows included) and
-``summary`` (:func:`window_stats.summarise_runs`); it is rewritten after every run. Runs that
+``summary`` (:func:`bench.stats.summarise_runs`); it is rewritten after every run. Runs that
 would end past ``--max-s`` are skipped (recorded), so the command ends inside a device call.
 Default: 3 repetitions x 5 modes x 2 kinds, about 6 minutes on one H100.
 """
@@ -43,13 +44,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from counter_poller import read_pollers, start_pollers, stop_pollers, window_j  # noqa: E402
-from gpu_proof import EpochTimer, Seg, _loader  # noqa: E402
-from window_stats import compare_windows, gpu_j, summarise_runs  # noqa: E402
-
-from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
-from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
+from bench.poller import read_pollers, start_pollers, stop_pollers, window_j
+from bench.stats import compare_windows, gpu_j, summarise_runs
+from bench.workloads import EpochTimer, Seg
+from bench.workloads import loader as _loader
+from carbon_callbacks.core.runlog import read_run_log
+from carbon_callbacks.integrations.lightning import CarbonCallback
 
 MODES = ("none", "carbon_callbacks", "codecarbon", "carbontracker", "zeus")
 #: Distribution name of each peer, for its version.
@@ -316,6 +316,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The Lightning side by side, or with ``hf`` first the Hugging Face one (``peers_hf``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["hf"]:
+        from bench import peers_hf
+
+        return peers_hf.main(argv[1:])
     args = parse_args(argv)
     started = time.monotonic()
     for name in ("lightning.pytorch", "lightning.fabric"):  # "GPU available..." once per fit

@@ -1,24 +1,23 @@
 """Side by side on a GPU, Hugging Face Trainer: carbon_callbacks, CodeCarbon, carbontracker, Zeus.
 
-    PYTHONPATH=.:/tmp/site python3 bench/peers_hf.py --reps 2 --out peers_hf.json
-    PYTHONPATH=. python3 bench/peers_hf.py --smoke --out /tmp/peers_hf_smoke.json   # CPU, no peers
+    PYTHONPATH=.:/tmp/site python3 -m bench peers hf --reps 2 --out peers_hf.json
+    PYTHONPATH=. python3 -m bench peers hf --smoke --out /tmp/peers_hf_smoke.json   # CPU, no peers
 
 The Hugging Face counterpart of ``bench/peers.py``: the small transformer of
-``bench/hf_proof.py`` (GPT-2-shaped, 6 layers, width 512, bf16, random tokens) trains with no
+``bench/distributed_hf.py`` (GPT-2-shaped, 6 layers, width 512, bf16, random tokens) trains with no
 tracker, with our ``CarbonCallback`` (default settings, and with ``gpu_method="sampled"``
 forced), and with each peer wrapped around the same epochs by ``on_epoch_begin`` /
 ``on_epoch_end``. The peers' wrappers are ``bench/peers.py``'s, driven from the Trainer's
 callbacks. Modes rotate within each repetition; every run begins after ``--idle-s`` seconds
 of idle GPU. One counter poller runs throughout, and each tracker's GPU energy per epoch is
 compared with the counter over that tracker's own epoch edges. The JSON has the layout of
-``bench/peers.py``'s (``summary`` from :func:`window_stats.summarise_runs`, kind ``"hf"``).
+``bench/peers.py``'s (``summary`` from :func:`bench.stats.summarise_runs`, kind ``"hf"``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -33,10 +32,8 @@ from transformers import (
     TrainingArguments,
 )
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from counter_poller import read_pollers, start_pollers, stop_pollers, window_j  # noqa: E402
-from hf_proof import Tokens  # noqa: E402
-from peers import (  # noqa: E402
+from bench.distributed_hf import Tokens
+from bench.peers import (
     SMOKE_POWER_W,
     Windows,
     _versions,
@@ -46,10 +43,10 @@ from peers import (  # noqa: E402
     run_rotated,
     save_results,
 )
-from window_stats import compare_windows, gpu_j  # noqa: E402
-
-from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
-from carbon_callbacks.integrations.huggingface import CarbonCallback  # noqa: E402
+from bench.poller import read_pollers, start_pollers, stop_pollers, window_j
+from bench.stats import compare_windows, gpu_j
+from carbon_callbacks.core.runlog import read_run_log
+from carbon_callbacks.integrations.huggingface import CarbonCallback
 
 MODES = ("none", "carbon_callbacks", "carbon_callbacks_sampled", "codecarbon", "carbontracker",
          "zeus")  # fmt: skip

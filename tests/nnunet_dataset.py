@@ -1,6 +1,6 @@
 """A tiny synthetic 2D nnU-Net v2 dataset: written, planned and preprocessed once per session.
 
-Ten 64x64 grey PNG cases (by default; ``bench/nnunet_ddp_proof.py`` asks for more and larger),
+Ten 64x64 grey PNG cases (by default; ``bench/distributed_nnunet.py`` asks for more and larger),
 each with one bright square (label 1) on a noisy background, in the raw layout nnU-Net expects
 (``Dataset999_CarbonTiny/imagesTr/caseNNN_0000.png``, ``labelsTr/caseNNN.png``,
 ``dataset.json``). Planning and preprocessing go through nnU-Net's own

@@ -1,4 +1,4 @@
-"""The analysis of ``bench/nnunet_ddp_proof.py`` on synthetic run logs and counters (no GPU).
+"""The analysis of ``bench/distributed_nnunet.py`` on synthetic run logs and counters (no GPU).
 
 Two ranks, combined as the tracker combines them: rank 0's run log holds rank 0's GPU A
 (300 W), CPU and DRAM, and rank 1's GPU B (250 W), over rank 0's epoch windows; rank 1's
@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import nnunet_ddp_proof as proof  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import distributed_nnunet as proof  # noqa: E402
 from carbon_callbacks.core import metrics as keys  # noqa: E402
 from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
 

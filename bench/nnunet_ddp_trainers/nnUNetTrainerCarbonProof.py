@@ -1,4 +1,4 @@
-"""Trainers of ``bench/nnunet_ddp_proof.py``, found by name through ``nnUNet_extTrainer``.
+"""Trainers of ``python -m bench distributed nnunet``, found by name through ``nnUNet_extTrainer``.
 
 ``nnUNetTrainerCarbonProof`` is ``nnUNetTrainerCarbon`` with a short schedule (epochs and
 iterations from the environment, see ``ENV_*``) and one addition for the proof only: a rank

@@ -1,6 +1,6 @@
-"""Fetch the wheels ``bench/nnunet_ddp_proof.py`` needs on a machine with torch but no nnU-Net.
+"""The wheels ``python -m bench distributed nnunet`` needs on a machine with torch, no nnU-Net.
 
-    python bench/nnunet_ddp_wheels.py DEST          # then carry DEST to the GPU machine, and
+    python -m bench distributed nnunet-wheels DEST   # then carry DEST to the GPU machine, and
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
         --target /tmp/site DEST/*.whl && export PYTHONPATH=/tmp/site:.
 
@@ -69,10 +69,10 @@ def repack_lzma(path: Path) -> None:
     tmp.replace(path)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dest")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
     platform = [arg for p in PLATFORMS for arg in ("--platform", p)]

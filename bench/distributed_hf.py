@@ -1,10 +1,10 @@
 """Hugging Face Trainer on the GPU: a small transformer, one GPU or ``torchrun`` on several.
 
-    PYTHONPATH=. python bench/hf_proof.py --out hf_1gpu.json
-    PYTHONPATH=. torchrun --nproc_per_node 2 bench/hf_proof.py --out hf_2gpu.json
+    CUDA_VISIBLE_DEVICES=0 PYTHONPATH=. python -m bench distributed hf --out hf_1gpu.json
+    PYTHONPATH=. torchrun --nproc_per_node 2 -m bench distributed hf --out hf_2gpu.json
 
 A GPT-2-shaped model built from a config (no download) trains on random tokens. Rank 0 starts
-one counter poller per visible GPU (``bench/counter_poller.py``) and, after training, compares
+one counter poller per visible GPU (``bench/poller.py``) and, after training, compares
 each epoch's GPU energy in the run log (all ranks) with the pollers over the same windows.
 """
 
@@ -20,11 +20,9 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from counter_poller import start_pollers, stop_pollers, window_j  # noqa: E402
-from window_stats import settling_gpu_j  # noqa: E402
-
-from carbon_callbacks.integrations.huggingface import CarbonCallback  # noqa: E402
+from bench.poller import start_pollers, stop_pollers, window_j
+from bench.stats import settling_gpu_j
+from carbon_callbacks.integrations.huggingface import CarbonCallback
 
 
 class Tokens(torch.utils.data.Dataset):
@@ -41,13 +39,13 @@ class Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.x[i], "labels": self.x[i]}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="hf_proof.json")
     parser.add_argument("--epochs", type=int, default=8)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     tmp = os.path.join(tempfile.gettempdir(), f"hf_proof_{world}")

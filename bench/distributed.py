@@ -1,8 +1,12 @@
-"""Lightning DDP on 2 GPUs: each rank measures its own GPU, rank 0 logs the sum.
+"""Runs on several GPUs against per-GPU counters: ``python -m bench distributed WHAT``.
 
-    PYTHONPATH=. python bench/ddp_proof.py --out ddp_proof.json [--epochs 12 --samples 1024]
+    PYTHONPATH=. python -m bench distributed lightning --out ddp.json [--epochs 12 --samples 1024]
+    PYTHONPATH=. torchrun --nproc_per_node 2 -m bench distributed hf --out hf_2gpu.json
+    PYTHONPATH=. python -m bench distributed nnunet --out nnunet_ddp.json --copy-logs logs/
+    python -m bench distributed nnunet-wheels .whl_nnunet   # where pip can reach the index
 
-The launching process (rank 0) starts one counter poller per GPU (``bench/counter_poller.py``,
+``lightning`` (here): Lightning DDP on 2 GPUs, each rank measuring its own GPU, rank 0 logging
+the sum. The launching process (rank 0) starts one counter poller per GPU (``bench/poller.py``,
 separate processes), Lightning starts rank 1. After the fit, rank 0 compares the GPU energy of
 each epoch in the run log (the sum of both ranks' GPUs) with the pollers' energy of both GPUs
 over the same windows, and checks the header: two distinct GPUs, one CPU/DRAM measurer.
@@ -10,9 +14,10 @@ over the same windows, and checks the header: two distinct GPUs, one CPU/DRAM me
 Each rank measures its GPU over its *own* epoch edges, which differ from rank 0's by the time
 the ranks take to reach the same hook. So each rank also records its edges (right around the
 tracker's marks) and rank 0 compares each rank's GPU with its own GPU's counter over that
-rank's own windows (``per_rank``); ``own_windows_run_ratio`` sums both. Each rank also records
-every mark its meter answers (``bench/mark_trace.py``), and ``per_rank.rankN.marks`` gives each
-mark's error against the counter at that instant, by kind (epoch start, epoch end).
+rank's own windows (``per_rank``); ``own_windows_run_ratio`` sums both.
+
+``hf``: ``bench/distributed_hf.py``; ``nnunet``: ``bench/distributed_nnunet.py``;
+``nnunet-wheels``: ``bench/nnunet_wheels.py``.
 """
 
 from __future__ import annotations
@@ -29,25 +34,16 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from counter_poller import start_pollers, stop_pollers, window_j  # noqa: E402
-from mark_trace import analyse, anchor_dating, install  # noqa: E402
+from bench.poller import start_pollers, stop_pollers, window_j
+from bench.workloads import Seg
+from carbon_callbacks.integrations.lightning import CarbonCallback
 
-from carbon_callbacks.demo import build_unet  # noqa: E402
-from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
-
-
-class Seg(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = build_unet(32, depth=4)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return torch.nn.functional.binary_cross_entropy_with_logits(self.net(x), y)
-
-    def configure_optimizers(self) -> Any:
-        return torch.optim.Adam(self.parameters(), lr=1e-3)
+#: ``python -m bench distributed WHAT``: the module that runs each (``lightning`` is here).
+RUNS = {
+    "hf": "bench.distributed_hf",
+    "nnunet": "bench.distributed_nnunet",
+    "nnunet-wheels": "bench.nnunet_wheels",
+}
 
 
 class Edges(pl.Callback):
@@ -99,8 +95,6 @@ def _own_windows(steps: list, log: Any, folder: str) -> dict[str, Any]:
             "run_ratio": sum(tracked[:n]) / sum(ref[:n]),
             "per_epoch_ratios": ratios,
             "epoch_s": [b - a for a, b in windows],
-            "marks": analyse(edges.get("marks", []), steps[rank], f"gpu:{rank}"),
-            "anchor_dating": anchor_dating(edges.get("anchors", []), steps[rank], f"gpu:{rank}"),
         }
         tracked_all += sum(tracked[:n])
         ref_all += sum(ref[:n])
@@ -127,13 +121,27 @@ def _power_check(log: Any, ref_power: list[list[float]]) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    """``lightning`` (here), ``hf``, ``nnunet`` or ``nnunet-wheels``, then that run's options."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    what, rest = (argv[0], argv[1:]) if argv else ("--help", [])
+    if what in RUNS:
+        import importlib
+
+        return int(importlib.import_module(RUNS[what]).main(rest) or 0)
+    if what != "lightning":
+        print("usage: python -m bench distributed {lightning,hf,nnunet,nnunet-wheels} [OPTIONS]")
+        return 0 if what in ("-h", "--help") else 2
+    return lightning_ddp(rest)
+
+
+def lightning_ddp(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench distributed lightning")
     parser.add_argument("--out", default="ddp_proof.json")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--samples", type=int, default=1024, help="images per epoch (global)")
     parser.add_argument("--log-dir", default=os.path.join(tempfile.gettempdir(), "ddp_carbon"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rank0 = os.environ.get("LOCAL_RANK", "0") == "0"
     pollers = []
     if rank0:
@@ -147,8 +155,7 @@ def main() -> int:
     edges_path = os.path.join(args.log_dir, f"edges_rank{rank}.json")
     if os.path.exists(edges_path):
         os.remove(edges_path)
-    shared: dict[str, list[Any]] = {"start": [], "end": [], "marks": [], "anchors": []}
-    install(shared["marks"], shared["anchors"])  # marks and dated counter values, for checking
+    shared: dict[str, list[Any]] = {"start": [], "end": []}
     edge_end, edge_start = Edges(edges_path, "end", shared), Edges(edges_path, "start", shared)
     trainer = pl.Trainer(
         max_epochs=args.epochs,
@@ -161,7 +168,7 @@ def main() -> int:
         enable_model_summary=False,
         callbacks=[edge_end, callback, edge_start],
     )
-    trainer.fit(Seg(), loader)
+    trainer.fit(Seg(32), loader)
     if not trainer.is_global_zero:
         return 0
     steps = stop_pollers(pollers)

@@ -1,15 +1,21 @@
 """Reference energy from NVML's counter, read back to back in a separate process.
 
-    python bench/counter_poller.py OUT.txt [--index 0] [--max-s 600] [--fake-w W]
+    python bench/poller.py OUT.txt [--index 0] [--max-s 600] [--fake-w W]
+
+The benchmarks start it as a script (:func:`start_pollers`), so it imports nothing of the
+package and may run beside any version of carbon_callbacks.
 
 NVML's total-energy counter advances in steps (about every 100 ms on an H100). This process
-reads it continuously and writes ``unix_time_s energy_mj`` each time the value steps, dating
-the step at the middle of the read that saw it (one read takes ~4 ms). Energy at any instant is
+reads it continuously and writes ``unix_time_s energy_mj read_ms`` each time the value steps,
+dating the step at the middle of the read that saw it (one read takes ~4 ms); ``read_ms`` is the
+mean duration of its reads since the previous step (other NVML readers on the GPU, such as a
+tracker's, slow it down: :func:`load_read_ms`). Energy at any instant is
 then the linear interpolation between the surrounding steps: a reference fresh to within one
 read, independent of the tracker (another process, no shared state). Stops on SIGTERM/SIGINT.
 
 ``--fake-w W`` writes a made-up counter instead (a constant W watts, a step every 100 ms), with
-no NVML: it lets the benchmarks' plumbing run on a machine without a GPU (their ``--smoke``).
+no NVML: it lets the benchmarks' plumbing run on a machine without a GPU (``--smoke`` and
+``--simulate``).
 """
 
 from __future__ import annotations
@@ -51,15 +57,18 @@ def main() -> int:
     pynvml.nvmlInit()
     handle = pynvml.nvmlDeviceGetHandleByIndex(args.index)
     last = None
+    read_s, reads = 0.0, 0
     with open(args.out, "w") as fh:
         while not stop and time.time() < deadline:
             t0 = time.time()
             value = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
             t1 = time.time()
+            read_s, reads = read_s + (t1 - t0), reads + 1
             if value != last:
-                fh.write(f"{0.5 * (t0 + t1):.6f} {value}\n")
+                fh.write(f"{0.5 * (t0 + t1):.6f} {value} {read_s / reads * 1e3:.3f}\n")
                 fh.flush()  # readable while it runs (read_pollers); ~10 writes a second
                 last = value
+                read_s, reads = 0.0, 0
     return 0
 
 
@@ -130,11 +139,24 @@ def load_steps(path: str) -> tuple[list[float], list[float]]:
     with open(path) as fh:
         for line in fh:
             fields = line.split()
-            if len(fields) != 2 or not line.endswith("\n"):
+            if len(fields) not in (2, 3) or not line.endswith("\n"):
                 break  # a line being written by a running poller
             times.append(float(fields[0]))
             energy.append(float(fields[1]) / 1000.0)
     return times[1:], energy[1:]  # the first line is the value found, not a step
+
+
+def load_read_ms(path: str) -> tuple[list[float], list[float]]:
+    """(times in unix s, mean ms of one counter read since the previous step) of each step."""
+    times, read_ms = [], []
+    with open(path) as fh:
+        for line in fh:
+            fields = line.split()
+            if len(fields) != 3 or not line.endswith("\n"):
+                continue
+            times.append(float(fields[0]))
+            read_ms.append(float(fields[2]))
+    return times, read_ms
 
 
 def energy_at(times: list[float], energy: list[float], t: float) -> float:

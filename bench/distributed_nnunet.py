@@ -1,7 +1,7 @@
 """nnU-Net's own DDP (``-num_gpus 2``) with the carbon trainer, against NVML's counters.
 
-    PYTHONPATH=. python bench/nnunet_ddp_proof.py --out nnunet_ddp_proof.json [--copy-logs DIR]
-    PYTHONPATH=. python bench/nnunet_ddp_proof.py --dry-run   # CPU smoke check: no GPU, no DDP
+    PYTHONPATH=. python -m bench distributed nnunet --out nnunet_ddp.json [--copy-logs DIR]
+    PYTHONPATH=. python -m bench distributed nnunet --dry-run   # CPU smoke check: no GPU, no DDP
 
 On a host with 2 GPUs (nnunetv2 2.6-2.8 installed):
 
@@ -10,7 +10,7 @@ On a host with 2 GPUs (nnunetv2 2.6-2.8 installed):
    plan's batch size is raised (``--batch``, global, split over the ranks by nnU-Net).
 2. Run A: ``python -m nnunetv2.run.run_training 999 2d 0 -tr nnUNetTrainerCarbonProof
    -num_gpus 2`` (``nnUNetv2_train``; mp.spawn + NCCL), a few short epochs, with one NVML
-   counter poller per GPU running beside it (``bench/counter_poller.py``). The trainer
+   counter poller per GPU running beside it (``bench/poller.py``). The trainer
    (``bench/nnunet_ddp_trainers/``) is ``nnUNetTrainerCarbon`` with a short schedule; rank 1
    also writes a witness of its own epoch windows (``carbon_rank1/own_windows.jsonl``).
 3. Run B: the same with ``nnUNetTrainerCarbonProofRank1Budget``, where rank 1 alone holds an
@@ -52,11 +52,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 import nnunet_dataset  # noqa: E402 - tests/nnunet_dataset.py, shared with the CPU tests
-from counter_poller import energy_at, start_pollers, stop_pollers  # noqa: E402
 
+from bench.poller import energy_at, start_pollers, stop_pollers  # noqa: E402
 from carbon_callbacks.core import metrics as keys  # noqa: E402
 from carbon_callbacks.core.runlog import LOG_SUFFIX, RunLog, read_run_log  # noqa: E402
 
@@ -69,7 +68,7 @@ J_PER_KWH = 3.6e6
 #: Relative tolerance for figures that must agree exactly (sums of the same floats).
 EXACT_REL = 1e-6
 
-#: Counter steps of one GPU: (times in unix s, energies in J), see counter_poller.load_steps.
+#: Counter steps of one GPU: (times in unix s, energies in J), see bench.poller.load_steps.
 Steps = tuple[list[float], list[float]]
 
 DRY_GPU_W = 200.0

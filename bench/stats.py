@@ -1,10 +1,10 @@
 """Pure arithmetic for the benchmarks: a tracker's windows against a reference, and summaries.
 
-No framework and no NVML here (``tests/test_bench_window_stats.py`` checks it on made-up
-numbers). A *window* is one epoch as a tracker saw it: its own start and end (unix s) and the
-GPU energy it reported (J). The reference gives the energy over any span (the counter poller's
-:func:`counter_poller.window_j`). A *run* is a dict written by ``bench/peers.py``; its keys are
-described in :func:`summarise_runs`.
+No framework and no NVML here (``tests/test_bench_harness.py`` checks it on made-up numbers). A
+*window* is one epoch as a tracker saw it: its own start and end (unix s) and the GPU energy it
+reported (J). The reference gives the energy over any span (:func:`bench.poller.window_j`). A
+*run* is a dict written by ``bench/peers.py`` or ``bench/overhead.py``; its keys are described
+in :func:`summarise_runs`.
 """
 
 from __future__ import annotations
@@ -70,19 +70,26 @@ def p90(sorted_values: Sequence[float]) -> float:
 
 
 def error_stats(ratios: Iterable[float | None]) -> dict[str, float | int | None]:
-    """``n``, ``median_ratio``, ``median_abs_err_pct``, ``p90_abs_err_pct`` of some ratios.
+    """``n``, ``median_ratio``, ``median_abs_err_pct``, ``p90_abs_err_pct``, ``max_abs_err_pct``.
 
     None values (no reference) are left out; with none left, the figures are None.
     """
     values = [r for r in ratios if r is not None]
     if not values:
-        return {"n": 0, "median_ratio": None, "median_abs_err_pct": None, "p90_abs_err_pct": None}
+        return {
+            "n": 0,
+            "median_ratio": None,
+            "median_abs_err_pct": None,
+            "p90_abs_err_pct": None,
+            "max_abs_err_pct": None,
+        }
     errors_pct = sorted(abs(r - 1.0) * 100.0 for r in values)
     return {
         "n": len(values),
         "median_ratio": statistics.median(values),
         "median_abs_err_pct": statistics.median(errors_pct),
         "p90_abs_err_pct": p90(errors_pct),
+        "max_abs_err_pct": errors_pct[-1],
     }
 
 
@@ -114,10 +121,12 @@ def summarise_runs(runs: Sequence[Mapping[str, Any]], base_mode: str = "none") -
     :func:`compare_windows`). Per mode and kind:
 
     - ``per_epoch``: :func:`error_stats` of epochs 2..n, pooled over repetitions;
+    - ``all_epochs``: :func:`error_stats` of every epoch, the first included;
     - ``first_epoch``: :func:`error_stats` of the first epoch of each run (it begins from an idle
       GPU: the warm-up), and the ratios themselves;
     - ``run_ratio`` / ``run_ratio_from_epoch_2``: :func:`spread` over repetitions of the sum over
-      all epochs / over epochs 2..n;
+      all epochs (or the run's own ``run_ratio``, where it counts energy outside the epochs) /
+      over epochs 2..n;
     - ``added_epoch_time_pct``: :func:`spread` over repetitions of the added median epoch time
       (epochs 2..n) against the ``base_mode`` run of the same kind and repetition;
     - ``errors``: the errors of failed runs.
@@ -151,8 +160,13 @@ def summarise_runs(runs: Sequence[Mapping[str, Any]], base_mode: str = "none") -
                 figures["per_epoch"] = error_stats(
                     row["ratio"] for r in measured for row in r["epochs"][1:]
                 )
+                figures["all_epochs"] = error_stats(
+                    row["ratio"] for r in measured for row in r["epochs"]
+                )
                 figures["first_epoch"] = {**error_stats(first), "ratios": first}
-                figures["run_ratio"] = spread(sum_ratio(r["epochs"]) for r in measured)
+                figures["run_ratio"] = spread(
+                    r["run_ratio"] if "run_ratio" in r else sum_ratio(r["epochs"]) for r in measured
+                )
                 figures["run_ratio_from_epoch_2"] = spread(
                     sum_ratio(r["epochs"], first=1) for r in measured
                 )
