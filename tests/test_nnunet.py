@@ -32,6 +32,7 @@ from carbon_callbacks.core.tracker import CarbonTracker
 from carbon_callbacks.integrations import _nnunet_hooks as hooks
 from carbon_callbacks.integrations import _nnunet_patch as patching
 from carbon_callbacks.integrations import nnunet as integ
+from carbon_callbacks.report.plots import plot_logs
 
 HAVE_NNUNET = importlib.util.find_spec("nnunetv2") is not None
 needs_nnunet = pytest.mark.skipif(not HAVE_NNUNET, reason="nnunetv2 is not installed")
@@ -215,10 +216,15 @@ def test_training_log_has_a_line_per_epoch_the_prediction_and_the_final_statemen
 
 
 @needs_nnunet
-def test_carbon_png_is_written_beside_progress_png(carbon_run):
+def test_the_run_log_in_the_output_folder_is_drawn_after_training(carbon_run, tmp_path):
+    # the integration draws nothing; `carbon-callbacks plot <output folder>` reads its run log
     folder = Path(carbon_run.output_folder)
-    for name in ("progress.png", integ.PNG_NAME):
-        assert (folder / name).read_bytes()[:8] == PNG_MAGIC, name
+    assert [p.name for p in folder.glob("*.png")] == ["progress.png"]
+    written, _ = plot_logs([folder], tmp_path)
+    per_run = [p for p in written if p.name != "regions_what_if.png"]
+    assert len(per_run) >= 3  # energy and CO2 per epoch, cumulative CO2, power by component
+    for path in written:
+        assert path.read_bytes()[:8] == PNG_MAGIC, path.name
 
 
 # -- resume-----------------------------------------------------------------------------------------
