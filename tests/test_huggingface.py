@@ -21,8 +21,10 @@ from carbon_expect import expected_series, same  # noqa: E402
 from power_traces import tracker_on_fake_devices as _tracker  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from carbon_callbacks.core import distributed  # noqa: E402
 from carbon_callbacks.core import metrics as keys  # noqa: E402
 from carbon_callbacks.core.config import ConfigError  # noqa: E402
+from carbon_callbacks.core.events import CarbonCallbacksWarning  # noqa: E402
 from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
 from carbon_callbacks.core.tracker import CarbonTracker  # noqa: E402
 from carbon_callbacks.integrations.huggingface import CarbonCallback  # noqa: E402
@@ -205,6 +207,21 @@ def test_budget_stop_sets_should_training_stop(tmp_path, capsys, evaluate):
     assert [r["step"] for r in carbon_rows] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
     assert same([r[keys.ENERGY_KWH] for r in carbon_rows], expected_series(log, keys.ENERGY_KWH))
     assert [e["kind"] for e in log.events].count("no_trainer") == 1
+
+
+def test_a_failed_stop_vote_warns_once_and_keeps_the_own_decision(tmp_path, monkeypatch):
+    def broken(values):
+        raise RuntimeError("gloo timed out")
+
+    monkeypatch.setattr(distributed, "sum_across_ranks", broken)
+    cb = CarbonCallback(tracker=_tracker(tmp_path, cls=_StopAfterTwoEpochs))
+    trainer = _trainer(tmp_path, cb, evaluate=False, num_train_epochs=4, report_to="none")
+    with pytest.warns(CarbonCallbacksWarning, match="stop vote between ranks failed") as caught:
+        trainer.train()
+    assert trainer.state.epoch == 2.0  # this rank's own budget still stops it
+    assert len([w for w in caught if "stop vote" in str(w.message)]) == 1
+    kinds = [e["kind"] for e in read_run_log(cb.tracker.log_path).events]
+    assert "stop_vote_failed" in kinds
 
 
 def test_bad_settings_are_refused_when_built_with_the_core_message():
