@@ -571,18 +571,12 @@ def test_patch_refuses_bad_settings_before_anything_is_patched():
     assert not integ.is_patched() and integ.ENV_SETTINGS not in os.environ
 
 
-@pytest.mark.parametrize("version", ["2.6.0", "2.7.0", "2.8.1", "2.8.0rc1"])
-def test_supported_v2_versions(version):
-    assert integ.check_v2_version(version) == version
-
-
-@pytest.mark.parametrize("version", ["2.5.2", "2.9.0", "3.0", "dev"])
-def test_unsupported_v2_version_names_the_supported_ones(version):
-    with pytest.raises(integ.NnUNetVersionError, match=r"nnunetv2 2\.6 to 2\.8.*nnunet 1\.7"):
-        integ.check_v2_version(version)
-
-
-def test_v1_versions():
+def test_supported_versions_pass_and_others_name_the_supported_ones():
+    for version in ("2.6.0", "2.7.0", "2.8.1", "2.8.0rc1"):
+        assert integ.check_v2_version(version) == version
+    for version in ("2.5.2", "2.9.0", "3.0", "dev"):
+        with pytest.raises(integ.NnUNetVersionError, match=r"nnunetv2 2\.6 to 2\.8.*nnunet 1\.7"):
+            integ.check_v2_version(version)
     assert integ.check_v1_version("1.7.1") == "1.7.1"
     with pytest.raises(integ.NnUNetVersionError, match=r"1\.7\.x"):
         integ.check_v1_version("1.6.6")
