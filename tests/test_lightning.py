@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from carbon_callbacks.core import metrics as keys  # noqa: E402
 from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
+from carbon_callbacks.integrations._gpu import cuda_gpu_id  # noqa: E402
 from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
 
 EPOCHS = 3
@@ -225,3 +226,18 @@ def test_no_plan_without_periodic_validation(tmp_path):
     _trainer(tmp_path, callback, epochs=2).fit(Tiny(), _loader(), _loader())
     log = read_run_log(callback.tracker.log_path)
     assert [r for r in log.other if r["type"] == "plan"] == []
+
+
+def test_every_integration_names_the_cuda_device_by_its_uuid(monkeypatch):
+    # one lookup for Lightning, HF and nnU-Net: torch's UUID with or without "GPU-", else the
+    # device's CUDA_VISIBLE_DEVICES entry; nothing for a device that is not CUDA
+    uuids = {0: "1a2b-3c", 1: "GPU-4d5e"}
+    props = lambda index: type("Props", (), {"uuid": uuids[index]})  # noqa: E731
+    monkeypatch.setattr(torch.cuda, "get_device_properties", props)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert cuda_gpu_id(torch.device("cpu")) is None
+    assert cuda_gpu_id(torch.device("cuda", 0)) == "GPU-1a2b-3c"
+    assert cuda_gpu_id(torch.device("cuda")) == "GPU-4d5e"
+    uuids[0] = ""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert cuda_gpu_id(torch.device("cuda", 0)) == "3"
