@@ -21,8 +21,10 @@ from carbon_expect import expected_series, same  # noqa: E402
 from power_traces import tracker_on_fake_devices as _tracker  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from carbon_callbacks.core import distributed  # noqa: E402
 from carbon_callbacks.core import metrics as keys  # noqa: E402
 from carbon_callbacks.core.config import ConfigError  # noqa: E402
+from carbon_callbacks.core.events import CarbonCallbacksWarning  # noqa: E402
 from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
 from carbon_callbacks.core.tracker import CarbonTracker  # noqa: E402
 from carbon_callbacks.integrations.huggingface import CarbonCallback  # noqa: E402
@@ -66,7 +68,7 @@ class Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.x[i], "labels": int(self.x[i, 0] % 2)}
 
 
-def _trainer(tmp_path: Path, callback, evaluate=True, **args):
+def _trainer(tmp_path: Path, callback, evaluate=True, give_trainer=True, **args):
     settings = {
         "output_dir": str(tmp_path / "out"),
         "num_train_epochs": EPOCHS,
@@ -79,13 +81,16 @@ def _trainer(tmp_path: Path, callback, evaluate=True, **args):
         "disable_tqdm": True,
     }
     settings.update(args)
-    return transformers.Trainer(
+    trainer = transformers.Trainer(
         model=tiny_model(),
         args=transformers.TrainingArguments(**settings),
         train_dataset=Tokens(16),
         eval_dataset=Tokens(8, seed=1) if evaluate else None,
-        callbacks=[callback],
     )
+    if give_trainer:
+        callback.trainer = trainer
+    trainer.add_callback(callback)
+    return trainer
 
 
 def _scalars(log_dir: Path, tag: str) -> list[tuple[int, float]]:
@@ -97,7 +102,7 @@ def _scalars(log_dir: Path, tag: str) -> list[tuple[int, float]]:
 def test_epoch_run_logs_carbon_beside_loss_in_tensorboard_and_log_history(tmp_path, monkeypatch):
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
     cb = CarbonCallback(tracker=_tracker(tmp_path, monitor_metric="eval_loss"))
-    trainer = _trainer(tmp_path, cb)  # no trainer reference given: found when train() starts
+    trainer = _trainer(tmp_path, cb)
     trainer.train()
 
     log = read_run_log(cb.tracker.log_path)
@@ -188,12 +193,35 @@ class _StopAfterTwoEpochs(CarbonTracker):
 @pytest.mark.parametrize("evaluate", [False, True], ids=["no-eval", "eval-each-epoch"])
 def test_budget_stop_sets_should_training_stop(tmp_path, capsys, evaluate):
     cb = CarbonCallback(tracker=_tracker(tmp_path, cls=_StopAfterTwoEpochs, verbose=1))
-    trainer = _trainer(tmp_path, cb, evaluate=evaluate, num_train_epochs=5, report_to="none")
-    trainer.train()
+    trainer = _trainer(
+        tmp_path, cb, evaluate=evaluate, give_trainer=False, num_train_epochs=5, report_to="none"
+    )
+    with pytest.warns(UserWarning, match="not given the Trainer"):
+        trainer.train()
     assert trainer.state.epoch == 2.0 and trainer.state.global_step == 2 * STEPS_PER_EPOCH
     assert "stopping training: test budget of 2 epochs reached" in capsys.readouterr().out
     log = read_run_log(cb.tracker.log_path)
     assert len(log.epochs) == 2 and log.footer["status"] == "interrupted"
+    # without the Trainer the metrics still reach log_history (not the report_to integrations)
+    carbon_rows = [r for r in trainer.state.log_history if keys.ENERGY_KWH in r]
+    assert [r["step"] for r in carbon_rows] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+    assert same([r[keys.ENERGY_KWH] for r in carbon_rows], expected_series(log, keys.ENERGY_KWH))
+    assert [e["kind"] for e in log.events].count("no_trainer") == 1
+
+
+def test_a_failed_stop_vote_warns_once_and_keeps_the_own_decision(tmp_path, monkeypatch):
+    def broken(values):
+        raise RuntimeError("gloo timed out")
+
+    monkeypatch.setattr(distributed, "sum_across_ranks", broken)
+    cb = CarbonCallback(tracker=_tracker(tmp_path, cls=_StopAfterTwoEpochs))
+    trainer = _trainer(tmp_path, cb, evaluate=False, num_train_epochs=4, report_to="none")
+    with pytest.warns(CarbonCallbacksWarning, match="stop vote between ranks failed") as caught:
+        trainer.train()
+    assert trainer.state.epoch == 2.0  # this rank's own budget still stops it
+    assert len([w for w in caught if "stop vote" in str(w.message)]) == 1
+    kinds = [e["kind"] for e in read_run_log(cb.tracker.log_path).events]
+    assert "stop_vote_failed" in kinds
 
 
 def test_bad_settings_are_refused_when_built_with_the_core_message():

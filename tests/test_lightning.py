@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from carbon_callbacks.core import metrics as keys  # noqa: E402
 from carbon_callbacks.core.runlog import read_run_log  # noqa: E402
+from carbon_callbacks.integrations._gpu import cuda_gpu_id  # noqa: E402
 from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: E402
 
 EPOCHS = 3
@@ -88,6 +89,9 @@ def test_fit_logs_every_key_every_epoch_to_tensorboard_and_csv(tmp_path):
         assert len(tb_values) == EPOCHS, key
         assert tb_values == pytest.approx(run_log_values, rel=1e-6, abs=1e-30), key
         assert csv_values == pytest.approx(run_log_values, rel=1e-6, abs=1e-30), key
+    for key in keys.PREDICTION_KEYS:
+        predicted = [_from_prediction(log, i, key) for i in range(EPOCHS)]
+        assert [e.value for e in ea.Scalars(key)] == pytest.approx(predicted, rel=1e-6), key
     # the phases: validation per epoch, the sanity check once
     names = [p["name"] for p in log.phases]
     assert names.count("validation") == EPOCHS and names.count("sanity_check") == 1
@@ -117,20 +121,6 @@ def _from_prediction(log, epoch: int, key: str) -> float:
         keys.PRED_CO2_G: pred["co2_g"],
         keys.PRED_DURATION_S: pred["duration_s"],
     }[key]
-
-
-def test_prediction_keys_equal_the_logged_predictions(tmp_path):
-    cb = _callback(tmp_path)
-    trainer = _trainer(tmp_path, cb, enable_checkpointing=False)
-    trainer.fit(Tiny(), _loader())
-    log = read_run_log(cb.tracker.log_path)
-    ea = EventAccumulator(str(tmp_path / "tb" / "version_0"))
-    ea.Reload()
-    for key in keys.PREDICTION_KEYS:
-        values = [e.value for e in ea.Scalars(key)]
-        assert values == pytest.approx(
-            [_from_prediction(log, i, key) for i in range(EPOCHS)], rel=1e-6
-        )
 
 
 def test_resume_from_checkpoint_continues_totals(tmp_path):
@@ -236,3 +226,18 @@ def test_no_plan_without_periodic_validation(tmp_path):
     _trainer(tmp_path, callback, epochs=2).fit(Tiny(), _loader(), _loader())
     log = read_run_log(callback.tracker.log_path)
     assert [r for r in log.other if r["type"] == "plan"] == []
+
+
+def test_every_integration_names_the_cuda_device_by_its_uuid(monkeypatch):
+    # one lookup for Lightning, HF and nnU-Net: torch's UUID with or without "GPU-", else the
+    # device's CUDA_VISIBLE_DEVICES entry; nothing for a device that is not CUDA
+    uuids = {0: "1a2b-3c", 1: "GPU-4d5e"}
+    props = lambda index: type("Props", (), {"uuid": uuids[index]})  # noqa: E731
+    monkeypatch.setattr(torch.cuda, "get_device_properties", props)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert cuda_gpu_id(torch.device("cpu")) is None
+    assert cuda_gpu_id(torch.device("cuda", 0)) == "GPU-1a2b-3c"
+    assert cuda_gpu_id(torch.device("cuda")) == "GPU-4d5e"
+    uuids[0] = ""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert cuda_gpu_id(torch.device("cuda", 0)) == "3"

@@ -32,6 +32,7 @@ from carbon_callbacks.core.tracker import CarbonTracker
 from carbon_callbacks.integrations import _nnunet_hooks as hooks
 from carbon_callbacks.integrations import _nnunet_patch as patching
 from carbon_callbacks.integrations import nnunet as integ
+from carbon_callbacks.report.plots import plot_logs
 
 HAVE_NNUNET = importlib.util.find_spec("nnunetv2") is not None
 needs_nnunet = pytest.mark.skipif(not HAVE_NNUNET, reason="nnunetv2 is not installed")
@@ -215,10 +216,15 @@ def test_training_log_has_a_line_per_epoch_the_prediction_and_the_final_statemen
 
 
 @needs_nnunet
-def test_carbon_png_is_written_beside_progress_png(carbon_run):
+def test_the_run_log_in_the_output_folder_is_drawn_after_training(carbon_run, tmp_path):
+    # the integration draws nothing; `carbon-callbacks plot <output folder>` reads its run log
     folder = Path(carbon_run.output_folder)
-    for name in ("progress.png", integ.PNG_NAME):
-        assert (folder / name).read_bytes()[:8] == PNG_MAGIC, name
+    assert [p.name for p in folder.glob("*.png")] == ["progress.png"]
+    written, _ = plot_logs([folder], tmp_path)
+    per_run = [p for p in written if p.name != "regions_what_if.png"]
+    assert len(per_run) >= 3  # energy and CO2 per epoch, cumulative CO2, power by component
+    for path in written:
+        assert path.read_bytes()[:8] == PNG_MAGIC, path.name
 
 
 # -- resume-----------------------------------------------------------------------------------------
@@ -565,18 +571,12 @@ def test_patch_refuses_bad_settings_before_anything_is_patched():
     assert not integ.is_patched() and integ.ENV_SETTINGS not in os.environ
 
 
-@pytest.mark.parametrize("version", ["2.6.0", "2.7.0", "2.8.1", "2.8.0rc1"])
-def test_supported_v2_versions(version):
-    assert integ.check_v2_version(version) == version
-
-
-@pytest.mark.parametrize("version", ["2.5.2", "2.9.0", "3.0", "dev"])
-def test_unsupported_v2_version_names_the_supported_ones(version):
-    with pytest.raises(integ.NnUNetVersionError, match=r"nnunetv2 2\.6 to 2\.8.*nnunet 1\.7"):
-        integ.check_v2_version(version)
-
-
-def test_v1_versions():
+def test_supported_versions_pass_and_others_name_the_supported_ones():
+    for version in ("2.6.0", "2.7.0", "2.8.1", "2.8.0rc1"):
+        assert integ.check_v2_version(version) == version
+    for version in ("2.5.2", "2.9.0", "3.0", "dev"):
+        with pytest.raises(integ.NnUNetVersionError, match=r"nnunetv2 2\.6 to 2\.8.*nnunet 1\.7"):
+            integ.check_v2_version(version)
     assert integ.check_v1_version("1.7.1") == "1.7.1"
     with pytest.raises(integ.NnUNetVersionError, match=r"1\.7\.x"):
         integ.check_v1_version("1.6.6")

@@ -158,7 +158,10 @@ def test_hf_report_to_wandb_carries_carbon_metrics_per_epoch(tmp_path):
         use_cpu=True,
         disable_tqdm=True,
     )
-    Trainer(model=tiny_model(), args=args, train_dataset=Tokens(16), callbacks=[cb]).train()
+    trainer = Trainer(model=tiny_model(), args=args, train_dataset=Tokens(16))
+    cb.trainer = trainer  # trainer.log is what reaches report_to
+    trainer.add_callback(cb)
+    trainer.train()
     log = read_run_log(cb.tracker.log_path)
     summary, run_file = dict(wandb.run.summary), wandb.run.settings.sync_file
     wandb.finish()

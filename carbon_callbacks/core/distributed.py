@@ -195,3 +195,23 @@ class RankGroup:
 def local_rank_info() -> RankInfo:
     """Rank information without collectives (from torch.distributed or the environment)."""
     return RankInfo(rank=rank(), world_size=world_size(), host=host_name())
+
+
+# -- the stop vote -------------------------------------------------------------------------------
+def any_rank_stops(own: bool) -> bool:
+    """True when this rank or any other says stop: the same answer on every rank.
+
+    The ranks' votes are summed over the default process group, a collective that every rank
+    calls at the same point (after every epoch, whatever its own vote), as Lightning's
+    ``reduce_boolean_decision(all=False)``. Without a process group (or with one rank) it is
+    ``own``.
+
+    Raises:
+        DistributedError: the collective failed; the caller records it as one event and goes on
+            with its own vote.
+    """
+    try:
+        votes = sum_across_ranks({"stop_votes": float(bool(own))})["stop_votes"]
+    except Exception as exc:  # noqa: BLE001 - any failure of the collective
+        raise DistributedError(f"the stop vote between ranks failed: {exc!r}") from exc
+    return votes > 0

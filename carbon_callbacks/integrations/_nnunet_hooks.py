@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from carbon_callbacks.core import distributed
@@ -28,18 +27,16 @@ from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.config import CarbonConfig
 from carbon_callbacks.core.console import fmt, format_duration
 from carbon_callbacks.core.tracker import CarbonTracker
-from carbon_callbacks.integrations._nnunet_plot import PNG_NAME, plot_carbon_progress
+from carbon_callbacks.integrations._gpu import cuda_gpu_id
 from carbon_callbacks.integrations._nnunet_settings import (
     SUPPORTED_TEXT,
     NnUNetVersionError,
     build_settings,
-    device_gpu_id,
 )
 
 #: Logger key holding ``tracker.state_dict()`` per epoch (saved in ``checkpoint['logging']``).
 STATE_KEY = "carbon/tracker_state"
 _ATTR = "_carbon"
-_STOP_VOTES = "stop_votes"
 
 
 class BudgetStop(Exception):
@@ -58,7 +55,6 @@ class Session:
         stop_requested / stopped_by_budget: the ranks agreed to stop (the run ends early).
         predicted: the prediction line was written to the training log.
         warned_unwrapped: the warning about a stop that cannot end the loop was given.
-        history: nnU-Net v1 only, the metrics per epoch (v1's logger has no extension point).
     """
 
     tracker: CarbonTracker
@@ -70,11 +66,10 @@ class Session:
     stopped_by_budget: bool = False
     predicted: bool = False
     warned_unwrapped: bool = False
-    history: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def logs(self) -> bool:
-        """True on the process that writes the training log lines and the PNG (rank 0)."""
+        """True on the process that writes the training log lines (rank 0)."""
         return self.rank == 0
 
     def record(self, kind: str, message: str) -> None:
@@ -110,7 +105,7 @@ def attach(trainer: Any, settings: Mapping[str, Any]) -> None:
     config = CarbonConfig.from_kwargs(**build_settings(trainer, settings))
     factory = getattr(trainer, "make_carbon_tracker", None)
     tracker = factory(config) if callable(factory) else CarbonTracker(config=config)
-    gpu = device_gpu_id(getattr(trainer, "device", None))
+    gpu = cuda_gpu_id(getattr(trainer, "device", None))
     if gpu is not None:  # the rank's own device (nnU-Net puts rank r on cuda:r)
         tracker.set_gpu(gpu)
     found = Session(
@@ -184,7 +179,7 @@ def end_validation(trainer: Any, original: Callable[..., Any], *args: Any) -> No
 
 def on_epoch_end(trainer: Any, original: Callable[[], Any]) -> None:
     """``epoch_end()``; the metrics into nnU-Net's logger before nnU-Net's own ``on_epoch_end``
-    (checkpoints, ``progress.png``, ``current_epoch += 1``); then the PNG and the stop."""
+    (checkpoints, ``progress.png``, ``current_epoch += 1``); then the stop."""
     found = session(trainer)
     if found is None:
         original()
@@ -201,8 +196,6 @@ def on_epoch_end(trainer: Any, original: Callable[[], Any]) -> None:
     except Exception as exc:  # noqa: BLE001 - never break training
         found.record("hook_failed", f"logging the carbon metrics to nnU-Net failed: {exc!r}")
     original()
-    if found.logs and trainer.output_folder is not None:
-        plot_carbon_progress(store(trainer), Path(trainer.output_folder) / PNG_NAME, found)
     if stop and not found.stop_requested:
         found.stop_requested = found.stopped_by_budget = True
         if found.logs:
@@ -227,15 +220,10 @@ def agreed_stop(found: Session) -> bool:
     if found.world_size <= 1:
         return own
     try:
-        votes = distributed.sum_across_ranks({_STOP_VOTES: float(own)})[_STOP_VOTES]
-    except Exception as exc:  # noqa: BLE001 - never break training
-        found.record(
-            "stop_vote_failed",
-            f"the ranks could not agree on the carbon budget's stop ({exc!r}); this rank's own "
-            "decision is used",
-        )
+        return distributed.any_rank_stops(own)
+    except distributed.DistributedError as exc:
+        found.record("stop_vote_failed", f"{exc}; this rank's own decision is used")
         return own
-    return votes > 0
 
 
 def log_epoch(

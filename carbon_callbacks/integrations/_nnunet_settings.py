@@ -6,7 +6,6 @@ no nnU-Net and no torch at import time.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -110,19 +109,3 @@ def build_settings(trainer: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
         out.setdefault("log_dir", output_folder)
         out.setdefault("run_name", f"{Path(output_folder).parent.name}/{Path(output_folder).name}")
     return out
-
-
-def device_gpu_id(device: Any) -> str | None:
-    """NVML identity (UUID, else index) of the CUDA device a trainer uses; None off CUDA."""
-    if getattr(device, "type", None) != "cuda":
-        return None
-    import torch  # imported by nnU-Net already
-
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    with contextlib.suppress(Exception):
-        uuid = str(torch.cuda.get_device_properties(index).uuid)
-        if uuid:
-            return uuid
-    visible = [t.strip() for t in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
-    visible = [t for t in visible if t]
-    return visible[index] if index < len(visible) else str(index)

@@ -1,4 +1,4 @@
-"""Hugging Face transformers: ``Trainer(..., callbacks=[CarbonCallback(...)])``.
+"""Hugging Face transformers: ``trainer.add_callback(CarbonCallback(trainer=trainer, ...))``.
 
 Translation only: Trainer hooks -> :class:`~carbon_callbacks.core.tracker.CarbonTracker` calls;
 the tracker's metrics -> ``trainer.log`` (so they reach ``state.log_history`` and every
@@ -12,23 +12,26 @@ epoch (``eval_strategy="epoch"``; the Trainer runs it after ``on_epoch_end``), e
 ``torch.distributed`` every rank measures its own GPU (named here from ``args.device``); the
 tracker combines the ranks, world process zero logs the sums and writes the run log, and a budget
 stop on any rank stops every rank.
+
+The Trainer does not pass itself to its callbacks, and only ``trainer.log`` reaches the
+``report_to`` integrations: give it to the callback (``trainer=``). Without it the metrics go to
+``state.log_history`` (saved in ``trainer_state.json`` with every checkpoint) and the run log, and
+one warning says so.
 """
 
 from __future__ import annotations
 
-import inspect
+import copy
 import math
-from types import FrameType
 from typing import Any
 
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainerControl
+from transformers.trainer_callback import DefaultFlowCallback
 
 from carbon_callbacks.core import distributed
 from carbon_callbacks.core.config import CarbonConfig
 from carbon_callbacks.core.tracker import CarbonTracker
-from carbon_callbacks.integrations._frames import find_up
-
-_STOP = "stop_votes"
+from carbon_callbacks.integrations._gpu import cuda_gpu_id
 
 
 class CarbonCallback(TrainerCallback):
@@ -39,7 +42,10 @@ class CarbonCallback(TrainerCallback):
             (``pue``, ``zone``, ``log_dir``...). ``epochs``/``total_steps`` default to the
             Trainer's plan.
         tracker: a ready tracker (advanced; overrides the settings).
-        trainer: the Trainer; found automatically when ``train()`` starts if not given.
+        trainer: the Trainer, whose ``log`` reaches ``state.log_history`` and every
+            ``report_to`` integration (or set ``callback.trainer`` before ``train()``):
+            ``trainer.add_callback(CarbonCallback(trainer=trainer, zone="DK"))``. Without it
+            the metrics go to ``state.log_history`` and the run log only.
     """
 
     def __init__(
@@ -57,27 +63,21 @@ class CarbonCallback(TrainerCallback):
         self._budget_stopped = False
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.trainer is None:
-            self.trainer = _running_trainer()
-        if self.trainer is None:
+        if self.trainer is None and state.is_world_process_zero:
             self.tracker.events.record(
                 "no_trainer",
-                "the Trainer was not found: carbon metrics go to the run log only; pass "
-                "CarbonCallback(trainer=trainer) or set callback.trainer = trainer",
+                "CarbonCallback was not given the Trainer: the carbon metrics go to "
+                "state.log_history and the run log, not to the report_to integrations "
+                "(TensorBoard, W&B...); use trainer.add_callback(CarbonCallback(trainer=trainer))",
                 "huggingface",
             )
         if args.max_steps > 0 or not float(args.num_train_epochs).is_integer():
             self.tracker.set_planned(total_steps=state.max_steps)  # predict from steps
         else:
             self.tracker.set_planned(epochs=state.num_train_epochs, total_steps=state.max_steps)
-        device = getattr(args, "device", None)
-        if getattr(device, "type", None) == "cuda":  # measure the GPU this rank trains on
-            import torch
-
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-            if uuid is not None:
-                self.tracker.set_gpu(f"GPU-{uuid}")
+        gpu = cuda_gpu_id(getattr(args, "device", None))
+        if gpu is not None:  # measure the GPU this rank trains on
+            self.tracker.set_gpu(gpu)
         self._plan_evaluation(args, state, kwargs.get("train_dataloader"))
         self.tracker.start()
         if args.eval_on_start:
@@ -108,7 +108,7 @@ class CarbonCallback(TrainerCallback):
             "evaluation",
             every_steps=every,
             work_ratio=ratio,
-            at_last_step=_evaluates_at_last_step(),
+            at_last_step=_evaluates_at_last_step(args, state),
             source="huggingface",
             strict=False,
         )
@@ -149,18 +149,31 @@ class CarbonCallback(TrainerCallback):
 
     def _end_epoch(self, steps: int, state: Any, control: Any) -> None:
         metrics = self.tracker.epoch_end(steps=steps)  # already combined over the ranks
-        votes = distributed.sum_across_ranks({_STOP: float(self.tracker.should_stop)})
-        if votes[_STOP] > 0:  # any rank's budget stops every rank (the same decision)
+        if self._any_rank_stops():  # any rank's budget stops every rank (the same decision)
             control.should_training_stop = self._budget_stopped = True
             if state.is_world_process_zero and self.tracker.config.verbose >= 1:
                 reason = self.tracker.stop_reason or "the budget of another rank"
                 print(f"carbon_callbacks: stopping training: {reason}")
-        if not state.is_world_process_zero or self.trainer is None or not metrics:
+        if not state.is_world_process_zero or not metrics:
             return
         logged = {key: value for key, value in metrics.items() if not math.isnan(value)}
+        if self.trainer is None:  # what trainer.log keeps, without the report_to integrations
+            state.log_history.append({**logged, "epoch": state.epoch, "step": state.global_step})
+            return
         should_log = control.should_log  # trainer.log resets it: keep the epoch's loss log
         self.trainer.log(logged)
         control.should_log = self.trainer.control.should_log = should_log
+
+    def _any_rank_stops(self) -> bool:
+        """The budget's stop, agreed by every rank (a collective every rank calls per epoch)."""
+        own = bool(self.tracker.should_stop)
+        try:
+            return distributed.any_rank_stops(own)
+        except distributed.DistributedError as exc:
+            self.tracker.events.record(
+                "stop_vote_failed", f"{exc}; this rank's own decision is used", "huggingface"
+            )
+            return own
 
 
 def _eval_batches(args: Any, eval_dataset: Any) -> int | None:
@@ -183,27 +196,20 @@ def _eval_batches(args: Any, eval_dataset: Any) -> int | None:
     return total or None
 
 
-def _evaluates_at_last_step() -> bool:
-    """Whether this transformers' DefaultFlowCallback also evaluates after the last step.
+def _evaluates_at_last_step(args: Any, state: Any) -> bool:
+    """Whether this Trainer also evaluates after the last step when it is off ``eval_steps``.
 
-    transformers 5 asks for an evaluation at the run's last step when that is not a multiple of
-    ``eval_steps``; earlier versions did not. Read from the installed source, since the version
-    that brought it is not what matters: what this Trainer will do is.
+    transformers 5 does, earlier versions did not: the installed ``DefaultFlowCallback`` is asked
+    what it does at a last step one past a multiple of ``eval_steps`` (on copies; nothing of the
+    running Trainer is touched).
     """
-    from transformers.trainer_callback import DefaultFlowCallback
-
-    try:
-        source = inspect.getsource(DefaultFlowCallback.on_step_end)
-    except (OSError, TypeError):
+    every = int(state.eval_steps)
+    if every < 2:
         return False
-    return "global_step % state.eval_steps != 0" in source
-
-
-def _running_trainer() -> Trainer | None:
-    """The Trainer whose ``train()`` called this hook (three frames up: handler, loop)."""
-
-    def trainer_of(frame: FrameType) -> Trainer | None:
-        owner = frame.f_locals.get("self")
-        return owner if isinstance(owner, Trainer) else None
-
-    return find_up(trainer_of, 8)
+    probe = copy.copy(state)
+    probe.global_step = probe.max_steps = every + 1
+    try:
+        control = DefaultFlowCallback().on_step_end(args, probe, TrainerControl())
+    except Exception:  # noqa: BLE001 - an unexpected Trainer: no plan for the last step
+        return False
+    return bool(getattr(control, "should_evaluate", False))

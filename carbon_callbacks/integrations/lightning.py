@@ -20,6 +20,7 @@ import torch
 
 from carbon_callbacks.core.config import CarbonConfig
 from carbon_callbacks.core.tracker import CarbonTracker
+from carbon_callbacks.integrations._gpu import cuda_gpu_id
 
 try:  # the unified package first, then the standalone one
     from lightning.pytorch import Callback as _Callback
@@ -69,12 +70,9 @@ class CarbonCallback(_Callback):
         max_epochs = trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None
         max_steps = trainer.max_steps if (trainer.max_steps or 0) > 0 else None
         self.tracker.set_planned(epochs=max_epochs, total_steps=max_steps)
-        device = pl_module.device
-        if device.type == "cuda":  # measure the GPU this rank trains on
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-            if uuid is not None:
-                self.tracker.set_gpu(f"GPU-{uuid}")
+        gpu = cuda_gpu_id(pl_module.device)
+        if gpu is not None:  # measure the GPU this rank trains on
+            self.tracker.set_gpu(gpu)
         # The tracker starts at the first sanity-check or training hook: after Lightning has
         # restored checkpoint state (some strategies do that after on_fit_start) and installed
         # its own SIGTERM handler, which the tracker's then chains in front of.

@@ -27,7 +27,7 @@ nnU-Net                       carbon_callbacks
 ``on_epoch_end``              ``epoch_end()``; the metrics into ``self.logger`` **before** nnU-Net's
                               own ``on_epoch_end`` (which saves checkpoints and draws
                               ``progress.png``); one line in the training log; the prediction
-                              once made; then ``carbon_progress.png`` beside ``progress.png``
+                              once made
 ``on_train_end``              ``stop()``: the final statement, and a line in the training log
 ``load_checkpoint``           keys registered again (NaN for epochs without them); totals resumed
 ``run_training``              a budget stop ends the loop, then ``on_train_end`` as usual
@@ -56,7 +56,8 @@ every rank at the same epoch.
 Modules: this one re-exports the public names; the hooks are in
 :mod:`~carbon_callbacks.integrations._nnunet_hooks`, the mixin and the trainer class in
 ``_nnunet_trainer``, :func:`patch` and the console script in ``_nnunet_patch``, versions and
-settings in ``_nnunet_settings``, the PNG in ``_nnunet_plot``.
+settings in ``_nnunet_settings``. The figures are drawn after training from the run log, which
+is written to the trainer's output folder: ``carbon-callbacks plot <output folder>``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,6 @@ from carbon_callbacks.integrations._nnunet_patch import (
     split_args,
     unpatch,
 )
-from carbon_callbacks.integrations._nnunet_plot import PNG_NAME, plot_carbon_progress
 from carbon_callbacks.integrations._nnunet_settings import (
     ENV_SETTINGS,
     SUPPORTED_TEXT,
@@ -97,14 +97,12 @@ __all__ = [
     "ENV_SETTINGS",
     "NnUNetVersionError",
     # also importable from here (the names the tests, docs and nnunet_v1 use)
-    "PNG_NAME",
     "SUPPORTED_TEXT",
     "SUPPORTED_V1",
     "SUPPORTED_V2",
     "build_settings",
     "check_v1_version",
     "check_v2_version",
-    "plot_carbon_progress",
     "settings_from_env",
     "split_args",
 ]

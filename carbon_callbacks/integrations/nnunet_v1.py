@@ -14,7 +14,7 @@ nnU-Net v1                    carbon_callbacks
                               at the end (final statement, a line in the training log)
 ``print_to_log_file``         the ``"\\nepoch: "`` line that opens an epoch: ``epoch_start()``
 ``on_epoch_end``              ``epoch_end()``; a line in the training log; the prediction once
-                              made; ``carbon_progress.png``; a budget stop returns False
+                              made; a budget stop returns False
 ============================  =================================================================
 
 Tested by ``tests/test_nnunet_v1.py`` where nnunet 1.7 is installed (not in CI). Not covered:
@@ -24,15 +24,12 @@ extra state); ``nnUNetTrainerV2_DDP`` runs its own loop and is not measured (a w
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Any
 
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.config import CarbonConfig
 from carbon_callbacks.core.tracker import CarbonTracker
 from carbon_callbacks.integrations import _nnunet_hooks as hooks
-from carbon_callbacks.integrations._nnunet_plot import PNG_NAME, plot_carbon_progress
 from carbon_callbacks.integrations._nnunet_settings import build_settings, settings_from_env
 
 _ATTR = "_carbon"
@@ -108,15 +105,11 @@ def wrappers() -> list[tuple[Any, str, Any]]:
             return on_epoch_end(self)
         tracker = session.tracker
         metrics = tracker.epoch_end(steps=int(self.num_batches_per_epoch))
-        session.history.append(metrics)
         try:
             hooks.print_epoch(self, session, metrics)
         except Exception as exc:  # noqa: BLE001 - never break training
             session.record("hook_failed", f"writing the carbon line failed: {exc!r}")
         result = on_epoch_end(self)
-        store = {k: [m.get(k, math.nan) for m in session.history] for k in keys.ALL_KEYS}
-        if self.output_folder is not None:
-            plot_carbon_progress(store, Path(self.output_folder) / PNG_NAME, session)
         if tracker.should_stop:
             session.stopped_by_budget = True
             self.max_num_epochs = self.epoch  # nnUNetTrainerV2 returns epoch < max_num_epochs
