@@ -85,7 +85,18 @@ _MOVED_TO_ENDPOINTS = tuple(f.name for f in fields(Endpoints))
 _WITHOUT_EFFECT = {
     "ignore_errors": "this package never exits on an error: a fault degrades with a warning "
     "and training continues",
+    "devices_by_pid": "the GPUs measured are those this process uses: CUDA_VISIBLE_DEVICES, "
+    "the rank's own GPU under DDP, or gpu_ids",
+    "interpretable": "the reports always give the figures with their equivalents",
 }
+#: Values of those settings that are what this package does anyway (no warning).
+_SAME_HERE = {"interpretable": True}
+#: Other names of settings: ``country``, and carbontracker's ``update_interval`` and ``api_keys``.
+_ALIASES = (
+    ("country", "zone"),
+    ("update_interval", "interval_s"),
+    ("api_keys", "electricitymaps_token"),
+)
 
 
 @dataclass(frozen=True)
@@ -251,8 +262,11 @@ class CarbonConfig:
     def from_kwargs(cls, config: CarbonConfig | None = None, **kwargs: Any) -> CarbonConfig:
         """Build from keyword arguments; unknown names are refused with the valid ones listed.
 
-        ``country`` is accepted as an alias of ``zone``. Former settings that do nothing or
-        moved to :class:`Endpoints` are accepted with one ``FutureWarning`` each.
+        ``country`` is accepted as another name of ``zone``, and carbontracker's
+        ``update_interval`` of ``interval_s`` and ``api_keys={"electricitymaps": token}`` of
+        ``electricitymaps_token``. carbontracker's ``ignore_errors``, ``devices_by_pid`` and
+        ``interpretable=False``, which do nothing here, and the former endpoint settings (see
+        :class:`Endpoints`) are accepted with one ``FutureWarning`` each.
         """
         if config is not None:
             if kwargs:
@@ -260,11 +274,7 @@ class CarbonConfig:
                     "pass either config=CarbonConfig(...) or keyword settings, not both"
                 )
             return config
-        if "country" in kwargs:
-            if kwargs.get("zone") is not None:
-                raise ConfigError("country and zone are the same setting: give one")
-            kwargs["zone"] = kwargs.pop("country")
-        kwargs = _retire(kwargs)
+        kwargs = _retire(_aliases(kwargs))
         valid = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - valid)
         if unknown:
@@ -275,13 +285,40 @@ class CarbonConfig:
         return cls(**kwargs)
 
 
+def _aliases(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the other names of settings (:data:`_ALIASES`) under the setting's own."""
+    if "api_keys" in kwargs:
+        kwargs["api_keys"] = _electricitymaps_key(kwargs["api_keys"])
+    for alias, name in _ALIASES:
+        if alias not in kwargs:
+            continue
+        value = kwargs.pop(alias)
+        if kwargs.get(name) is not None and value is not None:
+            raise ConfigError(f"{alias} and {name} are the same setting: give one")
+        if value is not None:
+            kwargs[name] = value
+    return kwargs
+
+
+def _electricitymaps_key(api_keys: Any) -> str | None:
+    """The token in carbontracker's ``api_keys={"electricitymaps": token}`` (never shown)."""
+    if api_keys is None:
+        return None
+    if not isinstance(api_keys, Mapping) or set(api_keys) != {"electricitymaps"}:
+        keys = sorted(map(str, api_keys)) if isinstance(api_keys, Mapping) else None
+        raise ConfigError(
+            "api_keys must be {'electricitymaps': '<token>'} (carbontracker's form; only the "
+            f"Electricity Maps token is used), got {keys if keys is not None else type(api_keys)}"
+        )
+    return api_keys["electricitymaps"]
+
+
 def _retire(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` without the former settings, each announced once with a ``FutureWarning``."""
+    """``kwargs`` without the settings that do nothing here or moved, each warned about once."""
     for name, why in _WITHOUT_EFFECT.items():
-        if name in kwargs:
-            kwargs.pop(name)
+        if name in kwargs and kwargs.pop(name) is not _SAME_HERE.get(name, object()):
             warnings.warn(
-                f"carbon_callbacks: {name} has no effect ({why}); it will be removed, drop it",
+                f"carbon_callbacks: {name} has no effect here ({why}); drop it",
                 FutureWarning,
                 stacklevel=4,
             )

@@ -413,10 +413,27 @@ def test_start_creates_the_folder_and_degrades_what_it_cannot_do(tmp_path):
     assert [e.kind for e in blocked.events.events].count("log_dir_unwritable") == 1
 
 
-def test_retired_settings_are_accepted_with_one_warning(tmp_path):
-    with pytest.warns(FutureWarning, match="ignore_errors has no effect"):
-        config = CarbonConfig.from_kwargs(log_dir=None, ignore_errors=False)
-    assert "ignore_errors" not in config.to_dict()
+def test_carbontracker_names_are_accepted(tmp_path):
+    """A carbontracker user changes the import and nothing else."""
+    token = "em-token-123456"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = CarbonConfig.from_kwargs(
+            log_dir=None, update_interval=5, api_keys={"electricitymaps": token}, interpretable=True
+        )
+    assert config.interval_s == 5.0 and config.electricitymaps_token == token
+    for name, value in (("ignore_errors", False), ("devices_by_pid", True), ("interpretable", 0)):
+        with pytest.warns(FutureWarning, match=f"{name} has no effect here"):
+            config = CarbonConfig.from_kwargs(log_dir=None, **{name: value})
+        assert name not in config.to_dict()
+    with pytest.raises(ConfigError, match="same setting"):
+        CarbonConfig.from_kwargs(log_dir=None, update_interval=5, interval_s=2)
+    with pytest.raises(ConfigError, match=r"api_keys must be .* got \['co2signal'\]") as info:
+        CarbonConfig.from_kwargs(log_dir=None, api_keys={"co2signal": token})
+    assert token not in str(info.value)
+
+
+def test_former_endpoint_settings_are_honoured_with_one_warning(tmp_path):
     with pytest.warns(FutureWarning, match="gb_base_url is no longer a setting"):
         config = CarbonConfig.from_kwargs(log_dir=None, gb_base_url="http://127.0.0.1:8/")
     assert config.endpoints == Endpoints(gb_base_url="http://127.0.0.1:8")
