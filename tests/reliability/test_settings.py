@@ -384,6 +384,8 @@ def test_building_creates_nothing_until_start(tmp_path, monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", lambda sock, addr: connects.append(addr))
     tracker = CarbonTracker(log_dir=str(log_dir), **REACHING_OUT)
     CarbonCallback(log_dir=str(log_dir), **REACHING_OUT)
+    ip = {"ip_geolocation": True, "_endpoints": {"ip_geolocation_url": "http://127.0.0.1:9/j"}}
+    CarbonTracker(log_dir=str(log_dir), **ip)
     assert not (tmp_path / "new").exists()
     assert set(threading.enumerate()) == threads and connects == []
     tracker.stop()  # never started: nothing to undo

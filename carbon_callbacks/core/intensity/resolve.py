@@ -43,7 +43,7 @@ built-in source is built now (so a bad setting is still refused at construction)
 starts, fetches or opens a socket until the tracker activates it (on rank 0 only when ranks
 combine). A registered factory is then called at activation, and if it raises (even
 :class:`ConfigError`) the run degrades to the annual average with one ``intensity_live_failed``
-event.
+event. The opt-in IP geolocation lookup is put off the same way.
 """
 
 from __future__ import annotations
@@ -577,6 +577,31 @@ def resolve_intensity(
         )
     if zone is not None:
         return _zone_provider(zone, config, events, defer_live=defer_live)
+    if defer_live and _asks_ip(config, env):  # the lookup is a request: made at start()
+        return DeferredLiveProvider(
+            "WORLD",
+            lambda at_start: _located_provider(config, at_start, env, defer_live=False),
+            StaticIntensityProvider.world_fallback(),
+            "the zone from IP geolocation",
+        )
+    return _located_provider(config, events, env, defer_live=defer_live)
+
+
+def _asks_ip(config: CarbonConfig, env: Mapping[str, str]) -> bool:
+    """True when locating the run will ask the opt-in IP geolocation service."""
+    from carbon_callbacks.core.intensity.location import cloud_region_location
+
+    return (
+        config.ip_geolocation
+        and config.offline is False
+        and cloud_region_location(config.cloud_region, env) is None
+    )
+
+
+def _located_provider(
+    config: CarbonConfig, events: EventLog, env: Mapping[str, str], *, defer_live: bool
+) -> IntensityProvider:
+    """The provider when no zone is given: from the cloud region or IP, else the fallback."""
     located, why = _locate(config, events, env)
     if located is not None:
         return _zone_provider(
