@@ -79,10 +79,13 @@ def test_a_limit_without_a_policy_warns_and_policy_spelling_is_forgiving():
     assert cfg.budget_policy == "stop-when-spent"
 
 
-def test_stop_and_confirm_is_refused_without_an_interactive_stdin(tmp_path, monkeypatch):
+def test_stop_and_confirm_asks_nothing_without_an_interactive_stdin(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))  # a pipe: not a terminal
-    with pytest.raises(ConfigError, match="stdin is not an interactive terminal"):
-        CarbonTracker(log_dir=str(tmp_path), epochs=3, stop_and_confirm=True)
+    tracker = CarbonTracker(log_dir=str(tmp_path), epochs=3, stop_and_confirm=True, zone="DK")
+    with pytest.warns(UserWarning, match="stdin is not an interactive terminal"):
+        tracker.start()
+    tracker.stop()
+    assert tracker.config.stop_and_confirm is False
     assert CarbonConfig(log_dir=None).stop_and_confirm is False  # never the default
 
 

@@ -74,14 +74,14 @@ def _settings(scenario: str, rank: int, url: str | None) -> dict[str, Any]:
         return {
             "zone": "DK1",
             "live_intensity": True,
-            "energidataservice_base_url": f"{url}/rank{rank}",
+            "_endpoints": {"energidataservice_base_url": f"{url}/rank{rank}"},
         }
     if scenario == "budget":  # offline, with live settings that must stay unused
         return {
             "zone": ["SE", "PL"][rank],
             "offline": True,
             "live_intensity": True,
-            "energidataservice_base_url": f"{url}/rank{rank}",
+            "_endpoints": {"energidataservice_base_url": f"{url}/rank{rank}"},
             "budget_g": BUDGET_G,
             "budget_policy": "stop-when-spent",
         }
@@ -205,13 +205,9 @@ def test_only_rank_zero_asks_the_live_source(live_run):
     assert len(api.hits(r"^/rank0/dataset/CO2Emis$")) >= 1
     assert len(api.hits(r"^/rank0/dataset/CO2EmisProg$")) >= 1
     assert api.hits(r"^/rank[12]/") == []  # the other ranks never asked
-    # rank 0 knew nothing of ranks when built: it started its source at once; the others put
-    # it off until the ranks were known, and then started nothing
-    assert [results[r]["built"] for r in range(3)] == [
-        "LiveIntensityProvider",
-        "DeferredLiveProvider",
-        "DeferredLiveProvider",
-    ]
+    # every rank put its source off until start(), when the ranks were known: rank 0 started
+    # it, the others started nothing
+    assert [results[r]["built"] for r in range(3)] == ["DeferredLiveProvider"] * 3
     for r in (1, 2):
         assert not any(k.startswith("intensity_live") for k in results[r]["events"])
     log = _run_log(out)

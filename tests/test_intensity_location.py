@@ -137,10 +137,10 @@ def test_cloud_region_choice_is_announced_with_how_to_override():
 def test_ip_geolocation_only_when_opted_in(ip_api):
     ip_api.route(r"^/json$", Response(200, {"ip": "192.0.2.1", "country": "DK", "city": "Aarhus"}))
     url = f"{ip_api.url}/json"
-    assert zone_of(cfg(ip_geolocation_url=url), {}).zone == "WORLD"
+    assert zone_of(cfg(_endpoints={"ip_geolocation_url": url}), {}).zone == "WORLD"
     assert ip_api.requests == []  # not opted in: never asked
     events = EventLog()
-    config = cfg(ip_geolocation=True, ip_geolocation_url=url)
+    config = cfg(ip_geolocation=True, _endpoints={"ip_geolocation_url": url})
     assert config.offline is False  # opting in allows the network for the lookup...
     assert config.live_intensity is False  # ...not for live values (DK has a key-less source)
     est = zone_of(config, {}, events)
@@ -154,12 +154,18 @@ def test_ip_geolocation_comes_after_the_cloud_region_and_is_cached(ip_api):
     ip_api.route(r"^/json$", Response(200, {"country_code": "US", "region": "California"}))
     url = f"{ip_api.url}/json"
     assert (
-        zone_of(cfg(ip_geolocation=True, ip_geolocation_url=url), {"AWS_REGION": "eu-west-2"}).zone
+        zone_of(
+            cfg(ip_geolocation=True, _endpoints={"ip_geolocation_url": url}),
+            {"AWS_REGION": "eu-west-2"},
+        ).zone
         == "GB"
     )
     assert ip_api.requests == []
     for _ in range(3):
-        assert zone_of(cfg(ip_geolocation=True, ip_geolocation_url=url), {}).zone == "US-CA"
+        assert (
+            zone_of(cfg(ip_geolocation=True, _endpoints={"ip_geolocation_url": url}), {}).zone
+            == "US-CA"
+        )
     assert len(ip_api.requests) == 1  # one lookup per process
 
 
@@ -168,7 +174,7 @@ def test_ip_geolocation_failure_is_cached_and_falls_back_labelled(ip_api):
     url = f"{ip_api.url}/json"
     for _ in range(2):
         events = EventLog()
-        est = zone_of(cfg(ip_geolocation=True, ip_geolocation_url=url), {}, events)
+        est = zone_of(cfg(ip_geolocation=True, _endpoints={"ip_geolocation_url": url}), {}, events)
         assert est.kind == "fallback"
         assert "no two-letter country code" in events.events[0].message
     assert len(ip_api.requests) == 1
@@ -176,7 +182,9 @@ def test_ip_geolocation_failure_is_cached_and_falls_back_labelled(ip_api):
 
 def test_ip_unknown_country_is_not_used(ip_api):
     ip_api.route(r"^/json$", Response(200, {"country": "ZZ"}))
-    est = zone_of(cfg(ip_geolocation=True, ip_geolocation_url=f"{ip_api.url}/json"), {})
+    est = zone_of(
+        cfg(ip_geolocation=True, _endpoints={"ip_geolocation_url": f"{ip_api.url}/json"}), {}
+    )
     assert est.kind == "fallback"
 
 
@@ -195,9 +203,9 @@ def test_parse_ip_answer_shapes(answer, country, region):
 
 def test_us_state_from_region_code(ip_api):
     ip_api.route(r"^/json$", Response(200, {"country_code": "US", "region_code": "WV"}))
-    assert zone_of(cfg(ip_geolocation=True, ip_geolocation_url=f"{ip_api.url}/json"), {}).zone == (
-        "US-WV"
-    )
+    assert zone_of(
+        cfg(ip_geolocation=True, _endpoints={"ip_geolocation_url": f"{ip_api.url}/json"}), {}
+    ).zone == ("US-WV")
 
 
 def test_live_source_for_a_located_zone_without_one_degrades(monkeypatch):
@@ -224,7 +232,7 @@ def test_offline_default_follows_what_is_asked_for(monkeypatch):
 
 def test_key_less_zone_goes_live_when_the_network_is_allowed(ip_api):
     ip_api.route(r"^/intensity/", Response(200, {"data": []}))
-    config = cfg(zone="GB", offline=False, gb_base_url=ip_api.url)
+    config = cfg(zone="GB", offline=False, _endpoints={"gb_base_url": ip_api.url})
     provider = resolve_intensity(config, EventLog(), env={})
     try:
         assert isinstance(provider, LiveIntensityProvider)
@@ -265,8 +273,11 @@ def test_token_from_environment_is_masked(monkeypatch):
         ({"electricitymaps_lat_lon": (91, 0)}, "outside"),
         ({"electricitymaps_lat_lon": "55,12"}, "(latitude, longitude)"),
         ({"electricitymaps_lat_lon": (55, 12), "electricitymaps_zone": "DK-DK1"}, "not both"),
-        ({"gb_base_url": "ftp://x"}, "https://"),
-        ({"energidataservice_base_url": "https://user:pw@example.org"}, "credentials"),
+        ({"_endpoints": {"gb_base_url": "ftp://x"}}, "https://"),
+        (
+            {"_endpoints": {"energidataservice_base_url": "https://user:pw@example.org"}},
+            "credentials",
+        ),
         ({"ip_geolocation": "yes"}, "True or False"),
         ({"cloud_region": ""}, "region name"),
     ],
@@ -278,7 +289,10 @@ def test_bad_location_and_provider_settings(settings, needle):
 
 
 def test_loopback_http_is_accepted_for_tests_only():
-    assert cfg(gb_base_url="http://127.0.0.1:8080/").gb_base_url == "http://127.0.0.1:8080"
+    assert (
+        cfg(_endpoints={"gb_base_url": "http://127.0.0.1:8080/"}).endpoints.gb_base_url
+        == "http://127.0.0.1:8080"
+    )
 
 
 def test_location_module_imports_nothing_heavy():

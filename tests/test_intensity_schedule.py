@@ -203,7 +203,11 @@ def test_best_start_python_api_with_energidataservice(api):
     now = T0 + 1234.0
     t0 = _eds(api, now)
     plan = carbon_callbacks.best_start(
-        "DK1", 3600, energy_kwh=5.0, now_unix_s=now, energidataservice_base_url=api.url
+        "DK1",
+        3600,
+        energy_kwh=5.0,
+        now_unix_s=now,
+        _endpoints={"energidataservice_base_url": api.url},
     )
     assert plan.start_unix_s == t0 + 3600  # the hour of 90 g
     assert plan.intensity_g_per_kwh == pytest.approx(90.0)
@@ -215,7 +219,9 @@ def test_best_start_forecast_too_short_is_reported(api):
     now = T0 + 1234.0
     _eds(api, now)
     with pytest.raises(ScheduleError, match="shorter than the 24.0 h run"):
-        best_start("DK1", 24 * H, now_unix_s=now, energidataservice_base_url=api.url)
+        best_start(
+            "DK1", 24 * H, now_unix_s=now, _endpoints={"energidataservice_base_url": api.url}
+        )
 
 
 def test_best_start_gb_and_electricitymaps(api):
@@ -225,7 +231,7 @@ def test_best_start_gb_and_electricitymaps(api):
         r"^/intensity/",
         Response(200, gb_national_answer(start, [250], [255, 240, 60, 60, 300, 300])),
     )
-    plan = best_start("GB", H, now_unix_s=now, gb_base_url=api.url)
+    plan = best_start("GB", H, now_unix_s=now, _endpoints={"gb_base_url": api.url})
     assert plan.start_unix_s == T0 + 1800 and plan.intensity_g_per_kwh == 60
     api.route(r"/history$", Response(200, em_history_answer(T0, [500])))
     api.route(r"/forecast$", Response(200, em_forecast_answer(T0 + H, [400, 100, 200])))
@@ -234,7 +240,7 @@ def test_best_start_gb_and_electricitymaps(api):
         H,
         now_unix_s=now,
         electricitymaps_token="tok-1234567890",
-        electricitymaps_base_url=api.url,
+        _endpoints={"electricitymaps_base_url": api.url},
     )
     assert plan.start_unix_s == T0 + 2 * H and plan.intensity_g_per_kwh == 100
 
@@ -248,14 +254,14 @@ def test_best_start_without_forecast_says_why(api):
             H,
             now_unix_s=T0 + 5,
             electricitymaps_token="tok-1234567890",
-            electricitymaps_base_url=api.url,
+            _endpoints={"electricitymaps_base_url": api.url},
         )
 
 
 def test_best_start_service_down(api):
     api.route(r"^/intensity/", Response(503, "maintenance"))
     with pytest.raises(ScheduleError, match="HTTP 503") as info:
-        best_start("GB", H, gb_base_url=api.url, timeout_s=2.0)
+        best_start("GB", H, _endpoints={"gb_base_url": api.url}, timeout_s=2.0)
     assert info.value.exit_code == EXIT_NO_DATA
 
 

@@ -182,7 +182,12 @@ def test_live_energidataservice_run_records_values_sources_and_times(tmp_path):
         ),
     )
     try:
-        t = tracker(tmp_path, zone="DK1", live_intensity=True, energidataservice_base_url=api.url)
+        t = tracker(
+            tmp_path,
+            zone="DK1",
+            live_intensity=True,
+            _endpoints={"energidataservice_base_url": api.url},
+        ).start()  # the live source starts with the tracker
         assert isinstance(t.intensity, LiveIntensityProvider)
         assert t.intensity.wait_ready(5.0)
         run_epochs(t, 2, 0.05)
@@ -214,7 +219,12 @@ def test_training_never_waits_for_a_stalled_provider(tmp_path):
     api = FakeApi()
     api.route(r"^/dataset/", Response(stall=True))
     try:
-        t = tracker(tmp_path, zone="DK1", live_intensity=True, energidataservice_base_url=api.url)
+        t = tracker(
+            tmp_path,
+            zone="DK1",
+            live_intensity=True,
+            _endpoints={"energidataservice_base_url": api.url},
+        ).start()
         deadline = time.monotonic() + 3
         while not api.requests and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -261,7 +271,7 @@ LIVE_SETTINGS = {
     "live_intensity": True,
     "electricitymaps_token": TOKEN,
     "ip_geolocation": True,
-    "energidataservice_base_url": "https://api.energidataservice.dk",
+    "_endpoints": {"energidataservice_base_url": "https://api.energidataservice.dk"},
 }
 
 
@@ -328,7 +338,11 @@ def test_a_live_source_put_off_for_ranks_starts_nothing_until_activated(monkeypa
 
     api = FakeApi()
     api.route(r"^/dataset/", eds_handler({"CO2Emis": [], "CO2EmisProg": []}))
-    settings = {"zone": "DK1", "live_intensity": True, "energidataservice_base_url": api.url}
+    settings = {
+        "zone": "DK1",
+        "live_intensity": True,
+        "_endpoints": {"energidataservice_base_url": api.url},
+    }
     try:
         with pytest.raises(ConfigError, match="serves zone"):  # still refused at once
             resolve_intensity(
@@ -391,8 +405,8 @@ def test_token_never_reaches_logs_warnings_or_reprs(tmp_path):
                 zone="DE",
                 electricitymaps_token=TOKEN,
                 live_intensity="electricitymaps",
-                electricitymaps_base_url=api.url,
-            )
+                _endpoints={"electricitymaps_base_url": api.url},
+            ).start()
             assert t.intensity.wait_ready(5.0)
             run_epochs(t, 1, 0.02)
             t.stop()
@@ -420,8 +434,8 @@ def test_unknown_zone_at_electricitymaps_continues_on_the_labelled_annual_value(
             electricitymaps_zone="DE-XYZ",
             electricitymaps_token=TOKEN,
             live_intensity=True,
-            electricitymaps_base_url=api.url,
-        )
+            _endpoints={"electricitymaps_base_url": api.url},
+        ).start()
         assert t.intensity.wait_ready(5.0)
         (m,) = run_epochs(t, 1, 0.02)
         t.stop()
@@ -443,7 +457,7 @@ def test_unknown_zone_at_electricitymaps_continues_on_the_labelled_annual_value(
         ({"zone": "DE", "electricitymaps_token": "Bearer abcdefgh12"}, "bare token"),
         ({"live_intensity": "electricitymaps"}, "needs a token"),
         ({"live_intensity": "yes"}, "live_intensity must be"),
-        ({"electricitymaps_base_url": "http://api.example.org"}, "plain http"),
+        ({"_endpoints": {"electricitymaps_base_url": "http://api.example.org"}}, "plain http"),
     ],
 )
 def test_bad_live_settings_are_refused_at_construction(tmp_path, settings, needle):
@@ -465,7 +479,8 @@ def test_stop_closes_the_live_thread(tmp_path):
     api = FakeApi()
     api.route(r"^/intensity/", Response(200, {"data": []}))
     try:
-        t = tracker(tmp_path, zone="GB", live_intensity=True, gb_base_url=api.url)
+        t = tracker(tmp_path, zone="GB", live_intensity=True, _endpoints={"gb_base_url": api.url})
+        t.start()
         assert t.intensity.wait_ready(5.0)
         names = [th.name for th in threading.enumerate()]
         assert "carbon_callbacks-intensity-GB" in names
@@ -476,14 +491,14 @@ def test_stop_closes_the_live_thread(tmp_path):
         api.close()
 
 
-def test_a_tracker_never_started_still_closes_its_provider(tmp_path):
+def test_a_tracker_never_started_starts_no_live_source(tmp_path):
     api = FakeApi()
     api.route(r"^/intensity/", Response(200, {"data": []}))
     try:
-        t = tracker(tmp_path, zone="GB", live_intensity=True, gb_base_url=api.url)
+        t = tracker(tmp_path, zone="GB", live_intensity=True, _endpoints={"gb_base_url": api.url})
         t.stop()
-        t.intensity._thread.join(2.0)
-        assert not t.intensity.running
+        assert "carbon_callbacks-intensity-GB" not in [th.name for th in threading.enumerate()]
+        assert api.requests == []
     finally:
         api.close()
 
@@ -503,7 +518,9 @@ def test_ip_geolocation_failure_falls_back_to_world_labelled(tmp_path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CarbonCallbacksWarning)
-            t = tracker(tmp_path, ip_geolocation=True, ip_geolocation_url=f"{api.url}/json")
+            t = tracker(
+                tmp_path, ip_geolocation=True, _endpoints={"ip_geolocation_url": f"{api.url}/json"}
+            )
         run_epochs(t, 1, 0.01)
         t.stop()
     finally:

@@ -351,7 +351,9 @@ def _close(sensors) -> None:
 
 def test_discovery_all_uses_nvml_and_rapl(tmp_path):
     nvml = FakeNvml([FakeGpu(uuid=uuid_for(0)), FakeGpu(uuid=uuid_for(1))])
-    config = CarbonConfig(log_dir=None, rapl_root=str(_rapl_tree(tmp_path / "powercap")))
+    config = CarbonConfig(
+        log_dir=None, _endpoints={"rapl_root": str(_rapl_tree(tmp_path / "powercap"))}
+    )
     events = EventLog()
     sensors = discover_sensors(config, events, nvml=nvml, env={})
     assert _names(sensors) == ["gpu:0", "gpu:1", "cpu:package-0", "dram:package-0"]
@@ -363,7 +365,9 @@ def test_discovery_all_uses_nvml_and_rapl(tmp_path):
 
 def test_discovery_gpu_only_touches_no_cpu_sensor(tmp_path):
     nvml = FakeNvml([FakeGpu()])
-    config = CarbonConfig(log_dir=None, components="gpu", rapl_root=str(tmp_path / "absent"))
+    config = CarbonConfig(
+        log_dir=None, components="gpu", _endpoints={"rapl_root": str(tmp_path / "absent")}
+    )
     events = EventLog()
     sensors = discover_sensors(config, events, nvml=nvml, env={})
     assert _names(sensors) == ["gpu:0"]
@@ -373,7 +377,9 @@ def test_discovery_gpu_only_touches_no_cpu_sensor(tmp_path):
 
 def test_discovery_cpu_only_never_initialises_nvml(tmp_path):
     nvml = FakeNvml([FakeGpu()])
-    config = CarbonConfig(log_dir=None, components="cpu", rapl_root=str(tmp_path / "absent"))
+    config = CarbonConfig(
+        log_dir=None, components="cpu", _endpoints={"rapl_root": str(tmp_path / "absent")}
+    )
     events = EventLog()
     sensors = discover_sensors(config, events, nvml=nvml, cpuinfo_path=tmp_path / "x", env={})
     assert _names(sensors) == ["cpu:model", "dram:model"]
@@ -401,7 +407,7 @@ def test_discovery_sim_cpu_replaces_rapl_and_models(tmp_path):
         sim_cpu="Xeon",
         sim_cpu_tdp=200,
         sim_cpu_util=0.25,
-        rapl_root=str(_rapl_tree(tmp_path / "powercap")),
+        _endpoints={"rapl_root": str(_rapl_tree(tmp_path / "powercap"))},
     )
     events = EventLog()
     sensors = discover_sensors(config, events, env={})

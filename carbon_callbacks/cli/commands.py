@@ -141,7 +141,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """``run [options] -- COMMAND ...``."""
     from carbon_callbacks.cli.run import run_command
-    from carbon_callbacks.core.config import CarbonConfig, ConfigError
+    from carbon_callbacks.core.config import CarbonConfig, ConfigError, check_writable_dir
     from carbon_callbacks.report.collect import collect_logs
     from carbon_callbacks.report.statement import build_report, render
 
@@ -170,6 +170,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings.update(sim_cpu=args.sim_cpu, sim_cpu_tdp=args.sim_cpu_tdp)
     try:
         config = CarbonConfig.from_kwargs(**settings)
+        if config.log_dir is not None:  # the command's report needs its run log: check first
+            check_writable_dir(config.log_dir)
     except ConfigError as exc:
         _err(f"bad setting: {exc}")
         return EXIT_USAGE

@@ -119,7 +119,7 @@ def _float(value: Any) -> float | None:
 
 def run_best_start(args: argparse.Namespace) -> int:
     """Run ``best-start`` with parsed arguments; print the plan; return the exit status."""
-    from carbon_callbacks.core.config import ConfigError
+    from carbon_callbacks.core.config import ConfigError, Endpoints
     from carbon_callbacks.core.intensity.schedule import (
         EXIT_BAD_INPUT,
         ScheduleError,
@@ -146,10 +146,13 @@ def run_best_start(args: argparse.Namespace) -> int:
     for name in ("gb_region", "gb_postcode", "electricitymaps_zone"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
-    if args.base_url:
-        for name in ("energidataservice_base_url", "gb_base_url", "electricitymaps_base_url"):
-            settings[name] = args.base_url
     try:
+        if args.base_url:
+            settings["_endpoints"] = Endpoints(
+                energidataservice_base_url=args.base_url,
+                gb_base_url=args.base_url,
+                electricitymaps_base_url=args.base_url,
+            )
         plan = best_start(
             args.zone,
             duration,

@@ -29,14 +29,13 @@ from typing import Any
 from carbon_callbacks import __version__
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.budget import Budget, BudgetDecision, check_budget
-from carbon_callbacks.core.config import CarbonConfig, ConfigError
+from carbon_callbacks.core.config import CarbonConfig, ConfigError, prepare_outputs
 from carbon_callbacks.core.console import fmt, format_final, format_prediction
 from carbon_callbacks.core.distributed import (
     RankGroup,
     RankInfo,
     _dist,
     local_rank_info,
-    may_be_distributed,
     world_size,
 )
 from carbon_callbacks.core.events import CarbonCallbacksWarning, Event, EventLog
@@ -124,13 +123,11 @@ class CarbonTracker:
         self._header_written = False
         self._writer: RunLogWriter | None = None
         self.events = EventLog(listener=self._on_event)
-        # resolving is cheap and validates the zone now; a live provider fetches on its own
-        # thread (never on this one) and is closed by stop(). When this process may be one of
-        # several ranks, a live provider is only built here and started at start() on rank 0
-        # (the other ranks use rank 0's values: see _settle_intensity and _combine)
-        defer_live = intensity is None and config.distributed is not False and may_be_distributed()
+        # resolving is cheap and validates the zone now; a live provider is only built here and
+        # started at start(), on its own thread, and only on rank 0 when ranks combine (the
+        # other ranks use rank 0's values: see _settle_intensity and _combine)
         self._intensity: IntensityProvider = intensity or resolve_intensity(
-            config, self.events, defer_live=defer_live
+            config, self.events, defer_live=intensity is None
         )
         self._owns_intensity = intensity is None  # a provider made here is closed at stop()
         #: True on a rank other than 0 of a combined run: its epochs use rank 0's intensity.
@@ -226,6 +223,7 @@ class CarbonTracker:
     def _start(self) -> None:
         from carbon_callbacks.core.sensors.discovery import discover_sensors
 
+        self.config = prepare_outputs(self.config, self.events)
         self._join_ranks()
         self._settle_intensity()
         config = self._rank_config()

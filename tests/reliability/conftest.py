@@ -43,7 +43,7 @@ def killed_lightning_run(tmp_path_factory):
         "zone": "DK",
         "interval_s": 0.02,
         "verbose": 0,
-        "rapl_root": str(root / "no-powercap"),
+        "_endpoints": {"rapl_root": str(root / "no-powercap")},
         "sim_cpu": "Test CPU",
         "sim_cpu_tdp": 100.0,
         "components": "cpu",

@@ -76,7 +76,7 @@ def base_settings(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         "zone": "DK",
         "interval_s": 0.02,
         "verbose": 0,
-        "rapl_root": str(tmp_path / "no-powercap"),
+        "_endpoints": {"rapl_root": str(tmp_path / "no-powercap")},
     }
     settings.update(overrides)
     return settings

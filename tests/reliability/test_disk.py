@@ -17,7 +17,7 @@ import tempfile
 import pytest
 
 from carbon_callbacks.core import metrics as keys
-from carbon_callbacks.core.config import ConfigError
+from carbon_callbacks.core.events import CarbonCallbacksWarning
 from carbon_callbacks.core.tracker import CarbonTracker
 
 from .harness import DRIVERS, base_settings, baseline, check_cell, train
@@ -66,26 +66,27 @@ def _settings(tmp_path):
     return base_settings(tmp_path, sim_cpu="Test CPU", sim_cpu_tdp=100.0, components="cpu")
 
 
-# -- not writable at start: refused before training --------------------------------------------
-def _refused(tmp_path, log_dir, match):
-    from carbon_callbacks.integrations.lightning import CarbonCallback
+# -- not writable at start: the run goes on without a run log ---------------------------------
+def _without_run_log(tmp_path, log_dir, match):
+    tracker = CarbonTracker(**{**_settings(tmp_path), "log_dir": str(log_dir)})  # creates nothing
+    with pytest.warns(CarbonCallbacksWarning, match=match):
+        tracker.start()
+    tracker.epoch_start()
+    assert tracker.epoch_end()[keys.EPOCH_ENERGY_KWH] > 0  # still measured
+    tracker.stop()
+    assert tracker.log_path is None
+    assert [e.kind for e in tracker.events.events].count("log_dir_unwritable") == 1
 
-    settings = {**_settings(tmp_path), "log_dir": str(log_dir)}
-    with pytest.raises(ConfigError, match=match):
-        CarbonTracker(**settings)
-    with pytest.raises(ConfigError, match=match):
-        CarbonCallback(**settings)
 
-
-def test_log_dir_under_a_file_is_refused(tmp_path):
+def test_log_dir_under_a_file_leaves_the_run_without_a_log(tmp_path):
     (tmp_path / "file").write_text("not a folder")
-    _refused(tmp_path, tmp_path / "file" / "logs", "log_dir .* cannot be created")
+    _without_run_log(tmp_path, tmp_path / "file" / "logs", "cannot be created .* pass log_dir=None")
 
 
 @pytest.mark.parametrize(
     ("err", "words"), [(errno.EACCES, "Permission denied"), (errno.EROFS, "Read-only")]
 )
-def test_unwritable_log_dir_is_refused(tmp_path, monkeypatch, err, words):
+def test_unwritable_log_dir_leaves_the_run_without_a_log(tmp_path, monkeypatch, err, words):
     folder = tmp_path / "logs"
     folder.mkdir()
 
@@ -94,14 +95,7 @@ def test_unwritable_log_dir_is_refused(tmp_path, monkeypatch, err, words):
 
     # what the probe in check_writable_dir meets on a read-only mount or without permission
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
-    _refused(tmp_path, folder, f"not writable \\({words}")
-
-
-def test_refused_message_says_what_to_do(tmp_path):
-    (tmp_path / "file").write_text("")
-    with pytest.raises(ConfigError) as info:
-        CarbonTracker(log_dir=str(tmp_path / "file" / "x"))
-    assert "choose a writable folder or pass log_dir=None" in str(info.value)
+    _without_run_log(tmp_path, folder, f"not writable \\({words}")
 
 
 # -- unwritable during the run ------------------------------------------------------------------

@@ -20,7 +20,7 @@ PACKAGE_W, DRAM_W = 60.0, 6.0
 
 def _cpu_settings(tmp_path, sim: SimulatedRapl | None = None, **kw):
     root = sim.root if sim is not None else tmp_path / "absent"
-    return base_settings(tmp_path, components="cpu", rapl_root=str(root), **kw)
+    return base_settings(tmp_path, components="cpu", _endpoints={"rapl_root": str(root)}, **kw)
 
 
 def _joules_match(rec, sensor, watts):

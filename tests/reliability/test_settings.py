@@ -1,16 +1,20 @@
 """Bad input: every CarbonConfig setting, its validation and its message (the table in
 docs/reliability.md is this table). Each refused value raises ConfigError at construction, for
-the tracker and for the Lightning callback alike, with a message naming the setting."""
+the tracker and for the Lightning callback alike, with a message naming the setting, and leaves
+no folder, file or thread behind and sends no request. Building creates nothing; start() does."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import socket
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
 
-from carbon_callbacks.core.config import CarbonConfig, ConfigError
+from carbon_callbacks.core.config import CarbonConfig, ConfigError, Endpoints
 from carbon_callbacks.core.tracker import CarbonTracker
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
@@ -44,18 +48,6 @@ TABLE: dict[str, tuple[list, list[tuple[object, str]]]] = {
             ("x", r"electricitymaps_lat_lon must be \(latitude, longitude\)"),
         ],
     ),
-    "electricitymaps_base_url": (
-        ["https://api.electricitymap.org/v3"],
-        [("ftp://x", r"electricitymaps_base_url must be an https:// URL")],
-    ),
-    "energidataservice_base_url": (
-        ["https://api.energidataservice.dk"],
-        [("http://example.com", r"plain http is accepted only for a loopback host")],
-    ),
-    "gb_base_url": (
-        ["https://api.carbonintensity.org.uk"],
-        [("nota url", r"gb_base_url must be an https:// URL")],
-    ),
     "gb_region": (
         [None, 1, 17],
         [(18, r"gb_region must be a GB Carbon Intensity API region id 1-17")],
@@ -63,10 +55,6 @@ TABLE: dict[str, tuple[list, list[tuple[object, str]]]] = {
     "gb_postcode": ([None, "RG10"], [("12345", r"is not a UK postcode")]),
     "cloud_region": ([None, "eu-west-1"], [("", r"cloud_region must be a region name")]),
     "ip_geolocation": ([False], [("yes", r"ip_geolocation must be True or False")]),
-    "ip_geolocation_url": (
-        ["https://ipinfo.io/json"],
-        [("ftp://x", r"ip_geolocation_url must be an https:// URL")],
-    ),
     "budget_g": (
         [None, 100, "2.5 kg"],
         [(-1, r"budget_g must be a finite number > 0"), ("5 kWh", r"mixes up units")],
@@ -115,11 +103,8 @@ TABLE: dict[str, tuple[list, list[tuple[object, str]]]] = {
         ],
     ),
     "log_dir": (
-        [None, "{tmp}/logs"],
-        [
-            ("{tmp}/file/logs", r"log_dir .* cannot be created .* pass log_dir=None"),
-            (5, r"log_dir must be a folder path \(str or os.PathLike\) or None"),
-        ],
+        [None, "{tmp}/logs", "{tmp}/file/logs"],  # an unusable folder is found at start()
+        [(5, r"log_dir must be a folder path \(str or os.PathLike\) or None")],
     ),
     "log_file_prefix": (
         ["", "unet_fold-0.", "A_b-1"],
@@ -239,13 +224,6 @@ TABLE: dict[str, tuple[list, list[tuple[object, str]]]] = {
             ("half", r"sim_cpu_util must be in \(0, 1\]"),
         ],
     ),
-    "rapl_root": (
-        ["/sys/class/powercap", "{tmp}/powercap"],
-        [
-            (None, r"rapl_root must be a folder path"),
-            ("", r"rapl_root must be a folder path"),
-        ],
-    ),
     "verbose": (
         [0, 1, 2],
         [
@@ -254,7 +232,6 @@ TABLE: dict[str, tuple[list, list[tuple[object, str]]]] = {
             (True, r"verbose must be 0, 1 or 2"),
         ],
     ),
-    "ignore_errors": ([True, False], [("no", r"ignore_errors must be True or False")]),
     "decimal_precision": (
         [1, 4, 17],
         [
@@ -316,8 +293,27 @@ def _cases(kind):
                 yield pytest.param(name, value, message, id=f"{name}={value!r}")
 
 
+@pytest.fixture
+def leaves_nothing(tmp_path, monkeypatch):
+    """Asserts, after the test, that the folder, the threads and the network are as before."""
+    from carbon_callbacks.integrations.lightning import CarbonCallback  # noqa: F401 (imported)
+
+    monkeypatch.chdir(tmp_path)  # a relative path created by mistake would land here
+    (tmp_path / "file").write_text("")
+    files = sorted(tmp_path.rglob("*"))
+    threads = set(threading.enumerate())
+    connects: list[object] = []
+    monkeypatch.setattr(socket.socket, "connect", lambda sock, addr: connects.append(addr))
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: connects.append(a))
+    yield
+    assert sorted(tmp_path.rglob("*")) == files
+    assert set(threading.enumerate()) == threads
+    assert connects == []
+
+
 def test_the_table_covers_every_setting():
-    assert set(TABLE) == {f.name for f in dataclasses.fields(CarbonConfig)}
+    public = {f.name for f in dataclasses.fields(CarbonConfig) if not f.name.startswith("_")}
+    assert set(TABLE) == public
 
 
 def test_the_documented_table_lists_every_setting():
@@ -328,21 +324,18 @@ def test_the_documented_table_lists_every_setting():
 
 
 @pytest.mark.parametrize(("name", "value"), list(_cases("good")))
-def test_accepted(name, value, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "powercap").mkdir()
-    config = CarbonConfig(**{"log_dir": str(tmp_path), name: _fill(value, tmp_path)})
+def test_accepted_and_nothing_created(name, value, tmp_path, leaves_nothing):
+    config = CarbonConfig(**{"log_dir": str(tmp_path / "logs"), name: _fill(value, tmp_path)})
     assert config.to_dict()[name] is not None or value is None or name == "pue"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.pue = 2.0  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(("name", "value", "message"), list(_cases("bad")))
-def test_refused_by_tracker_and_callback(name, value, message, tmp_path, monkeypatch):
+def test_refused_by_tracker_and_callback(name, value, message, tmp_path, leaves_nothing):
     from carbon_callbacks.integrations.lightning import CarbonCallback
 
-    monkeypatch.chdir(tmp_path)  # a relative path accepted by mistake would land here
-
-    (tmp_path / "file").write_text("")
-    settings = {"log_dir": str(tmp_path), name: _fill(value, tmp_path)}
+    settings = {"log_dir": str(tmp_path / "logs"), name: _fill(value, tmp_path)}
     with pytest.raises(ConfigError, match=message):
         CarbonTracker(**settings)
     with pytest.raises(ConfigError, match=message):
@@ -350,31 +343,103 @@ def test_refused_by_tracker_and_callback(name, value, message, tmp_path, monkeyp
 
 
 @pytest.mark.parametrize(("settings", "message"), CONTRADICTIONS)
-def test_contradictions_refused(settings, message, tmp_path):
+def test_contradictions_refused(settings, message, tmp_path, leaves_nothing):
     with pytest.raises(ConfigError, match=message):
-        CarbonTracker(log_dir=str(tmp_path), **settings)
+        CarbonTracker(log_dir=str(tmp_path / "logs"), **settings)
 
 
 @pytest.mark.parametrize(("variable", "value", "message"), ENVIRONMENT)
-def test_bad_environment_refused(variable, value, message, tmp_path, monkeypatch):
+def test_bad_environment_refused(variable, value, message, tmp_path, monkeypatch, leaves_nothing):
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=message):
-        CarbonTracker(log_dir=str(tmp_path))
+        CarbonTracker(log_dir=str(tmp_path / "logs"))
 
 
-def test_unknown_setting_lists_the_valid_ones(tmp_path):
+def test_unknown_setting_lists_the_valid_ones(tmp_path, leaves_nothing):
     with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['epoch'\]; valid settings are"):
-        CarbonTracker(log_dir=str(tmp_path), epoch=3)
+        CarbonTracker(log_dir=str(tmp_path / "logs"), epoch=3)
     with pytest.raises(ConfigError, match="country and zone are the same setting"):
-        CarbonTracker(log_dir=str(tmp_path), zone="DK", country="SE")
+        CarbonTracker(log_dir=str(tmp_path / "logs"), zone="DK", country="SE")
     with pytest.raises(ConfigError, match="not both"):
         CarbonTracker(config=CarbonConfig(log_dir=None), pue=1.2)
+    with pytest.raises(ConfigError, match="https://"):  # an endpoint is checked alike
+        CarbonTracker(log_dir=str(tmp_path / "logs"), _endpoints={"gb_base_url": "ftp://x"})
 
 
-def test_refusal_happens_before_anything_runs(tmp_path):
-    """A refused setting leaves nothing behind: no folder, no file, no thread."""
-    before = {t.name for t in __import__("threading").enumerate()}
-    with pytest.raises(ConfigError):
-        CarbonTracker(log_dir=str(tmp_path / "new"), pue=0.5)
+#: Settings that would reach out at once if construction did anything.
+REACHING_OUT = {
+    "zone": "DK1",
+    "live_intensity": True,
+    "stop_and_confirm": True,
+    "_endpoints": {"energidataservice_base_url": "http://127.0.0.1:9"},
+}
+
+
+def test_building_creates_nothing_until_start(tmp_path, monkeypatch):
+    from carbon_callbacks.integrations.lightning import CarbonCallback
+
+    log_dir = tmp_path / "new" / "logs"
+    threads = set(threading.enumerate())
+    connects: list[object] = []
+    monkeypatch.setattr(socket.socket, "connect", lambda sock, addr: connects.append(addr))
+    tracker = CarbonTracker(log_dir=str(log_dir), **REACHING_OUT)
+    CarbonCallback(log_dir=str(log_dir), **REACHING_OUT)
+    ip = {"ip_geolocation": True, "_endpoints": {"ip_geolocation_url": "http://127.0.0.1:9/j"}}
+    CarbonTracker(log_dir=str(log_dir), **ip)
     assert not (tmp_path / "new").exists()
-    assert {t.name for t in __import__("threading").enumerate()} == before
+    assert set(threading.enumerate()) == threads and connects == []
+    tracker.stop()  # never started: nothing to undo
+    assert not (tmp_path / "new").exists()
+
+
+def test_start_creates_the_folder_and_degrades_what_it_cannot_do(tmp_path):
+    """start() creates log_dir; a question nobody can answer is dropped with one warning."""
+    sim = {"components": "cpu", "sim_cpu": "Test CPU", "sim_cpu_tdp": 100.0, "verbose": 0}
+    sim.update(zone="DK", epochs=3)
+    tracker = CarbonTracker(log_dir=str(tmp_path / "logs"), stop_and_confirm=True, **sim)
+    with pytest.warns(UserWarning, match="stdin is not an interactive terminal"):
+        tracker.start()
+    tracker.stop()
+    assert tracker.config.stop_and_confirm is False
+    assert tracker.log_path is not None and tracker.log_path.startswith(str(tmp_path / "logs"))
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == [tracker.log_path.split("/")[-1]]
+
+    (tmp_path / "file").write_text("")
+    blocked = CarbonTracker(log_dir=str(tmp_path / "file" / "logs"), **sim)
+    with pytest.warns(UserWarning, match=r"cannot be created .* without a run log"):
+        blocked.start()
+    blocked.epoch_start()
+    metrics = blocked.epoch_end()
+    blocked.stop()
+    assert blocked.log_path is None and metrics["carbon/epoch_energy_kwh"] > 0
+    assert [e.kind for e in blocked.events.events].count("log_dir_unwritable") == 1
+
+
+def test_carbontracker_names_are_accepted(tmp_path):
+    """A carbontracker user changes the import and nothing else."""
+    token = "em-token-123456"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = CarbonConfig.from_kwargs(
+            log_dir=None, update_interval=5, api_keys={"electricitymaps": token}, interpretable=True
+        )
+    assert config.interval_s == 5.0 and config.electricitymaps_token == token
+    for name, value in (("ignore_errors", False), ("devices_by_pid", True), ("interpretable", 0)):
+        with pytest.warns(FutureWarning, match=f"{name} has no effect here"):
+            config = CarbonConfig.from_kwargs(log_dir=None, **{name: value})
+        assert name not in config.to_dict()
+    with pytest.raises(ConfigError, match="same setting"):
+        CarbonConfig.from_kwargs(log_dir=None, update_interval=5, interval_s=2)
+    with pytest.raises(ConfigError, match=r"api_keys must be .* got \['co2signal'\]") as info:
+        CarbonConfig.from_kwargs(log_dir=None, api_keys={"co2signal": token})
+    assert token not in str(info.value)
+
+
+def test_former_endpoint_settings_are_honoured_with_one_warning(tmp_path):
+    with pytest.warns(FutureWarning, match="gb_base_url is no longer a setting"):
+        config = CarbonConfig.from_kwargs(log_dir=None, gb_base_url="http://127.0.0.1:8/")
+    assert config.endpoints == Endpoints(gb_base_url="http://127.0.0.1:8")
+    assert "gb_base_url" not in config.to_dict() and "_endpoints" not in config.to_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CarbonConfig.from_kwargs(log_dir=None, _endpoints=Endpoints(rapl_root=str(tmp_path)))

@@ -36,13 +36,14 @@ factory must not block: it returns a provider that fetches on its own background
 raises, the run degrades to the packaged annual average with one warning event. This module
 itself opens no connection, except the opt-in IP lookup.
 
-**Several ranks.** With ``defer_live=True`` (the tracker passes it when the process may be one of
-several data-parallel ranks) a live provider is returned as a
+**Put off until start.** With ``defer_live=True`` (the tracker always passes it, so that
+nothing starts before ``start()``) a live provider is returned as a
 :class:`~carbon_callbacks.core.intensity.ranks.DeferredLiveProvider`: settings are checked and a
 built-in source is built now (so a bad setting is still refused at construction), but nothing
-starts, fetches or opens a socket until the tracker activates it, on rank 0 only. A registered
-factory is then called at activation, and if it raises (even :class:`ConfigError`) the run
-degrades to the annual average with one ``intensity_live_failed`` event.
+starts, fetches or opens a socket until the tracker activates it (on rank 0 only when ranks
+combine). A registered factory is then called at activation, and if it raises (even
+:class:`ConfigError`) the run degrades to the annual average with one ``intensity_live_failed``
+event. The opt-in IP geolocation lookup is put off the same way.
 """
 
 from __future__ import annotations
@@ -341,13 +342,15 @@ def build_live_source(
         from carbon_callbacks.core.intensity.energidataservice import EnergiDataServiceSource
 
         assert zone is not None
-        source = EnergiDataServiceSource(zone, base_url=config.energidataservice_base_url)
+        source = EnergiDataServiceSource(zone, base_url=config.endpoints.energidataservice_base_url)
         return source, BUILTIN_LIVE_ZONES[zone][1] or zone
     if choice == "gb":
         from carbon_callbacks.core.intensity.gb import GBCarbonIntensitySource
 
         source = GBCarbonIntensitySource(
-            region_id=config.gb_region, postcode=config.gb_postcode, base_url=config.gb_base_url
+            region_id=config.gb_region,
+            postcode=config.gb_postcode,
+            base_url=config.endpoints.gb_base_url,
         )
         return source, "GB"
     if choice == "electricitymaps":
@@ -366,7 +369,7 @@ def build_live_source(
             zone=em_zone,
             lat_lon=config.electricitymaps_lat_lon if em_zone is None else None,
             label=em_zone or zone,
-            base_url=config.electricitymaps_base_url,
+            base_url=config.endpoints.electricitymaps_base_url,
         )
         static_zone = (BUILTIN_LIVE_ZONES.get(zone, (None, None))[1] or zone) if zone else None
         return source, static_zone
@@ -496,7 +499,7 @@ def _locate(
         return None, "ip_geolocation=True was not used because the run is offline"
     try:
         found = ip_location(
-            config.ip_geolocation_url,
+            config.endpoints.ip_geolocation_url,
             known_zones(),
             _us_states_by_name(),
             offline=False,
@@ -574,6 +577,31 @@ def resolve_intensity(
         )
     if zone is not None:
         return _zone_provider(zone, config, events, defer_live=defer_live)
+    if defer_live and _asks_ip(config, env):  # the lookup is a request: made at start()
+        return DeferredLiveProvider(
+            "WORLD",
+            lambda at_start: _located_provider(config, at_start, env, defer_live=False),
+            StaticIntensityProvider.world_fallback(),
+            "the zone from IP geolocation",
+        )
+    return _located_provider(config, events, env, defer_live=defer_live)
+
+
+def _asks_ip(config: CarbonConfig, env: Mapping[str, str]) -> bool:
+    """True when locating the run will ask the opt-in IP geolocation service."""
+    from carbon_callbacks.core.intensity.location import cloud_region_location
+
+    return (
+        config.ip_geolocation
+        and config.offline is False
+        and cloud_region_location(config.cloud_region, env) is None
+    )
+
+
+def _located_provider(
+    config: CarbonConfig, events: EventLog, env: Mapping[str, str], *, defer_live: bool
+) -> IntensityProvider:
+    """The provider when no zone is given: from the cloud region or IP, else the fallback."""
     located, why = _locate(config, events, env)
     if located is not None:
         return _zone_provider(

@@ -277,8 +277,8 @@ def best_start(
         timeout_s: bound of the whole fetch, seconds.
         **settings: :class:`~carbon_callbacks.core.config.CarbonConfig` settings for the
             providers: ``live_intensity`` (a provider name), ``electricitymaps_token``,
-            ``electricitymaps_zone``, ``gb_region``, ``gb_postcode``, the ``*_base_url`` s,
-            ``offline``.
+            ``electricitymaps_zone``, ``gb_region``, ``gb_postcode``, ``offline`` (and
+            ``_endpoints``, the services' addresses).
 
     Raises:
         ConfigError: bad settings (unknown zone, malformed token...).

@@ -62,7 +62,7 @@ def discover_sensors(
     """The sensors for ``config``: GPUs first, then CPU and DRAM (see the module docstring).
 
     Args:
-        config: the run's settings (``components``, ``gpu_ids``, ``sim_*``, ``rapl_root``).
+        config: the run's settings (``components``, ``gpu_ids``, ``sim_*``, ``endpoints``).
         events: where fallbacks and failures are recorded.
         nvml: NVML module stand-in (tests); default ``pynvml``, imported only if GPUs are
             measured without ``sim_gpu``.
@@ -100,7 +100,7 @@ def discover_sensors(
                 from carbon_callbacks.core.sensors.rapl import open_rapl_sensors
 
                 sensors.extend(
-                    open_rapl_sensors(config.rapl_root, events, cpuinfo_path=cpuinfo_path)
+                    open_rapl_sensors(config.endpoints.rapl_root, events, cpuinfo_path=cpuinfo_path)
                 )
         except Exception as exc:  # noqa: BLE001 - never break training
             events.record(

@@ -1,6 +1,6 @@
 """CPU package and DRAM energy from Linux powercap RAPL counters (``energy_uj``).
 
-Layout read (``/sys/class/powercap`` by default, ``config.rapl_root``)::
+Layout read (``/sys/class/powercap`` by default, ``config.endpoints.rapl_root``)::
 
     intel-rapl:0/            name = package-0   <- counted: cpu:package-0
       intel-rapl:0:0/        name = core        (inside the package: skipped)
