@@ -26,11 +26,23 @@ from carbon_callbacks.core.predict import (
     PhasePlan,
     PhaseSample,
     _forecast,
+    _Series,
     predict_run,
     t_quantile,
 )
 from carbon_callbacks.core.runlog import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
+
+
+def _forecast_of(values, count, warmup=None):
+    """The forecast of ``count`` values to come from ``values``; ``warmup``: (head, the values'
+    ages from it, the age of the first value to come)."""
+    head, ages, next_age = warmup if warmup is not None else (None, None, 0)
+    series = _Series(values, positions=None if ages is None else list(ages))
+    return _forecast(
+        series, 0, count, units_per_value=1.0, drift_prior_q=DRIFT_PRIOR_Q, head=head,
+        head_position=0, next_age=next_age,
+    )  # fmt: skip
 
 
 def _epoch(kwh: float, seconds: float | None = None, steps=None, phases=()) -> EpochSample:
@@ -609,7 +621,7 @@ def test_interval_is_calibrated_on_runs_drawn_from_its_own_model():
                 # sigma^2 ~ scaled inverse chi-square (PRIOR_DF, PRIOR_REL_SD x the mean of 1)
                 sd = math.sqrt(PRIOR_DF * PRIOR_REL_SD**2 / rng.gammavariate(PRIOR_DF / 2, 2.0))
                 values = _level_run(m, r, sd, sd * math.sqrt(q), rng)
-                fc = _forecast(values[:m], r)
+                fc = _forecast_of(values[:m], r)
                 central, low, high = fc.central, fc.low, fc.high
                 truth = math.fsum(values[m:])
                 hits.setdefault((m, r), []).append(central - low <= truth <= central + high)
@@ -626,7 +638,7 @@ def test_the_interval_of_the_rest_widens_with_the_horizon():
     values = [rng.gauss(1.0, 0.03) for _ in range(10)]
     per_epoch = []
     for r in (100, 1000):
-        fc = _forecast(values, r)
+        fc = _forecast_of(values, r)
         central, low, high = fc.central, fc.low, fc.high
         per_epoch.append((low + high) / central)
     assert per_epoch[1] > 1.5 * per_epoch[0], per_epoch

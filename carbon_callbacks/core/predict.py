@@ -56,7 +56,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Container, Iterable, Sequence
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -108,6 +110,16 @@ OUTLIER_MADS = 4.0
 OUTLIER_MIN_REL = 0.10
 #: Name given to periodic work detected from epoch costs alone (no phase records).
 DETECTED_PHASE = "periodic (detected)"
+#: Periodic work is looked for in the last this many steady epochs (each epoch's cost is
+#: judged against the others'); once found, every epoch at its period and offset is periodic.
+DETECT_WINDOW = 256
+#: The detected periodic work is forecast from its last this many runs.
+DETECTED_KEPT = 64
+#: Medians and deviations (warm-up and outlier tests) read at most this many values of a series
+#: from the first one used: enough to judge, and a cost that does not grow with the run.
+ROBUST_MAX_VALUES = 4096
+#: Suffixes (and warm-up heads) per series whose derived state is kept; the oldest used goes.
+_KEPT_PER_SERIES = 6
 #: A planned phase not run yet (validation every k epochs, before its first run) is costed as
 #: its batches per training epoch's batches x this share of a training batch's cost: a forward
 #: pass is about a third of forward + backward (training ~6N, inference ~2N FLOPs per token for
@@ -352,49 +364,6 @@ def _stands_out(value: float, others: Sequence[float]) -> bool:
     return abs(value - med) > limit
 
 
-def _steady_start(series: Sequence[Sequence[float]]) -> int:
-    """How many leading values to leave out as warm-up (same for all given series).
-
-    The first is left out once a second exists; up to :data:`MAX_EXTRA_WARMUP` more while they
-    stand out from the values after them (judged when at least 3 values follow).
-    """
-    n = len(series[0])
-    if n < 2:
-        return 0
-    start = 1
-    while start <= MAX_EXTRA_WARMUP and n - start - 1 >= 3:
-        if any(_stands_out(s[start], s[start + 1 :]) for s in series):
-            start += 1
-        else:
-            break
-    return start
-
-
-@dataclass(frozen=True)
-class _Warmup:
-    """The last warm-up value left out just before a part's values, which may still be settling.
-
-    Attributes:
-        head: that value (in the values' units: per epoch, per step or per phase run).
-        ages: epochs from the head to each of the values (>= 1), oldest first.
-        next_age: epochs from the head to the first value still to come.
-    """
-
-    head: float
-    ages: tuple[int, ...]
-    next_age: int
-
-
-def _decay_column(ratio: float, ages: Sequence[int]) -> list[float]:
-    """The settling warm-up's regressor ``ratio^age / (1 - ratio)`` at the given epoch ages.
-
-    Its coefficient is then the drop that the decay causes from the head to the epoch after it
-    (``W (1 - ratio)`` for an excess ``W ratio^age``): a quantity the first two epochs show
-    whatever the ratio, so a flat prior on it favours no ratio before later epochs speak.
-    """
-    return [ratio**age / (1.0 - ratio) for age in ages]
-
-
 def _decay_future(ratio: float, first_age: float, count: float) -> float:
     """Sum of :func:`_decay_column` over ``count`` values' worth from ``first_age`` on."""
     return ratio**first_age * (1.0 - ratio**count) / (1.0 - ratio) ** 2
@@ -537,24 +506,6 @@ def _augmented_scan(
     state.started, state.level, state.p, state.yy, state.log_f = started, level, p, yy, log_f
 
 
-def _local_level_filter(
-    values: Sequence[float], q: float, columns: Sequence[Sequence[float]] = ()
-) -> _Filtered:
-    """Kalman filter of the local-level model with drift-to-noise ratio ``q`` and free start.
-
-    Model: ``value_t = level_t + theta_j x_jt + noise_t``, ``level_t = level_(t-1) + step_t``,
-    noise with variance ``sigma^2``, steps with ``q sigma^2``; the start level and ``theta_j``
-    (one column ``x_j`` at a time, see :class:`_Filtered`) are unknown constants with a flat
-    prior. The filter runs once with every coefficient at 0 (the state starts at 0, known) and
-    tracks how each coefficient would shift the innovations (``c_i``) and the level.
-    """
-    if not columns:  # the start level alone: the same recursion on scalars (long histories)
-        return _level_filtered(_level_scan(values, q))
-    state = _AugmentedState.begin(len(columns))
-    _augmented_scan(state, zip(values, zip(*columns, strict=True), strict=True), q)
-    return state.filtered()
-
-
 @dataclass(frozen=True)
 class _Forecast:
     """A part's forecast: the sum of the values to come and its interval (half-widths).
@@ -658,21 +609,6 @@ class _Design:
         return centre - widen * max(0.0, centre - low), centre + widen * max(0.0, high - centre)
 
 
-def _designs(
-    values: Sequence[float],
-    r: float,
-    drift_prior_q: float,
-    scale: float,
-    columns: Sequence[Sequence[float]] = (),
-    futures: Sequence[float] = (),
-) -> list[_Design]:
-    """The sum of ``r`` future values under each design: the start level alone (no
-    ``columns``), else the start level with each column in turn (``futures``: each column's
-    sum over the values to come)."""
-    filtered = [_local_level_filter(values, q, columns) for q in DRIFT_Q_GRID]
-    return _designs_from(filtered, len(values), r, drift_prior_q, scale, len(columns), futures)
-
-
 def _designs_from(
     filtered: Sequence[_Filtered],
     n_values: int,
@@ -737,72 +673,6 @@ def _designs_from(
     return out
 
 
-def _forecast(
-    values: Sequence[float],
-    count: float,
-    *,
-    units_per_value: float = 1.0,
-    drift_prior_q: float = DRIFT_PRIOR_Q,
-    warmup: _Warmup | None = None,
-) -> _Forecast:
-    """The sum of ``count`` future units and its interval (half-widths).
-
-    ``values`` are the costs measured so far (oldest first), each standing for
-    ``units_per_value`` units (1 for epochs or phase runs; steps per epoch when the values are
-    per-step costs averaged over an epoch). The values follow a local-level model (see
-    :func:`_local_level_filter`) with the noise variance's prior ``PRIOR_REL_SD`` of the mean
-    (weight ``PRIOR_DF``) and the drift-to-noise ratio ``q`` averaged over
-    :data:`DRIFT_Q_GRID` with its posterior weight (prior: normal in ``log10 q`` around
-    ``drift_prior_q``, sd :data:`DRIFT_PRIOR_DECADES`; ``q = 0`` weighted as the centre). For each
-    ``q`` the sum of ``R`` future values has mean ``R x level`` and variance
-    ``s^2 (R^2 P + R + q R (R + 1) (2R + 1) / 6)``: the level's uncertainty, the future values'
-    noise and the level's future wander. The interval is the normal mixture's central
-    :data:`NOMINAL_COVERAGE` interval, widened by ``t / z`` for the noise variance's
-    degrees of freedom.
-
-    With ``warmup`` (the last left-out warm-up value stands out from the values), the values
-    may still carry a settling warm-up, a geometric decay ``W ratio^age`` from the head, with
-    ``ratio`` in :data:`WARMUP_DECAY_GRID` (0: a one-off warm-up, the model without it). Each
-    ratio's design (start level + decay column, fitted with the head) gives a forecast and a
-    marginal likelihood; the ratios within :data:`WARMUP_DECAY_LOG_LR` of the best are kept, and
-    the interval is the union of their intervals, the central value that of the best (the
-    smallest ratio among equals: with two epochs every ratio fits, and the forecast assumes a
-    one-off warm-up while the interval keeps room for what the decay could still hide).
-    """
-    if count <= 0:
-        return _Forecast(0.0, 0.0, 0.0)
-    r = count / units_per_value  # future values' worth
-    scale = abs(statistics.fmean(values))
-    if warmup is not None and len(values) > WARMUP_FIT_MAX_VALUES:
-        # long enough that fitting the decay costs more than it tells: leave out the values in
-        # which the slowest decay allowed could still leave more than a trace of the warm-up
-        med = statistics.median(values)
-        excess = abs(warmup.head - med) / (1.0 - WARMUP_DECAY_MAX)
-        keep = [
-            k
-            for k, age in enumerate(warmup.ages)
-            if excess * WARMUP_DECAY_MAX**age <= WARMUP_NEGLIGIBLE_REL * abs(med)
-        ]
-        if len(keep) >= 2:
-            values = [values[k] for k in keep]
-        warmup = None
-    if warmup is None:
-        ratios: list[float | None] = [None]
-        designs = _designs(values, r, drift_prior_q, scale)
-    else:
-        ratios = list(WARMUP_DECAY_GRID)
-        ages = [0, *warmup.ages]
-        designs = _designs(
-            [warmup.head, *values],
-            r,
-            drift_prior_q,
-            scale,
-            [_decay_column(ratio, ages) for ratio in WARMUP_DECAY_GRID],
-            [_decay_future(ratio, warmup.next_age, r) for ratio in WARMUP_DECAY_GRID],
-        )
-    return _chosen(designs, ratios, units_per_value)
-
-
 def _chosen(
     designs: Sequence[_Design], ratios: Sequence[float | None], units_per_value: float
 ) -> _Forecast:
@@ -831,71 +701,6 @@ def _first_epoch_interval(first: float, count: float) -> tuple[float, float, flo
     return central, central * (1 - FIRST_EPOCH_LOW), central * (FIRST_EPOCH_HIGH - 1)
 
 
-# -- the parts of an epoch -----------------------------------------------------------------------
-@dataclass
-class _Part:
-    """One part of the remaining work: its per-occurrence costs and how often it recurs."""
-
-    name: str
-    durations: list[float]
-    energies: list[float]
-    count: float  # occurrences (epochs, steps or phase runs) still to come
-    how: str
-    #: occurrences each value stands for (steps per epoch for per-step costs, else 1)
-    units_per_value: float = 1.0
-    #: epochs between two values (the drift prior is per epoch; a phase every p epochs
-    #: drifts p times as much, in variance, from one run to the next)
-    epochs_per_value: float = 1.0
-    #: the last left-out warm-up epoch's (duration, energy) in the values' units, when one was
-    #: left out (the head of a warm-up that may still be settling); None for phases
-    head: tuple[float | None, float | None] | None = None
-    #: epochs from that head to each value, and to the first value to come
-    ages: tuple[int, ...] = ()
-    next_age: int = 0
-    #: (fewer, more): runs the count may be over or under by (see :func:`_per_step_phase`)
-    spread: tuple[float, float] = (0.0, 0.0)
-
-
-def _schedule(occ_epochs: list[int], observed: range, remaining: range) -> tuple[float, str] | None:
-    """Occurrences of a phase still to come in ``remaining`` epochs, from the epochs it ran in.
-
-    Every epoch; every p-th epoch with an offset (Lightning's ``check_val_every_n_epoch=k`` and
-    Keras' ``validation_freq=k`` run at epochs where ``(epoch + 1) % k == 0``: one sighting at
-    epoch j gives the smallest such p that explains not seeing it elsewhere, j + 1 in a run
-    observed from its start); once at the start only; else a plain rate (occurrences per epoch
-    observed).
-    """
-    if not occ_epochs:
-        return None
-    per_epoch = statistics.median(occ_epochs.count(i) for i in set(occ_epochs))
-    seen = sorted(set(occ_epochs))
-    if len(seen) == len(observed):
-        return per_epoch * len(remaining), "every epoch"
-    if len(seen) == 1:
-        j = seen[0]
-        if j == 0:
-            return 0.0, "once, at the start"
-        # the smallest period with (j + 1) % period == 0 that fits no sighting in the rest of
-        # the epochs observed (on either side of j); none (a one-off mid-run, such as a
-        # checkpoint or an evaluation the user triggered): a plain rate
-        gap = max(j - observed.start, observed.stop - 1 - j)
-        period = min((p for p in range(1, j + 2) if (j + 1) % p == 0 and p > gap), default=0)
-        if not period:
-            rate = len(occ_epochs) / len(observed)
-            return rate * len(remaining), f"irregular, {rate:.2g} per epoch"
-        offset = j % period
-    else:
-        period = math.gcd(*[b - a for a, b in zip(seen, seen[1:], strict=False)])
-        offset = seen[0] % period
-    expected = [i for i in observed if i % period == offset]
-    if period >= 2 and expected == seen:
-        count = sum(1 for i in remaining if i % period == offset) * per_epoch
-        return count, f"every {period} epochs"
-    rate = len(occ_epochs) / len(observed)
-    return rate * len(remaining), f"irregular, {rate:.2g} per epoch"
-
-
-#: Up to this many steady epochs, each epoch is judged against the others (leave-one-out).
 _LEAVE_ONE_OUT_MAX = 64
 
 
@@ -951,254 +756,6 @@ def _left(
         left_epochs is None or left_steps < left_epochs * steps_per_epoch  # type: ignore[operator]
     )
     return left_epochs, left_steps, by_steps
-
-
-def predict_run(
-    history: Sequence[EpochSample],
-    *,
-    total_epochs: int | None,
-    intensity_g_per_kwh: float,
-    total_steps: int | None = None,
-    steps_done: int | None = None,
-    first_epoch_index: int = 0,
-    plans: Sequence[PhasePlan] = (),
-) -> Prediction | None:
-    """Forecast the whole run from the epochs measured so far.
-
-    Args:
-        history: the measured epochs, oldest first.
-        total_epochs: epochs planned for the whole run (``None`` when only steps are known).
-        intensity_g_per_kwh: intensity (gCO2eq/kWh) for the remaining energy, e.g. a forecast
-            over the predicted span (see :meth:`Prediction.with_intensity`).
-        total_steps / steps_done: for step-based runs (optimisation steps).
-        first_epoch_index: index of ``history[0]`` in the whole run (a resumed run's history
-            starts later); epochs still to come are ``total_epochs - first_epoch_index - n``.
-        plans: phases the framework has scheduled (epoch-based runs): a planned phase that has
-            run follows its plan's schedule instead of the one read from its runs; one that has
-            not run yet is costed from its ``work_ratio`` (none: left out, and said so).
-
-    Returns:
-        The prediction, or ``None`` when there is nothing to predict from (no epoch, or neither
-        an epoch count nor a step count with steps per epoch).
-    """
-    n = len(history)
-    if n == 0 or (total_epochs is None and (total_steps is None or steps_done is None)):
-        return None  # nothing to predict from, or the run's length is unknown: cost nothing
-    done_s = math.fsum(e.duration_s for e in history)
-    done_kwh = math.fsum(e.energy_kwh for e in history)
-    done_g = math.fsum(e.co2_g for e in history)
-    observed = range(first_epoch_index, first_epoch_index + n)
-
-    # -- how much is left: epochs, or steps when those end the run first
-    step_epochs = [e for e in history if e.steps]
-    steps_per_epoch = statistics.median(e.steps for e in step_epochs) if step_epochs else None  # type: ignore[type-var]
-    left_epochs, left_steps, by_steps = _left(
-        total_epochs, total_steps, steps_done, first_epoch_index + n, steps_per_epoch
-    )
-    if left_epochs is None and not by_steps:
-        return None
-
-    # -- the parts
-    base_s = [max(0.0, e.duration_s - math.fsum(p.duration_s for p in e.phases)) for e in history]
-    base_kwh = [max(0.0, e.energy_kwh - math.fsum(p.energy_kwh for p in e.phases)) for e in history]
-    start = _steady_start([base_s, base_kwh])
-    first_only = start == 0  # one epoch only
-    idx = list(observed)[start:] if not first_only else list(observed)
-    steady = slice(start, None) if not first_only else slice(None)
-    parts: list[_Part] = []
-    notes: list[str] = []
-    s_vals, k_vals, idx_vals = base_s[steady], base_kwh[steady], idx
-    head_idx = observed[start - 1] if start else None  # the last epoch left out as warm-up
-    phase_names = sorted({p.name for e in history for p in e.phases})
-    if not phase_names and not first_only and not by_steps:
-        found = _detect_periodic(s_vals, k_vals, idx_vals)
-        if found is not None:
-            flagged, period = found
-            rest = [k for k, i in enumerate(idx_vals) if i not in flagged]
-            mean_s = statistics.fmean(s_vals[k] for k in rest)
-            mean_kwh = statistics.fmean(k_vals[k] for k in rest)
-            extra = [(s_vals[idx_vals.index(i)], k_vals[idx_vals.index(i)]) for i in flagged]
-            offset = flagged[0] % int(period)
-            remaining = (
-                range(observed.stop, observed.stop + left_epochs) if left_epochs else range(0)
-            )
-            count = sum(1 for i in remaining if i % int(period) == offset)
-            parts.append(
-                _Part(
-                    DETECTED_PHASE,
-                    [max(0.0, s - mean_s) for s, _ in extra],
-                    [max(0.0, k - mean_kwh) for _, k in extra],
-                    float(count),
-                    f"every {int(period)} epochs",
-                    epochs_per_value=period,
-                )
-            )
-            s_vals = [s_vals[k] for k in rest]
-            k_vals = [k_vals[k] for k in rest]
-            idx_vals = [idx_vals[k] for k in rest]
-    if start:
-        notes.append(
-            "epoch 0 left out as warm-up"
-            if start == 1
-            else f"epochs 0-{start - 1} left out as warm-up"
-        )
-
-    if by_steps:
-        steps = [e.steps or 0 for e in history]
-        steady_steps = steps[steady]
-        pairs = [
-            (s, k, st, i)
-            for s, k, st, i in zip(s_vals, k_vals, steady_steps, idx_vals, strict=False)
-            if st
-        ]
-        if not pairs:  # steps unknown for the steady epochs: fall back to the median epoch
-            pairs = [
-                (s, k, steps_per_epoch, i)
-                for s, k, i in zip(s_vals, k_vals, idx_vals, strict=False)
-            ]
-        head_steps = steps[start - 1] if start else 0
-        base = _Part(
-            "base",
-            [s / st for s, _, st, _ in pairs],
-            [k / st for _, k, st, _ in pairs],
-            left_steps or 0.0,
-            "per step",
-            units_per_value=float(steps_per_epoch),  # type: ignore[arg-type]
-            head=(
-                (base_s[start - 1] / head_steps, base_kwh[start - 1] / head_steps)
-                if head_idx is not None and head_steps
-                else None
-            ),
-            ages=tuple(i - head_idx for *_, i in pairs) if head_idx is not None else (),
-            next_age=observed.stop - head_idx if head_idx is not None else 0,
-        )
-        parts.insert(0, base)
-        steps_seen = sum(steps) or 1
-        step_plans = {p.name: p for p in plans if p.every_steps is not None}
-        for name in phase_names:
-            occ = [p for e in history for p in e.phases if p.name == name]
-            count, how, spread = _per_step_phase(
-                step_plans.get(name), len(occ), n, steps_seen, steps_done, left_steps,
-                steps_per_epoch,
-            )  # fmt: skip
-            parts.append(
-                _Part(
-                    name,
-                    [p.duration_s for p in occ],
-                    [p.energy_kwh for p in occ],
-                    count,
-                    how,
-                    epochs_per_value=n / len(occ),
-                    spread=spread,
-                )
-            )
-        remaining_epochs = (left_steps or 0.0) / steps_per_epoch  # type: ignore[operator]
-        unseen = _unseen_plans(step_plans.values(), phase_names, range(0), steps_done, left_steps)
-    else:
-        parts.insert(
-            0,
-            _Part(
-                "base",
-                s_vals,
-                k_vals,
-                float(left_epochs or 0),
-                "per epoch",
-                head=(base_s[start - 1], base_kwh[start - 1]) if head_idx is not None else None,
-                ages=tuple(i - head_idx for i in idx_vals) if head_idx is not None else (),
-                next_age=observed.stop - head_idx if head_idx is not None else 0,
-            ),
-        )
-        remaining = range(observed.stop, observed.stop + (left_epochs or 0))
-        steps_left = _steps_left(left_epochs, steps_per_epoch)
-        planned = {plan.name: plan for plan in plans}
-        for name in phase_names:
-            occ_epochs = [
-                observed[k] for k, e in enumerate(history) for p in e.phases if p.name == name
-            ]
-            occ = [p for e in history for p in e.phases if p.name == name]
-            plan = planned.get(name)
-            sched = None
-            if plan is not None and occ_epochs:
-                per_run = statistics.median(occ_epochs.count(i) for i in set(occ_epochs))
-                sched = plan.schedule(remaining, per_run, steps_done, steps_left)
-            if sched is None:
-                sched = _schedule(occ_epochs, observed, remaining)
-            if sched is None:
-                continue
-            count, how = sched
-            parts.append(
-                _Part(
-                    name,
-                    [p.duration_s for p in occ],
-                    [p.energy_kwh for p in occ],
-                    count,
-                    how,
-                    epochs_per_value=n / len(occ),
-                )
-            )
-        remaining_epochs = float(left_epochs or 0)
-        unseen = _unseen_plans(plans, phase_names, remaining, steps_done, steps_left)
-
-    # -- sum the parts, each with its interval
-    totals = {"s": [done_s, 0.0, 0.0], "kwh": [done_kwh, 0.0, 0.0]}
-    described = []
-    base_per_epoch = {"s": 0.0, "kwh": 0.0}  # the base's central forecast per epoch to come
-    for part in parts:
-        if part.count <= 0 or not part.energies:
-            if part.name != "base":
-                described.append(f"{part.name}: {part.how}, none to come")
-            continue
-        p_start = 0
-        if part.name != "base" and len(part.energies) >= 2:
-            p_start = _steady_start([part.durations, part.energies])
-        p_first_only = part.name == "base" and first_only
-        for key, values in (("s", part.durations[p_start:]), ("kwh", part.energies[p_start:])):
-            if p_first_only:
-                central, lo, hi = _first_epoch_interval(values[0], part.count)
-            else:
-                head = part.head[0 if key == "s" else 1] if part.head is not None else None
-                warmup = (
-                    _Warmup(head, part.ages, part.next_age)
-                    if head is not None and _stands_out(head, values)
-                    else None
-                )
-                fc = _forecast(
-                    values,
-                    part.count,
-                    units_per_value=part.units_per_value,
-                    drift_prior_q=DRIFT_PRIOR_Q * part.epochs_per_value,
-                    warmup=warmup,
-                )
-                central, lo, hi = fc.central, fc.low, fc.high
-                if key == "kwh" and fc.decay_max:
-                    notes.append(_warmup_note(fc))
-            fewer, more = (central / part.count * k for k in part.spread)
-            totals[key][0] += central
-            totals[key][1] += lo**2 + fewer**2
-            totals[key][2] += hi**2 + more**2
-            if part.name == "base" and part.count > 0:
-                base_per_epoch[key] = central / part.count * (part.units_per_value or 1.0)
-        if part.name != "base":
-            described.append(
-                f"{part.name}: {part.how}, {part.count:g} to come x level of "
-                f"{len(part.energies) - p_start}"
-            )
-    for plan, count in unseen:
-        described.append(_add_unseen_plan(plan, count, base_per_epoch, totals))
-    return _assembled(
-        n=n,
-        total_epochs=total_epochs,
-        by_steps=by_steps,
-        first_only=first_only,
-        left_epochs=left_epochs,
-        left_steps=left_steps,
-        steady=len(k_vals),
-        notes=notes + described,
-        totals=totals,
-        done=(done_s, done_kwh, done_g),
-        intensity_g_per_kwh=intensity_g_per_kwh,
-        remaining_epochs=remaining_epochs,
-    )
 
 
 def _steps_left(left_epochs: int | None, steps_per_epoch: float | None) -> float | None:
@@ -1363,3 +920,859 @@ def _assembled(
         remaining_steps=left_steps if by_steps else None,
     )
     return pred.with_intensity(intensity_g_per_kwh)
+
+
+# -- exact sums, medians and deviations over a growing series ------------------------------------
+class _ExactSum:
+    """A running sum, correctly rounded (Shewchuk's partials, as ``math.fsum``); non-finite
+    values are summed apart, so that an infinity or NaN shows in the result without breaking."""
+
+    __slots__ = ("partials", "special")
+
+    def __init__(self) -> None:
+        self.partials: list[float] = []
+        self.special = 0.0
+
+    def add(self, x: float) -> None:
+        if not math.isfinite(x):
+            self.special += x
+            return
+        partials = self.partials
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo:
+                partials[i] = lo
+                i += 1
+            x = hi
+        partials[i:] = [x]
+
+    def value(self, minus: _ExactSum | None = None) -> float:
+        """The sum (less ``minus``'s, exactly)."""
+        if minus is None:
+            return math.fsum(self.partials) + self.special
+        return math.fsum(self.partials + [-x for x in minus.partials]) + (
+            self.special - minus.special
+        )
+
+
+def _median_of_sorted(a: Sequence[Any]) -> Any:
+    """``statistics.median`` of sorted ``a`` (not empty)."""
+    n = len(a)
+    if n % 2 == 1:
+        return a[n // 2]
+    i = n // 2
+    return (a[i - 1] + a[i]) / 2
+
+
+def _kth_deviation(a: Sequence[float], med: float, split: int, k: int) -> float:
+    """The ``k``-th smallest (from 0) of ``abs(v - med)`` over sorted ``a``, where ``a[:split]``
+    are below ``med``: the deviations below it grow leftwards from ``split``, those above it
+    rightwards, so the k-th of their merge is found by bisection on how many come from the left."""
+    n_left, n_right = split, len(a) - split
+
+    def left(j: int) -> float:
+        return abs(a[split - 1 - j] - med)
+
+    def right(j: int) -> float:
+        return abs(a[split + j] - med)
+
+    lo, hi = max(0, k + 1 - n_right), min(k + 1, n_left)
+    while lo < hi:  # the fewest taken from the left whose next is not below the right's last
+        i = (lo + hi) // 2
+        if left(i) < right(k - i):
+            lo = i + 1
+        else:
+            hi = i
+    i = lo
+    last = [left(i - 1)] if i else []
+    if k - i >= 0:
+        last.append(right(k - i))
+    return max(last)
+
+
+def _median_and_limit_sorted(a: Sequence[float]) -> tuple[float, float]:
+    """:func:`_median_and_limit` of sorted ``a``, by selection (no pass over ``a``)."""
+    med = _median_of_sorted(a)
+    n = len(a)
+    split = bisect_left(a, med)
+    if n % 2 == 1:
+        mad_median = _kth_deviation(a, med, split, n // 2)
+    else:
+        i = n // 2
+        mad_median = (_kth_deviation(a, med, split, i - 1) + _kth_deviation(a, med, split, i)) / 2
+    mad = 1.4826 * mad_median
+    return med, max(OUTLIER_MADS * mad, OUTLIER_MIN_REL * abs(med))
+
+
+def _first_true(lo: int, hi: int, test: Callable[[int], bool]) -> int:
+    """The smallest ``i`` in ``[lo, hi)`` with ``test(i)`` (monotone: false, then true), else
+    ``hi``."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if test(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _count_in(r: range, period: int, offset: int) -> int:
+    """How many ``i`` in ``r`` (step 1) have ``i % period == offset``."""
+    if r.stop <= r.start:
+        return 0
+    return (r.stop - 1 - offset) // period - (r.start - 1 - offset) // period
+
+
+def _smallest_divisor_above(m: int, gap: int) -> int | None:
+    """The smallest divisor of ``m`` (>= 1) greater than ``gap``, or None."""
+    best = None
+    d = 1
+    while d * d <= m:
+        if m % d == 0:
+            for p in (d, m // d):
+                if p > gap and (best is None or p < best):
+                    best = p
+        d += 1
+    return best
+
+
+class _Recent(dict):  # type: ignore[type-arg]
+    """A dict that keeps the :data:`_KEPT_PER_SERIES` entries used last."""
+
+    def use(self, key: Any, make: Callable[[], Any]) -> Any:
+        """The entry for ``key`` (made if missing), marked as used last."""
+        entry = self.pop(key, None)
+        if entry is None:
+            entry = make()
+            while len(self) >= _KEPT_PER_SERIES:
+                del self[next(iter(self))]
+        self[key] = entry
+        return entry
+
+
+class _Series:
+    """An append-only series of floats, with what the forecast reads of its suffixes
+    ``values[k:]`` (exact sum, sorted copy, filter states), each brought up to date when read,
+    so that a prediction costs the same however long the series.
+
+    The sorted copy (medians and deviations) holds the first :data:`ROBUST_MAX_VALUES` values of
+    a suffix. ``positions``: the epoch (counted from the predictor's first) of each value when
+    they are not ``0, 1, 2...``; the warm-up's ages are counted from them.
+    """
+
+    __slots__ = ("values", "positions", "_sums", "_sorted", "_level", "_augmented")
+
+    def __init__(self, values: Iterable[float] = (), positions: list[int] | None = None) -> None:
+        self.values: list[float] = list(values)
+        self.positions = positions
+        self._sums = _Recent()
+        self._sorted = _Recent()
+        self._level = _Recent()
+        self._augmented = _Recent()
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def position(self, j: int) -> int:
+        """Epoch of value ``j``."""
+        return j if self.positions is None else self.positions[j]
+
+    def mean_from(self, k: int) -> float:
+        """The mean of ``values[k:]`` (correctly rounded sum / count)."""
+        entry = self._sums.use(k, lambda: [_ExactSum(), k])
+        total, done = entry
+        for x in self.values[done:]:
+            total.add(x)
+        entry[1] = len(self.values)
+        return float(total.value() / (len(self.values) - k))
+
+    def sorted_from(self, k: int) -> list[float]:
+        """``sorted(values[k:k + ROBUST_MAX_VALUES])``."""
+        values = self.values
+        stop = min(len(values), k + ROBUST_MAX_VALUES)
+        entry = self._sorted.use(k, lambda: [sorted(values[k:stop]), stop])
+        a, done = entry
+        for x in values[done:stop]:
+            insort(a, x)
+        entry[1] = max(done, stop)
+        return a  # type: ignore[no-any-return]
+
+    def stands_out(self, value: float, k: int) -> bool:
+        """True when ``value`` is far from the median of ``values[k:]`` (robust)."""
+        med, limit = _median_and_limit_sorted(self.sorted_from(k))
+        return abs(value - med) > limit
+
+    def level_filtered(self, k: int) -> list[_Filtered]:
+        """The local-level filter over ``values[k:]``, for each ``q`` of the grid."""
+        entry = self._level.use(k, lambda: [[_LEVEL_START] * len(DRIFT_Q_GRID), k])
+        states, done = entry
+        new = self.values[done:]
+        if new:
+            entry[0] = states = [
+                _level_scan(new, q, state) for q, state in zip(DRIFT_Q_GRID, states, strict=True)
+            ]
+            entry[1] = len(self.values)
+        return [_level_filtered(state) for state in states]
+
+    def forget_warmup_fits(self) -> None:
+        """Let go of the filter states kept for :meth:`augmented_filtered`."""
+        self._augmented.clear()
+
+    def augmented_filtered(self, k: int, head: float, head_position: int) -> list[_Filtered]:
+        """The filter over ``[head, *values[k:]]`` for each ``q``, with a column per warm-up
+        decay ratio of :data:`WARMUP_DECAY_GRID`: ``ratio^age / (1 - ratio)`` at the values'
+        ages from ``head_position`` (its coefficient is the drop the decay causes from the head
+        to the epoch after it, which the first two epochs show whatever the ratio, so a flat
+        prior on it favours no ratio before later epochs speak)."""
+        key = (k, head_position, head, math.copysign(1.0, head))
+
+        def row(value: float, age: int) -> tuple[float, list[float]]:
+            return value, [ratio**age / (1.0 - ratio) for ratio in WARMUP_DECAY_GRID]
+
+        def begin() -> list[Any]:
+            states = [_AugmentedState.begin(len(WARMUP_DECAY_GRID)) for _ in DRIFT_Q_GRID]
+            for q, state in zip(DRIFT_Q_GRID, states, strict=True):
+                _augmented_scan(state, [row(head, 0)], q)
+            return [states, k]
+
+        entry = self._augmented.use(key, begin)
+        states, done = entry
+        if done < len(self.values):
+            rows = [
+                row(self.values[j], self.position(j) - head_position)
+                for j in range(done, len(self.values))
+            ]
+            for q, state in zip(DRIFT_Q_GRID, states, strict=True):
+                _augmented_scan(state, rows, q)
+            entry[1] = len(self.values)
+        return [state.filtered() for state in states]
+
+
+def _steady_start(series: Sequence[_Series]) -> int:
+    """How many leading values to leave out as warm-up (the same for all given series).
+
+    The first is left out once a second exists; up to :data:`MAX_EXTRA_WARMUP` more while they
+    stand out from the values after them (judged when at least 3 values follow).
+    """
+    n = len(series[0])
+    if n < 2:
+        return 0
+    start = 1
+    while start <= MAX_EXTRA_WARMUP and n - start - 1 >= 3:
+        if any(s.stands_out(s.values[start], start + 1) for s in series):
+            start += 1
+        else:
+            break
+    return start
+
+
+def _forecast(
+    series: _Series,
+    k: int,
+    count: float,
+    *,
+    units_per_value: float,
+    drift_prior_q: float,
+    head: float | None,
+    head_position: int,
+    next_age: int,
+) -> _Forecast:
+    """The sum of ``count`` future units and its interval (half-widths), from ``values[k:]``.
+
+    Each value stands for ``units_per_value`` units (1 for epochs or phase runs; steps per epoch
+    for per-step costs). The values follow the local-level model (see the module's docstring):
+    the noise variance's prior is :data:`PRIOR_REL_SD` of the mean (weight :data:`PRIOR_DF`),
+    the drift-to-noise ratio ``q`` is averaged over :data:`DRIFT_Q_GRID` with its posterior
+    weight (prior: normal in ``log10 q`` around ``drift_prior_q``, sd
+    :data:`DRIFT_PRIOR_DECADES`; ``q = 0`` weighted as the centre).
+
+    ``head`` (the last left-out warm-up value, when it stands out from the values; ``None``: no
+    warm-up) adds a settling warm-up ``W ratio^age`` for each ratio of
+    :data:`WARMUP_DECAY_GRID`; the ratios within :data:`WARMUP_DECAY_LOG_LR` of the best are
+    kept, the interval is the union of theirs and the central value the best's. With more than
+    :data:`WARMUP_FIT_MAX_VALUES` values the decay is not fitted: the values the slowest decay
+    could still affect by more than :data:`WARMUP_NEGLIGIBLE_REL` of the level are left out.
+    """
+    if count <= 0:
+        return _Forecast(0.0, 0.0, 0.0)
+    r = count / units_per_value
+    n = len(series) - k
+    scale = abs(series.mean_from(k))
+    if n > WARMUP_FIT_MAX_VALUES:
+        series.forget_warmup_fits()  # too many values for a fit from now on
+    if head is not None and n > WARMUP_FIT_MAX_VALUES:
+        # the values kept are those of an age the slowest decay leaves negligible: the ages grow,
+        # so they are a suffix, found by bisection
+        med = _median_of_sorted(series.sorted_from(k))
+        excess = abs(head - med) / (1.0 - WARMUP_DECAY_MAX)
+        negligible = WARMUP_NEGLIGIBLE_REL * abs(med)
+
+        def faded(j: int) -> bool:
+            age = series.position(k + j) - head_position
+            return excess * WARMUP_DECAY_MAX**age <= negligible
+
+        dropped = _first_true(0, n, faded)
+        if n - dropped >= 2:
+            k, n = k + dropped, n - dropped
+        head = None
+    if head is None:
+        designs = _designs_from(series.level_filtered(k), n, r, drift_prior_q, scale)
+        return _chosen(designs, [None], units_per_value)
+    designs = _designs_from(
+        series.augmented_filtered(k, head, head_position),
+        n + 1,
+        r,
+        drift_prior_q,
+        scale,
+        len(WARMUP_DECAY_GRID),
+        [_decay_future(ratio, next_age, r) for ratio in WARMUP_DECAY_GRID],
+    )
+    return _chosen(designs, list(WARMUP_DECAY_GRID), units_per_value)
+
+
+# -- what the predictor keeps of a run -----------------------------------------------------------
+class _Phase:
+    """One phase's runs so far: their costs, and the epochs it ran in (first, last, how many,
+    gcd of the gaps) with its per-epoch counts (sorted)."""
+
+    __slots__ = ("durations", "energies", "runs", "first", "last", "epochs", "gcd", "counts")
+
+    def __init__(self) -> None:
+        self.durations = _Series()
+        self.energies = _Series()
+        self.runs = 0
+        self.first = self.last = -1
+        self.epochs = 0
+        self.gcd = 0
+        self.counts: list[int] = []
+
+    def add(self, position: int, durations: list[float], energies: list[float]) -> None:
+        """Add its runs in the epoch at ``position``."""
+        self.durations.values.extend(durations)
+        self.energies.values.extend(energies)
+        self.runs += len(durations)
+        insort(self.counts, len(durations))
+        if self.epochs:
+            self.gcd = math.gcd(self.gcd, position - self.last)
+        else:
+            self.first = position
+        self.last = position
+        self.epochs += 1
+
+    def per_epoch(self) -> float:
+        """Its runs per epoch it ran in (median)."""
+        return float(_median_of_sorted(self.counts))
+
+    def schedule(self, observed: range, remaining: range) -> tuple[float, str] | None:
+        """Its runs still to come in ``remaining`` epochs, and how, from the epochs it ran in.
+
+        Every epoch; every p-th epoch with an offset (Lightning's ``check_val_every_n_epoch=k``
+        and Keras' ``validation_freq=k`` run at epochs where ``(epoch + 1) % k == 0``: one
+        sighting at epoch j gives the smallest such p that explains not seeing it elsewhere);
+        once at the start only; else a plain rate (runs per epoch observed).
+        """
+        if not self.runs:
+            return None
+        per_epoch = self.per_epoch()
+        if self.epochs == len(observed):
+            return per_epoch * len(remaining), "every epoch"
+        j = observed.start + self.first
+        period: int | None = self.gcd
+        if self.epochs == 1:
+            if j == 0:
+                return 0.0, "once, at the start"
+            gap = max(j - observed.start, observed.stop - 1 - j)
+            period = _smallest_divisor_above(j + 1, gap)
+        # the epochs it ran in all share j's remainder: they are the expected ones when there
+        # are as many as the epochs observed with that remainder
+        if period and period >= 2 and _count_in(observed, period, j % period) == self.epochs:
+            return _count_in(remaining, period, j % period) * per_epoch, f"every {period} epochs"
+        rate = self.runs / len(observed)
+        return rate * len(remaining), f"irregular, {rate:.2g} per epoch"
+
+
+class _Split:
+    """The steady epochs apart from periodic ones (every ``period``-th, epoch index
+    ``% period == offset``): the others' base series, and the periodic ones' raw base costs."""
+
+    def __init__(self, start: int, period: int, offset: int) -> None:
+        self.key = (start, period, offset)
+        positions: list[int] = []
+        self.rest = (_Series(positions=positions), _Series(positions=positions))
+        self.periodic: tuple[list[float], list[float]] = ([], [])
+        self.done = start
+
+    def extend(self, kept: _Carried) -> None:
+        start, period, offset = self.key
+        rest_s, rest_kwh = self.rest
+        for position in range(self.done, kept.n):
+            s, k = kept.base_s.values[position], kept.base_kwh.values[position]
+            if (kept.origin + position) % period == offset:
+                self.periodic[0].append(s)
+                self.periodic[1].append(k)
+            else:
+                rest_s.positions.append(position)  # type: ignore[union-attr]
+                rest_s.values.append(s)
+                rest_kwh.values.append(k)
+        self.done = kept.n
+
+
+class _Carried:
+    """What :class:`RunPredictor` keeps of a run: everything a prediction reads, from the epoch
+    ``origin`` (the first the predictor saw) on, each kept up to date as epochs are added."""
+
+    def __init__(self, origin: int) -> None:
+        self.origin = origin
+        self.n = 0
+        self.first: EpochSample | None = None
+        self.last: EpochSample | None = None
+        self.done = (_ExactSum(), _ExactSum(), _ExactSum())  # s, kWh, g of every epoch seen
+        self.dropped = (_ExactSum(), _ExactSum(), _ExactSum())  # of those out of the window
+        self.n_dropped = 0
+        self.window: deque[tuple[float, float, float]] = deque()  # the epochs not dropped
+        self.base_s = _Series()
+        self.base_kwh = _Series()
+        self.steps: list[int] = []  # e.steps or 0, per epoch
+        self.steps_sum = 0
+        self.steps_sorted: list[int] = []  # the epochs' steps where known (not 0)
+        # the per-step series (epochs with steps only), made when a prediction first needs them
+        self._per_step: tuple[list[int], _Series, _Series] | None = None
+        self.phases: dict[str, _Phase] = {}
+        self.split: _Split | None = None
+
+    @classmethod
+    def of(cls, history: Sequence[EpochSample], first_epoch_index: int) -> _Carried:
+        kept = cls(first_epoch_index)
+        kept.add_from(history, 0)
+        return kept
+
+    def follow(self, history: Sequence[EpochSample], first_epoch_index: int) -> bool:
+        """Take in ``history`` (its first epoch being ``first_epoch_index``) when it continues
+        the epochs kept: it holds the last one kept (and the first, while in the window) at
+        their places, and has only dropped epochs at its start (a bounded window) and added some
+        at its end. False otherwise."""
+        j = self.origin + self.n - 1 - first_epoch_index  # the last epoch kept, in history
+        drop = first_epoch_index - self.origin - self.n_dropped
+        if not (0 <= j < len(history)) or drop < 0 or drop > len(self.window):
+            return False
+        if history[j] is not self.last:
+            return False
+        if first_epoch_index == self.origin and history[0] is not self.first:
+            return False
+        for _ in range(drop):
+            for total, x in zip(self.dropped, self.window.popleft(), strict=True):
+                total.add(x)
+        self.n_dropped += drop
+        self.add_from(history, j + 1)
+        return True
+
+    def add_from(self, history: Sequence[EpochSample], first: int) -> None:
+        for position in range(first, len(history)):
+            self._add(history[position])
+
+    def measured(self) -> tuple[float, float, float]:
+        """Seconds, kWh and g of the epochs in the window (the history last given)."""
+        s, kwh, g = (
+            total.value(minus) for total, minus in zip(self.done, self.dropped, strict=True)
+        )
+        return s, kwh, g
+
+    def per_step(self) -> tuple[list[int], _Series, _Series]:
+        """The positions of the epochs with steps, and their base duration and energy per step
+        (made on first use, then kept up to date)."""
+        if self._per_step is None:
+            positions: list[int] = []
+            self._per_step = (positions, _Series(), _Series())
+            self._per_step[1].positions = self._per_step[2].positions = positions
+            for position, steps in enumerate(self.steps):
+                if steps:
+                    s, k = self.base_s.values[position], self.base_kwh.values[position]
+                    self._add_per_step(position, s, k, steps)
+        return self._per_step
+
+    def split_for(self, start: int, period: int, offset: int) -> _Split:
+        """The steady epochs split into periodic ones and the rest (kept while the same)."""
+        if self.split is None or self.split.key != (start, period, offset):
+            self.split = _Split(start, period, offset)
+        self.split.extend(self)
+        return self.split
+
+    def _add_per_step(self, position: int, s: float, k: float, steps: float) -> None:
+        positions, per_step_s, per_step_kwh = self._per_step  # type: ignore[misc]
+        positions.append(position)
+        per_step_s.values.append(s / steps)
+        per_step_kwh.values.append(k / steps)
+
+    def _add(self, e: EpochSample) -> None:
+        position = self.n
+        costs = (e.duration_s, e.energy_kwh, e.co2_g)
+        for total, x in zip(self.done, costs, strict=True):
+            total.add(x)
+        self.window.append(costs)
+        s = max(0.0, e.duration_s - math.fsum(p.duration_s for p in e.phases))
+        k = max(0.0, e.energy_kwh - math.fsum(p.energy_kwh for p in e.phases))
+        self.base_s.values.append(s)
+        self.base_kwh.values.append(k)
+        steps = e.steps or 0
+        self.steps.append(steps)
+        self.steps_sum += steps
+        if steps:
+            insort(self.steps_sorted, steps)
+            if self._per_step is not None:
+                self._add_per_step(position, s, k, steps)
+        runs: dict[str, tuple[list[float], list[float]]] = {}
+        for p in e.phases:
+            durations, energies = runs.setdefault(p.name, ([], []))
+            durations.append(p.duration_s)
+            energies.append(p.energy_kwh)
+        for name, (durations, energies) in runs.items():
+            self.phases.setdefault(name, _Phase()).add(position, durations, energies)
+        self.n = position + 1
+        self.last = e
+        if not position:
+            self.first = e
+
+
+# -- the parts of the remaining work -------------------------------------------------------------
+@dataclass
+class _Part:
+    """One part of the remaining work: its per-occurrence costs and how often it recurs."""
+
+    name: str
+    durations: _Series
+    energies: _Series
+    first: int  # the first value used
+    count: float  # occurrences (epochs, steps or phase runs) still to come
+    how: str
+    #: occurrences each value stands for (steps per epoch for per-step costs, else 1)
+    units_per_value: float = 1.0
+    #: epochs between two values (the drift prior is per epoch; a phase every p epochs
+    #: drifts p times as much, in variance, from one run to the next)
+    epochs_per_value: float = 1.0
+    #: the last left-out warm-up epoch's (s, kWh) in the values' units; None for phases
+    head: tuple[float, float] | None = None
+    #: (fewer, more): runs the count may be over or under by (see :func:`_per_step_phase`)
+    spread: tuple[float, float] = (0.0, 0.0)
+
+
+@dataclass
+class _Run:
+    """What a prediction reads: the kept epochs, the settings and what follows from them."""
+
+    kept: _Carried
+    n: int  # epochs in the history given (the window)
+    start: int  # leading epochs left out as warm-up
+    observed: range  # epoch indices kept
+    left_epochs: int | None
+    left_steps: float | None
+    steps_per_epoch: float | None
+    steps_done: float | None
+    plans: Sequence[PhasePlan]
+
+
+def _phase_part(name: str, phase: _Phase, count: float, how: str, epochs_seen: int) -> _Part:
+    """A phase's part: its runs' values, ``count`` runs to come, each standing for one value."""
+    return _Part(
+        name,
+        phase.durations,
+        phase.energies,
+        0,
+        count,
+        how,
+        epochs_per_value=epochs_seen / phase.runs,
+    )
+
+
+def _detected_period(run: _Run) -> tuple[int, int] | None:
+    """(period, offset) of periodic work seen in the base costs alone (no phase records), judged
+    on the last :data:`DETECT_WINDOW` steady epochs; None when there is none."""
+    kept, start = run.kept, run.start
+    values = kept.base_kwh.values
+    if run.start == 0 or len(values) - start < 4:
+        return None
+    w0 = max(start, len(values) - DETECT_WINDOW)
+    idx = list(range(run.observed.start + w0, run.observed.stop))
+    found = _detect_periodic(kept.base_s.values[w0:], values[w0:], idx)
+    if found is None:
+        return None
+    flagged, period = found
+    return int(period), flagged[0] % int(period)
+
+
+def _base_by_epochs(run: _Run, notes: list[str]) -> tuple[_Part, list[_Part]]:
+    """The base per epoch, and periodic work detected from the epoch costs (no phase records)."""
+    kept, start = run.kept, run.start
+    head = (kept.base_s.values[start - 1], kept.base_kwh.values[start - 1]) if start else None
+    left = float(run.left_epochs or 0)
+    found = None if kept.phases else _detected_period(run)
+    if found is None:
+        return _Part("base", kept.base_s, kept.base_kwh, start, left, "per epoch", head=head), []
+    period, offset = found
+    split = kept.split_for(start, period, offset)
+    rest_s, rest_kwh = split.rest
+    mean_s, mean_kwh = rest_s.mean_from(0), rest_kwh.mean_from(0)
+    # the periodic epochs' excess over the others' mean (its last DETECTED_KEPT runs)
+    excess_s = _Series(max(0.0, s - mean_s) for s in split.periodic[0][-DETECTED_KEPT:])
+    excess_kwh = _Series(max(0.0, k - mean_kwh) for k in split.periodic[1][-DETECTED_KEPT:])
+    remaining = range(run.observed.stop, run.observed.stop + (run.left_epochs or 0))
+    count = float(_count_in(remaining, period, offset))
+    detected = _Part(
+        DETECTED_PHASE, excess_s, excess_kwh, 0, count, f"every {period} epochs",
+        epochs_per_value=float(period),
+    )  # fmt: skip
+    return _Part("base", rest_s, rest_kwh, 0, left, "per epoch", head=head), [detected]
+
+
+def _parts_by_epochs(run: _Run, notes: list[str]) -> tuple[list[_Part], list[Any]]:
+    """The parts of an epoch-based forecast, and the planned phases not run yet."""
+    kept = run.kept
+    base, detected = _base_by_epochs(run, notes)
+    parts = [base, *detected]
+    remaining = range(run.observed.stop, run.observed.stop + (run.left_epochs or 0))
+    steps_left = _steps_left(run.left_epochs, run.steps_per_epoch)
+    planned = {plan.name: plan for plan in run.plans}
+    for name in sorted(kept.phases):
+        phase = kept.phases[name]
+        plan = planned.get(name)
+        sched = None
+        if plan is not None:
+            sched = plan.schedule(remaining, phase.per_epoch(), run.steps_done, steps_left)
+        if sched is None:
+            sched = phase.schedule(run.observed, remaining)
+        if sched is not None:
+            parts.append(_phase_part(name, phase, *sched, kept.n))
+    unseen = _unseen_plans(run.plans, kept.phases, remaining, run.steps_done, steps_left)
+    return parts, unseen
+
+
+def _parts_by_steps(run: _Run) -> tuple[list[_Part], list[Any]]:
+    """The parts of a step-based forecast (per step), and the planned phases not run yet."""
+    kept, start = run.kept, run.start
+    spe = float(run.steps_per_epoch)  # type: ignore[arg-type]
+    left = run.left_steps or 0.0
+    step_positions, per_step_s, per_step_kwh = kept.per_step()
+    first = bisect_left(step_positions, start)
+    head_steps = kept.steps[start - 1] if start else 0
+    if first < len(step_positions):
+        head = None
+        if head_steps:
+            head = (
+                kept.base_s.values[start - 1] / head_steps,
+                kept.base_kwh.values[start - 1] / head_steps,
+            )
+        base = _Part("base", per_step_s, per_step_kwh, first, left, "per step", spe, head=head)
+    else:  # steps unknown for the steady epochs: their whole epochs, at the median steps each
+        head = None
+        if head_steps:
+            scale = spe / head_steps
+            head = (kept.base_s.values[start - 1] * scale, kept.base_kwh.values[start - 1] * scale)
+        base = _Part("base", kept.base_s, kept.base_kwh, start, left / spe, "per step", head=head)
+    parts = [base]
+    steps_seen = kept.steps_sum or 1
+    step_plans = {p.name: p for p in run.plans if p.every_steps is not None}
+    for name in sorted(kept.phases):
+        phase = kept.phases[name]
+        count, how, spread = _per_step_phase(
+            step_plans.get(name), phase.runs, kept.n, steps_seen, run.steps_done, left, spe
+        )
+        part = _phase_part(name, phase, count, how, kept.n)
+        part.spread = spread
+        parts.append(part)
+    unseen = _unseen_plans(step_plans.values(), kept.phases, range(0), run.steps_done, left)
+    return parts, unseen
+
+
+def _add_part(
+    run: _Run, part: _Part, totals: dict[str, list[float]], notes: list[str]
+) -> tuple[dict[str, float], int]:
+    """Add a part's forecast to ``totals``; return its central forecast per epoch to come and
+    the values it was made from."""
+    per_epoch = {"s": 0.0, "kwh": 0.0}
+    start, kept = run.start, run.kept
+    p_start = 0
+    if part.name != "base" and len(part.energies) - part.first >= 2:
+        p_start = _steady_start([part.durations, part.energies])
+    k = part.first + p_start
+    for key, series in (("s", part.durations), ("kwh", part.energies)):
+        if part.name == "base" and start == 0:  # one epoch only
+            central, lo, hi = _first_epoch_interval(series.values[k], part.count)
+        else:
+            h = part.head[0 if key == "s" else 1] if part.head is not None else None
+            fc = _forecast(
+                series,
+                k,
+                part.count,
+                units_per_value=part.units_per_value,
+                drift_prior_q=DRIFT_PRIOR_Q * part.epochs_per_value,
+                head=h if h is not None and series.stands_out(h, k) else None,
+                head_position=start - 1,
+                next_age=kept.n - start + 1,
+            )
+            central, lo, hi = fc.central, fc.low, fc.high
+            if key == "kwh" and fc.decay_max:
+                notes.append(_warmup_note(fc))
+        fewer, more = (central / part.count * x for x in part.spread)
+        totals[key][0] += central
+        totals[key][1] += lo**2 + fewer**2
+        totals[key][2] += hi**2 + more**2
+        per_epoch[key] = central / part.count * part.units_per_value
+    return per_epoch, len(part.energies) - k
+
+
+def _predict(
+    kept: _Carried,
+    n: int,
+    *,
+    total_epochs: int | None,
+    intensity_g_per_kwh: float,
+    total_steps: int | None,
+    steps_done: float | None,
+    plans: Sequence[PhasePlan],
+) -> Prediction | None:
+    """The prediction from what is kept (the module's docstring has the model); ``n``: the
+    epochs of the history given, whose measured figures the prediction carries."""
+    steps_per_epoch = _median_of_sorted(kept.steps_sorted) if kept.steps_sorted else None
+    observed = range(kept.origin, kept.origin + kept.n)
+    left_epochs, left_steps, by_steps = _left(
+        total_epochs, total_steps, steps_done, observed.stop, steps_per_epoch
+    )
+    if left_epochs is None and not by_steps:
+        return None
+    start = _steady_start([kept.base_s, kept.base_kwh])
+    run = _Run(
+        kept, n, start, observed, left_epochs, left_steps, steps_per_epoch, steps_done, plans
+    )
+    notes: list[str] = []
+    if start:
+        notes.append(
+            "epoch 0 left out as warm-up"
+            if start == 1
+            else f"epochs 0-{start - 1} left out as warm-up"
+        )
+    parts, unseen = _parts_by_steps(run) if by_steps else _parts_by_epochs(run, notes)
+    done_s, done_kwh, done_g = kept.measured()
+    totals = {"s": [done_s, 0.0, 0.0], "kwh": [done_kwh, 0.0, 0.0]}
+    described = []
+    base_per_epoch = {"s": 0.0, "kwh": 0.0}  # the base's central forecast per epoch to come
+    for part in parts:
+        if part.count <= 0 or len(part.energies) <= part.first:
+            if part.name != "base":
+                described.append(f"{part.name}: {part.how}, none to come")
+            continue
+        per_epoch, used = _add_part(run, part, totals, notes)
+        if part.name == "base":
+            base_per_epoch = per_epoch
+        else:
+            described.append(f"{part.name}: {part.how}, {part.count:g} to come x level of {used}")
+    for plan, planned_count in unseen:
+        described.append(_add_unseen_plan(plan, planned_count, base_per_epoch, totals))
+    base = parts[0]
+    return _assembled(
+        n=n,
+        total_epochs=total_epochs,
+        by_steps=by_steps,
+        first_only=start == 0,
+        left_epochs=left_epochs,
+        left_steps=left_steps,
+        steady=1 if start == 0 else len(base.energies) - base.first,
+        notes=notes + described,
+        totals=totals,
+        done=(done_s, done_kwh, done_g),
+        intensity_g_per_kwh=intensity_g_per_kwh,
+        remaining_epochs=(left_steps or 0.0) / steps_per_epoch
+        if by_steps
+        else float(left_epochs or 0),  # type: ignore[operator]
+    )
+
+
+class RunPredictor:
+    """The run's forecast, remade after every epoch at a cost that does not grow with the run.
+
+    Keep one for the run and call :meth:`predict` after each epoch with the history so far: a
+    growing list, or a bounded window of the latest epochs (a ``deque`` with ``maxlen``, its
+    first epoch's index in ``first_epoch_index``). It adds the epochs it has not seen to what it
+    keeps (running sums, sorted copies, filter states) and forecasts from every epoch it has
+    seen since the first, the window's dropped ones included; the prediction's measured figures
+    are the window's. A history that does not continue the last one (another run, an edited
+    history) starts it again from that history.
+    """
+
+    def __init__(self) -> None:
+        self._kept: _Carried | None = None
+
+    def predict(
+        self,
+        history: Sequence[EpochSample],
+        *,
+        total_epochs: int | None,
+        intensity_g_per_kwh: float,
+        total_steps: int | None = None,
+        steps_done: float | None = None,
+        first_epoch_index: int = 0,
+        plans: Sequence[PhasePlan] = (),
+    ) -> Prediction | None:
+        """Forecast the whole run from the epochs measured so far.
+
+        Args:
+            history: the measured epochs, oldest first (the whole run, or its latest epochs).
+            total_epochs: epochs planned for the whole run (``None`` when only steps are known).
+            intensity_g_per_kwh: intensity (gCO2eq/kWh) for the remaining energy, e.g. a
+                forecast over the predicted span (see :meth:`Prediction.with_intensity`).
+            total_steps / steps_done: for step-based runs (optimisation steps).
+            first_epoch_index: index of ``history[0]`` in the whole run (a resumed run's
+                history, or a bounded window, starts later); epochs still to come are
+                ``total_epochs - first_epoch_index - len(history)``.
+            plans: phases the framework has scheduled: a planned phase that has run follows its
+                plan's schedule instead of the one read from its runs; one that has not run yet
+                is costed from its ``work_ratio`` (none: left out, and said so).
+
+        Returns:
+            The prediction, or ``None`` when there is nothing to predict from (no epoch, or
+            neither an epoch count nor a step count with steps per epoch). Its measured figures
+            and ``after_epochs`` are those of ``history``.
+        """
+        n = len(history)
+        if n == 0 or (total_epochs is None and (total_steps is None or steps_done is None)):
+            return None
+        kept = self._kept
+        try:
+            if kept is None or not kept.follow(history, first_epoch_index):
+                self._kept = kept = _Carried.of(history, first_epoch_index)
+            return _predict(
+                kept,
+                n,
+                total_epochs=total_epochs,
+                intensity_g_per_kwh=intensity_g_per_kwh,
+                total_steps=total_steps,
+                steps_done=steps_done,
+                plans=plans,
+            )
+        except BaseException:
+            self._kept = None  # never keep a state an exception may have left half made
+            raise
+
+
+def predict_run(
+    history: Sequence[EpochSample],
+    *,
+    total_epochs: int | None,
+    intensity_g_per_kwh: float,
+    total_steps: int | None = None,
+    steps_done: float | None = None,
+    first_epoch_index: int = 0,
+    plans: Sequence[PhasePlan] = (),
+) -> Prediction | None:
+    """One prediction from a whole history: :meth:`RunPredictor.predict` of a new predictor."""
+    return RunPredictor().predict(
+        history,
+        total_epochs=total_epochs,
+        intensity_g_per_kwh=intensity_g_per_kwh,
+        total_steps=total_steps,
+        steps_done=steps_done,
+        first_epoch_index=first_epoch_index,
+        plans=plans,
+    )
