@@ -113,6 +113,8 @@ DETECTED_PHASE = "periodic (detected)"
 #: Periodic work is looked for in the last this many steady epochs (each epoch's cost is
 #: judged against the others'); once found, every epoch at its period and offset is periodic.
 DETECT_WINDOW = 256
+#: Past :data:`DETECT_WINDOW` steady epochs, the pattern is judged again every this many epochs.
+DETECT_EVERY = 32
 #: The detected periodic work is forecast from its last this many runs.
 DETECTED_KEPT = 64
 #: Medians and deviations (warm-up and outlier tests) read at most this many values of a series
@@ -1092,19 +1094,27 @@ class _Series:
 
     def sorted_from(self, k: int) -> list[float]:
         """``sorted(values[k:k + ROBUST_MAX_VALUES])``."""
-        values = self.values
-        stop = min(len(values), k + ROBUST_MAX_VALUES)
-        entry = self._sorted.use(k, lambda: [sorted(values[k:stop]), stop])
-        a, done = entry
-        for x in values[done:stop]:
-            insort(a, x)
-        entry[1] = max(done, stop)
-        return a  # type: ignore[no-any-return]
+        return self._robust(k)[0]  # type: ignore[no-any-return]
 
     def stands_out(self, value: float, k: int) -> bool:
         """True when ``value`` is far from the median of ``values[k:]`` (robust)."""
-        med, limit = _median_and_limit_sorted(self.sorted_from(k))
-        return abs(value - med) > limit
+        entry = self._robust(k)
+        if entry[2] is None:
+            entry[2] = _median_and_limit_sorted(entry[0])
+        med, limit = entry[2]
+        return bool(abs(value - med) > limit)
+
+    def _robust(self, k: int) -> list[Any]:
+        """[the sorted copy from ``k``, values taken in, its (median, limit) or None]."""
+        values = self.values
+        stop = min(len(values), k + ROBUST_MAX_VALUES)
+        entry = self._sorted.use(k, lambda: [sorted(values[k:stop]), stop, None])
+        a, done, _ = entry
+        if done < stop:
+            for x in values[done:stop]:
+                insort(a, x)
+            entry[1], entry[2] = stop, None
+        return entry  # type: ignore[no-any-return]
 
     def level_filtered(self, k: int) -> list[_Filtered]:
         """The local-level filter over ``values[k:]``, for each ``q`` of the grid."""
@@ -1343,6 +1353,8 @@ class _Carried:
         self._per_step: tuple[list[int], _Series, _Series] | None = None
         self.phases: dict[str, _Phase] = {}
         self.split: _Split | None = None
+        # the last judgement of periodic work: ((warm-up epochs, steady epochs), its answer)
+        self.detected: tuple[tuple[int, int], tuple[int, int] | None] | None = None
 
     @classmethod
     def of(cls, history: Sequence[EpochSample], first_epoch_index: int) -> _Carried:
@@ -1489,18 +1501,26 @@ def _phase_part(name: str, phase: _Phase, count: float, how: str, epochs_seen: i
 
 def _detected_period(run: _Run) -> tuple[int, int] | None:
     """(period, offset) of periodic work seen in the base costs alone (no phase records), judged
-    on the last :data:`DETECT_WINDOW` steady epochs; None when there is none."""
+    on the last :data:`DETECT_WINDOW` steady epochs (past that many, every
+    :data:`DETECT_EVERY` epochs); None when there is none."""
     kept, start = run.kept, run.start
     values = kept.base_kwh.values
     if run.start == 0 or len(values) - start < 4:
         return None
+    steady = len(values) - start
+    if steady > DETECT_WINDOW and kept.detected is not None:
+        judged_at, found = kept.detected
+        if judged_at[0] == start and steady - judged_at[1] < DETECT_EVERY:
+            return found
     w0 = max(start, len(values) - DETECT_WINDOW)
     idx = list(range(run.observed.start + w0, run.observed.stop))
-    found = _detect_periodic(kept.base_s.values[w0:], values[w0:], idx)
-    if found is None:
-        return None
-    flagged, period = found
-    return int(period), flagged[0] % int(period)
+    periodic = _detect_periodic(kept.base_s.values[w0:], values[w0:], idx)
+    found = None
+    if periodic is not None:
+        flagged, period = periodic
+        found = int(period), flagged[0] % int(period)
+    kept.detected = ((start, steady), found)
+    return found
 
 
 def _base_by_epochs(run: _Run, notes: list[str]) -> tuple[_Part, list[_Part]]:
