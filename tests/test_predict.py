@@ -13,22 +13,24 @@ from power_traces import ConstantCounterSensor
 
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityProvider
-from carbon_callbacks.core.predict import (
-    DETECTED_PHASE,
+from carbon_callbacks.core.local_level import (
     DRIFT_PRIOR_DECADES,
     DRIFT_PRIOR_Q,
     DRIFT_Q_GRID,
     NOMINAL_COVERAGE,
-    PLANNED_FORWARD_SHARE,
     PRIOR_DF,
     PRIOR_REL_SD,
+    _forecast,
+    _Series,
+    t_quantile,
+)
+from carbon_callbacks.core.predict import (
+    DETECTED_PHASE,
+    PLANNED_FORWARD_SHARE,
     EpochSample,
     PhasePlan,
     PhaseSample,
-    _forecast,
-    _Series,
     predict_run,
-    t_quantile,
 )
 from carbon_callbacks.core.runlog import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
@@ -40,7 +42,7 @@ def _forecast_of(values, count, warmup=None):
     head, ages, next_age = warmup if warmup is not None else (None, None, 0)
     series = _Series(values, positions=None if ages is None else list(ages))
     return _forecast(
-        series, 0, count, units_per_value=1.0, drift_prior_q=DRIFT_PRIOR_Q, head=head,
+        series, 0, count, units_per_value=1.0, epochs_per_value=1.0, head=head,
         head_position=0, next_age=next_age,
     )  # fmt: skip
 

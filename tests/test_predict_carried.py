@@ -12,15 +12,10 @@ from typing import Any
 
 import pytest
 
-from carbon_callbacks.core import predict
+from carbon_callbacks.core import local_level, predict
 from carbon_callbacks.core import tracker as tracker_module
-from carbon_callbacks.core.predict import (
-    EpochSample,
-    PhaseSample,
-    RunPredictor,
-    _median_and_limit,
-    predict_run,
-)
+from carbon_callbacks.core.local_level import _median_and_limit
+from carbon_callbacks.core.predict import EpochSample, PhaseSample, RunPredictor, predict_run
 
 
 # -- randomised histories ------------------------------------------------------------------------
@@ -234,15 +229,15 @@ def test_median_and_deviation_by_selection_match_the_sorting_ones():
             rng.choice(pool) if rng.random() < 0.4 else rng.gauss(0, 1) * 10 ** rng.randint(-3, 3)
             for _ in range(n)
         ]
-        assert predict._median_and_limit_sorted(sorted(values)) == _median_and_limit(values)
-        assert predict._median_of_sorted(sorted(values)) == statistics.median(values)
+        assert local_level._median_and_limit_sorted(sorted(values)) == _median_and_limit(values)
+        assert local_level._median_of_sorted(sorted(values)) == statistics.median(values)
 
 
 def test_running_sums_are_correctly_rounded():
     rng = random.Random(1)
     for _ in range(300):
         values = [rng.gauss(0, 1) * 10 ** rng.randint(-20, 20) for _ in range(rng.randint(1, 60))]
-        total, part = predict._ExactSum(), predict._ExactSum()
+        total, part = local_level._ExactSum(), local_level._ExactSum()
         for k, x in enumerate(values):
             total.add(x)
             if k < len(values) // 2:

@@ -11,17 +11,15 @@ import statistics
 
 import pytest
 
-from carbon_callbacks.core.predict import (
-    DRIFT_PRIOR_Q,
+from carbon_callbacks.core.local_level import (
     NOMINAL_COVERAGE,
     WARMUP_DECAY_GRID,
     WARMUP_DECAY_MAX,
     WARMUP_FIT_MAX_VALUES,
-    EpochSample,
     _forecast,
     _Series,
-    predict_run,
 )
+from carbon_callbacks.core.predict import EpochSample, predict_run
 
 
 def _forecast_of(values, count, warmup=None):
@@ -30,7 +28,7 @@ def _forecast_of(values, count, warmup=None):
     head, ages, next_age = warmup if warmup is not None else (None, None, 0)
     series = _Series(values, positions=None if ages is None else list(ages))
     return _forecast(
-        series, 0, count, units_per_value=1.0, drift_prior_q=DRIFT_PRIOR_Q, head=head,
+        series, 0, count, units_per_value=1.0, epochs_per_value=1.0, head=head,
         head_position=0, next_age=next_age,
     )  # fmt: skip
 
