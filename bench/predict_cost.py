@@ -7,6 +7,8 @@ epochs (a ``deque``), through one :class:`RunPredictor` kept for the run. This f
 predictor exactly so, on noisy synthetic epochs (1 s, 1 Wh, 2 % noise; a warm-up first epoch)
 and, for each run length ``n``, times the predictions after the epochs ``n + 1`` to ``n + 5``
 (median, and the largest of the five). Epochs before those are fed and predicted untimed.
+With ``--memory``, also the heap the predictor holds after the run (``tracemalloc``; the
+history window itself not counted).
 """
 
 from __future__ import annotations
@@ -17,15 +19,11 @@ import random
 import statistics
 import sys
 import time
+import tracemalloc
 from collections import deque
 from pathlib import Path
 
-from carbon_callbacks.core.predict import EpochSample
-
-try:
-    from carbon_callbacks.core.predict import RunPredictor
-except ImportError:  # the layout before the predictor was one
-    from carbon_callbacks.core.predict_incremental import RunPredictor  # type: ignore
+from carbon_callbacks.core.predict import EpochSample, RunPredictor
 
 HISTORY_LEN = 4096  # the tracker's window (core/tracker.py)
 TIMED = 5
@@ -39,11 +37,14 @@ def _epochs(count: int, seed: int = 0) -> list[EpochSample]:
     return out
 
 
-def cost_ms(n: int) -> dict[str, float]:
-    """Per-call milliseconds of the predictions after epochs ``n + 1 .. n + TIMED``."""
+def cost_ms(n: int, memory: bool = False) -> dict[str, float]:
+    """Per-call milliseconds of the predictions after epochs ``n + 1 .. n + TIMED`` (and with
+    ``memory``, the KiB the predictor holds then)."""
     epochs = _epochs(n + TIMED)
-    predictor = RunPredictor()
     history: deque[EpochSample] = deque(maxlen=HISTORY_LEN)
+    if memory:
+        tracemalloc.start()
+    predictor = RunPredictor()
     total = n + 1000
     timed = []
     for i, e in enumerate(epochs):
@@ -57,13 +58,21 @@ def cost_ms(n: int) -> dict[str, float]:
         )
         if i >= n:
             timed.append((time.perf_counter() - t0) * 1e3)
-    return {"epochs": n, "median_ms": statistics.median(timed), "max_ms": max(timed)}
+    row = {"epochs": n, "median_ms": statistics.median(timed), "max_ms": max(timed)}
+    if memory:
+        held = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, "*carbon_callbacks/core/*")]
+        )
+        row["predictor_kib"] = sum(stat.size for stat in held.statistics("filename")) / 1024
+        tracemalloc.stop()
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, nargs="+", default=[100, 4096, 10_000, 100_000])
     parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--memory", action="store_true", help="also the predictor's heap (slower)")
     args = parser.parse_args(argv)
     rows = []
     for n in args.epochs:

@@ -231,6 +231,9 @@ def test_median_and_deviation_by_selection_match_the_sorting_ones():
         ]
         assert local_level._median_and_limit_sorted(sorted(values)) == _median_and_limit(values)
         assert local_level._median_of_sorted(sorted(values)) == statistics.median(values)
+        steps = [rng.choice([1, 10, 391]) for _ in range(n)]
+        counts = {v: steps.count(v) for v in set(steps)}
+        assert predict._median_of_counts(counts) == statistics.median(steps)
 
 
 def test_running_sums_are_correctly_rounded():

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from array import array
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -569,8 +570,10 @@ class _Series:
 
     __slots__ = ("values", "positions", "_sums", "_sorted", "_level", "_augmented")
 
-    def __init__(self, values: Iterable[float] = (), positions: list[int] | None = None) -> None:
-        self.values: list[float] = list(values)
+    def __init__(
+        self, values: Iterable[float] = (), positions: MutableSequence[int] | None = None
+    ) -> None:
+        self.values = array("d", values)  # 8 B a value
         self.positions = positions
         self._sums = _Recent()
         self._sorted = _Recent()

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from array import array
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Container, Iterable, Sequence
@@ -542,6 +543,23 @@ def _assembled(
     return pred.with_intensity(intensity_g_per_kwh)
 
 
+def _median_of_counts(counts: dict[float, int]) -> float:
+    """``statistics.median`` of values given as {value: how many times} (not empty)."""
+    n = sum(counts.values())
+    below: float | None = None
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if n % 2 == 1 and seen > n // 2:
+            return value
+        if n % 2 == 0:
+            if below is None and seen >= n // 2:
+                below = value
+            if seen > n // 2:
+                return (below + value) / 2  # type: ignore[operator]
+    raise AssertionError("unreachable")
+
+
 def _count_in(r: range, period: int, offset: int) -> int:
     """How many ``i`` in ``r`` (step 1) have ``i % period == offset``."""
     if r.stop <= r.start:
@@ -629,7 +647,7 @@ class _Split:
 
     def __init__(self, start: int, period: int, offset: int) -> None:
         self.key = (start, period, offset)
-        positions: list[int] = []
+        positions = array("q")
         self.rest = (_Series(positions=positions), _Series(positions=positions))
         self.periodic: tuple[list[float], list[float]] = ([], [])
         self.done = start
@@ -664,11 +682,11 @@ class _Carried:
         self.window: deque[tuple[float, float, float]] = deque()  # the epochs not dropped
         self.base_s = _Series()
         self.base_kwh = _Series()
-        self.steps: list[int] = []  # e.steps or 0, per epoch
+        self.steps = array("d")  # e.steps or 0, per epoch
         self.steps_sum = 0
-        self.steps_sorted: list[int] = []  # the epochs' steps where known (not 0)
+        self.step_counts: dict[float, int] = {}  # epochs per number of steps (where known)
         # the per-step series (epochs with steps only), made when a prediction first needs them
-        self._per_step: tuple[list[int], _Series, _Series] | None = None
+        self._per_step: tuple[array[int], _Series, _Series] | None = None
         self.phases: dict[str, _Phase] = {}
         self.split: _Split | None = None
         # the last judgement of periodic work: ((warm-up epochs, steady epochs), its answer)
@@ -711,11 +729,11 @@ class _Carried:
         )
         return s, kwh, g
 
-    def per_step(self) -> tuple[list[int], _Series, _Series]:
+    def per_step(self) -> tuple[array[int], _Series, _Series]:
         """The positions of the epochs with steps, and their base duration and energy per step
         (made on first use, then kept up to date)."""
         if self._per_step is None:
-            positions: list[int] = []
+            positions = array("q")
             self._per_step = (positions, _Series(), _Series())
             self._per_step[1].positions = self._per_step[2].positions = positions
             for position, steps in enumerate(self.steps):
@@ -751,7 +769,7 @@ class _Carried:
         self.steps.append(steps)
         self.steps_sum += steps
         if steps:
-            insort(self.steps_sorted, steps)
+            self.step_counts[steps] = self.step_counts.get(steps, 0) + 1
             if self._per_step is not None:
                 self._add_per_step(position, s, k, steps)
         runs: dict[str, tuple[list[float], list[float]]] = {}
@@ -973,7 +991,7 @@ def _predict(
 ) -> Prediction | None:
     """The prediction from what is kept (the module's docstring has the model); ``n``: the
     epochs of the history given, whose measured figures the prediction carries."""
-    steps_per_epoch = _median_of_sorted(kept.steps_sorted) if kept.steps_sorted else None
+    steps_per_epoch = _median_of_counts(kept.step_counts) if kept.step_counts else None
     observed = range(kept.origin, kept.origin + kept.n)
     left_epochs, left_steps, by_steps = _left(
         total_epochs, total_steps, steps_done, observed.stop, steps_per_epoch
