@@ -7,19 +7,20 @@ epochs (a ``deque``), through one :class:`RunPredictor` kept for the run. This f
 predictor exactly so, on noisy synthetic epochs (1 s, 1 Wh, 2 % noise; a warm-up first epoch)
 and, for each run length ``n``, times the predictions after the epochs ``n + 1`` to ``n + 5``
 (median, and the largest of the five). Epochs before those are fed and predicted untimed.
-With ``--memory``, also the heap the predictor holds after the run (``tracemalloc``; the
-history window itself not counted).
+With ``--memory``, also the bytes the predictor holds after the run (every object reachable
+from it, each counted once; the history window itself is the caller's).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import statistics
 import sys
 import time
-import tracemalloc
+import types
 from collections import deque
 from pathlib import Path
 
@@ -42,8 +43,6 @@ def cost_ms(n: int, memory: bool = False) -> dict[str, float]:
     ``memory``, the KiB the predictor holds then)."""
     epochs = _epochs(n + TIMED)
     history: deque[EpochSample] = deque(maxlen=HISTORY_LEN)
-    if memory:
-        tracemalloc.start()
     predictor = RunPredictor()
     total = n + 1000
     timed = []
@@ -60,12 +59,23 @@ def cost_ms(n: int, memory: bool = False) -> dict[str, float]:
             timed.append((time.perf_counter() - t0) * 1e3)
     row = {"epochs": n, "median_ms": statistics.median(timed), "max_ms": max(timed)}
     if memory:
-        held = tracemalloc.take_snapshot().filter_traces(
-            [tracemalloc.Filter(True, "*carbon_callbacks/core/*")]
-        )
-        row["predictor_kib"] = sum(stat.size for stat in held.statistics("filename")) / 1024
-        tracemalloc.stop()
+        row["predictor_kib"] = deep_size(predictor) / 1024
     return row
+
+
+def deep_size(obj: object) -> int:
+    """Bytes of ``obj`` and of every object reachable from it (classes and modules left out)."""
+    seen: set[int] = set()
+    stack = [obj]
+    total = 0
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, (type, types.ModuleType, types.FunctionType)):
+            continue
+        seen.add(id(o))
+        total += sys.getsizeof(o)
+        stack.extend(gc.get_referents(o))
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     for n in args.epochs:
-        row = cost_ms(n)
+        row = cost_ms(n, args.memory)
         rows.append(row)
+        held = f", predictor {row['predictor_kib']:,.0f} KiB" if args.memory else ""
         print(
-            f"{n:7d} epochs: {row['median_ms']:7.3f} ms per prediction (max {row['max_ms']:.3f})",
+            f"{n:7d} epochs: {row['median_ms']:7.3f} ms per prediction "
+            f"(max {row['max_ms']:.3f}){held}",
             flush=True,
         )
     if args.json:

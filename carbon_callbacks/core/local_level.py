@@ -110,7 +110,8 @@ def _stands_out(value: float, others: Sequence[float]) -> bool:
 
 
 def _decay_future(ratio: float, first_age: float, count: float) -> float:
-    """Sum of :func:`_decay_column` over ``count`` values' worth from ``first_age`` on."""
+    """Sum of the warm-up decay's column ``ratio^age / (1 - ratio)`` (see
+    :meth:`_Series.augmented_filtered`) over ``count`` values' worth from ``first_age`` on."""
     return ratio**first_age * (1.0 - ratio**count) / (1.0 - ratio) ** 2
 
 
@@ -154,11 +155,15 @@ def _level_scan(
     q: float,
     state: tuple[bool, float, float, float, float, float, float, float] = _LEVEL_START,
 ) -> tuple[bool, float, float, float, float, float, float, float]:
-    """The filter of :func:`_local_level_filter` without columns, from ``state`` on over
-    ``values``: the start level alone, on scalars (long histories). Run over a series in two
-    pieces, it ends in the state it ends in when run over the whole (the same operations in the
-    same order), so :class:`carbon_callbacks.core.predict_incremental.RunPredictor` carries it
-    from one epoch to the next."""
+    """Kalman filter of the local-level model with drift-to-noise ratio ``q`` and a free start
+    level, from ``state`` on over ``values``, on scalars.
+
+    Model: ``value_t = level_t + noise_t``, ``level_t = level_(t-1) + step_t``, noise with
+    variance ``sigma^2``, steps with ``q sigma^2``; the start level is an unknown constant with a
+    flat prior (the filter runs with it at 0 and tracks how it would shift the innovations and
+    the level: see :class:`_Filtered`). Run over a series in two pieces, it ends in the state it
+    ends in when run over the whole (the same operations in the same order), so the state is
+    carried from one epoch to the next."""
     started, level, p, yy, log_f, s00, xy0, effect0 = state
     log = math.log
     for value in values:
@@ -226,8 +231,9 @@ class _AugmentedState:
 def _augmented_scan(
     state: _AugmentedState, rows: Iterable[tuple[float, Sequence[float]]], q: float
 ) -> None:
-    """Advance ``state`` over ``rows`` of (value, each column's entry): the filter of
-    :func:`_local_level_filter` with columns, in place (run in pieces, it ends as run whole)."""
+    """Advance ``state`` over ``rows`` of (value, each column's entry): :func:`_level_scan`'s
+    filter with regression columns (``value_t = level_t + theta_j x_jt + noise_t``, one column
+    at a time, each coefficient free), in place (run in pieces, it ends as run whole)."""
     k = len(state.effect)
     effect, s_0i, s_ii, xy = state.effect, state.s_0i, state.s_ii, state.xy
     started, level, p, yy, log_f = state.started, state.level, state.p, state.yy, state.log_f
@@ -363,8 +369,10 @@ def _designs_from(
     n_columns: int = 0,
     futures: Sequence[float] = (),
 ) -> list[_Design]:
-    """:func:`_designs` from the filter's results for each ``q`` of :data:`DRIFT_Q_GRID` (over
-    ``n_values`` values, with ``n_columns`` columns)."""
+    """The sum of ``r`` future values under each design, from the filter's results for each
+    ``q`` of :data:`DRIFT_Q_GRID` (over ``n_values`` values): the start level alone (no
+    columns), else the start level with each of ``n_columns`` columns in turn (``futures``: each
+    column's sum over the values to come)."""
     k = 1 if not n_columns else 2
     prior_ss = PRIOR_DF * (PRIOR_REL_SD * scale) ** 2
     nu = PRIOR_DF + n_values - k

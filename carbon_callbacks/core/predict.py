@@ -28,24 +28,21 @@ recorded runs, wide and lopsided (see :data:`FIRST_EPOCH_LOW`): indicative only.
 the steps still to come. When both an epoch count and a step count are known, the one that ends
 the run first is used.
 
-*Interval* (nominal :data:`NOMINAL_COVERAGE`): each part's values (per epoch, per step or per
-phase run) are taken as a *local level* plus noise: ``value_t = level_t + noise_t``, where the
-level may wander as a random walk, ``level_t = level_(t-1) + step_t``, with
-``var(step) = q var(noise)``. The noise variance has a prior of :data:`PRIOR_REL_SD` of the mean
-(weight :data:`PRIOR_DF`), so that two look-alike epochs do not give a falsely narrow interval;
-the drift-to-noise ratio ``q`` is averaged over a grid (:data:`DRIFT_Q_GRID`, ``q = 0``: no
-drift) with its posterior weight, from a prior around :data:`DRIFT_PRIOR_Q` (a level step of a
-tenth of the noise per epoch, within a decade in ``q``) and the likelihood of the values seen
-(Kalman filter). For each ``q`` the sum of the R values to come has the variance
-``s^2 (R^2 P + R + q R (R + 1) (2R + 1) / 6)``: the level's uncertainty (P, about 1/m from m
-values without drift) times R^2, the noise of R values, and the level's wander, which grows
-with the horizon. The interval is the central part of that mixture (normal), widened by
-``t / z`` for the noise variance's degrees of freedom. The parts' half-widths add in quadrature.
-CO2eq bounds are the energy bounds times the intensity applied to the remainder (the forecast
-over the predicted span when the intensity source has one): the intensity's own uncertainty is
-not in the interval. Changes that nothing before them announces (another job arriving, a
-change of the work itself) are outside the model; so are measurement errors that repeat epoch
-after epoch.
+*Interval* (nominal :data:`NOMINAL_COVERAGE`): each part's values follow a local-level model
+(a level that may drift as a random walk, plus noise; :mod:`carbon_callbacks.core.local_level`);
+the parts' half-widths add in quadrature. CO2eq bounds are the energy bounds times the intensity
+applied to the remainder (the forecast over the predicted span when the intensity source has
+one): the intensity's own uncertainty is not in the interval. Changes that nothing before them
+announces (another job arriving, a change of the work itself) are outside the model; so are
+measurement errors that repeat epoch after epoch.
+
+*Cost*: one :class:`RunPredictor` per run keeps what the forecast reads (running sums, sorted
+copies of at most :data:`ROBUST_MAX_VALUES` values, the filter's state per drift ratio, each
+phase's schedule as counts) and adds each new epoch to it, so a prediction costs the same after
+100 epochs or 100,000. It follows a bounded window of the history (the tracker keeps the last
+4,096 epochs) and forecasts from every epoch it has seen. Periodic work without phase records is
+looked for in the last :data:`DETECT_WINDOW` steady epochs (past that, every
+:data:`DETECT_EVERY` epochs) and forecast from its last :data:`DETECTED_KEPT` runs.
 
 The constants were set from first principles and checked on synthetic runs with known
 generating processes (``bench/predict_calibration.py``), not fitted to the recorded traces of
