@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from carbon_callbacks.core import local_level, predict
+from carbon_callbacks.core import local_level, predict_state
 from carbon_callbacks.core import tracker as tracker_module
 from carbon_callbacks.core.local_level import _median_and_limit
 from carbon_callbacks.core.predict import EpochSample, PhaseSample, RunPredictor, predict_run
@@ -233,7 +233,7 @@ def test_median_and_deviation_by_selection_match_the_sorting_ones():
         assert local_level._median_of_sorted(sorted(values)) == statistics.median(values)
         steps = [rng.choice([1, 10, 391]) for _ in range(n)]
         counts = {v: steps.count(v) for v in set(steps)}
-        assert predict._median_of_counts(counts) == statistics.median(steps)
+        assert predict_state._median_of_counts(counts) == statistics.median(steps)
 
 
 def test_running_sums_are_correctly_rounded():
@@ -255,8 +255,8 @@ def test_counting_helpers():
             for period in range(1, 8):
                 for offset in range(period):
                     want = sum(1 for i in range(start, stop) if i % period == offset)
-                    assert predict._count_in(range(start, stop), period, offset) == want
+                    assert predict_state._count_in(range(start, stop), period, offset) == want
     for m in range(1, 200):
         for gap in range(0, 60, 7):
             found = [p for p in range(1, m + 1) if m % p == 0 and p > gap]
-            assert predict._smallest_divisor_above(m, gap) == (min(found) if found else None)
+            assert predict_state._smallest_divisor_above(m, gap) == (min(found) if found else None)

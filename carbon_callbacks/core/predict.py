@@ -53,10 +53,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from array import array
-from bisect import bisect_left, insort
-from collections import deque
-from collections.abc import Container, Iterable, Sequence
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -69,19 +67,31 @@ from carbon_callbacks.core.local_level import (
     NOMINAL_COVERAGE,
     PRIOR_DF,
     PRIOR_REL_SD,
-    _ExactSum,
     _first_epoch_interval,
     _Forecast,
     _forecast,
     _median_and_limit,
-    _median_of_sorted,
     _Series,
     _stands_out,
     _steady_start,
 )
+from carbon_callbacks.core.phase_plan import (
+    PLANNED_FORWARD_SHARE,
+    PhasePlan,
+    _add_unseen_plan,
+    _per_step_phase,
+    _unseen_plans,
+)
+from carbon_callbacks.core.predict_state import (
+    _Carried,
+    _count_in,
+    _median_of_counts,
+    _Phase,
+)
 
 __all__ = [
     "DETECTED_PHASE",
+    "PLANNED_FORWARD_SHARE",
     "DRIFT_PRIOR_DECADES",
     "DRIFT_PRIOR_Q",
     "DRIFT_Q_GRID",
@@ -105,123 +115,6 @@ DETECT_WINDOW = 256
 DETECT_EVERY = 32
 #: The detected periodic work is forecast from its last this many runs.
 DETECTED_KEPT = 64
-#: A planned phase not run yet (validation every k epochs, before its first run) is costed as
-#: its batches per training epoch's batches x this share of a training batch's cost: a forward
-#: pass is about a third of forward + backward (training ~6N, inference ~2N FLOPs per token for
-#: N parameters: Kaplan et al. 2020, "Scaling Laws for Neural Language Models", arXiv:2001.08361,
-#: section 2.1).
-PLANNED_FORWARD_SHARE = 1.0 / 3.0
-#: The interval's range of that share: down to a fifth (memory-bound training steps), up to a
-#: whole training batch (small models, where each batch's fixed Python and loading cost
-#: dominates).
-PLANNED_FORWARD_SHARE_LOW = 0.2
-PLANNED_FORWARD_SHARE_HIGH = 1.0
-
-
-@dataclass(frozen=True)
-class PhasePlan:
-    """A phase the training loop has scheduled, known before it runs (from the framework).
-
-    Attributes:
-        name: the phase's name, as in the phase records (e.g. ``"validation"``).
-        every_epochs: it runs at the epochs ``e`` (0-based) with ``(e + 1) % every_epochs == 0``
-            (Lightning's ``check_val_every_n_epoch``, Keras' ``validation_freq``).
-        work_ratio: its batches per run / the training batches of an epoch, when known; used to
-            cost it before its first run (see :data:`PLANNED_FORWARD_SHARE`).
-        every_steps: instead of ``every_epochs``: it runs after every optimisation step ``s``
-            (1-based, counted over the whole run) with ``s % every_steps == 0`` (Hugging Face's
-            ``eval_strategy="steps"`` with ``eval_steps``). Its runs to come are counted from
-            the steps done and left, so it needs the steps reported per epoch.
-        at_last_step: a step plan also runs after the run's last step when that is not one of
-            its multiples (the Trainer's final evaluation, transformers >= 5).
-    """
-
-    name: str
-    every_epochs: int | None = None
-    work_ratio: float | None = None
-    every_steps: int | None = None
-    at_last_step: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("a phase plan needs the phase's name (e.g. 'validation')")
-        if (self.every_epochs is None) == (self.every_steps is None):
-            raise ValueError(
-                "a phase plan needs one schedule: every_epochs (whole epochs) or every_steps "
-                f"(optimisation steps), got every_epochs={self.every_epochs!r}, "
-                f"every_steps={self.every_steps!r}"
-            )
-        for field_name in ("every_epochs", "every_steps"):
-            value = getattr(self, field_name)
-            if value is None:
-                continue
-            unit = "epochs" if field_name == "every_epochs" else "steps"
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{field_name} must be a whole number of {unit}, got {value!r}")
-            if value < 1:
-                raise ValueError(f"{field_name} must be at least 1, got {value}")
-        if self.at_last_step and self.every_steps is None:
-            raise ValueError("at_last_step is for a step plan: give every_steps too")
-        if self.work_ratio is not None and not (
-            math.isfinite(self.work_ratio) and self.work_ratio >= 0
-        ):
-            raise ValueError(
-                f"work_ratio must be a finite number >= 0 (batches per run / training batches "
-                f"per epoch), got {self.work_ratio!r}"
-            )
-
-    def runs_in(
-        self, epochs: range, steps_done: float | None = None, steps_left: float | None = None
-    ) -> float | None:
-        """How many times it runs in these epochs, or (a step plan) in the steps after
-        ``steps_done`` up to ``steps_done + steps_left``; None for a step plan without them."""
-        if self.every_steps is not None:
-            if steps_done is None or steps_left is None:
-                return None
-            k = self.every_steps
-            # steps left can be fractional (epochs left x the median steps per epoch)
-            end = round(steps_done + steps_left, 6)
-            runs = math.floor(end / k + 1e-9) - math.floor(steps_done / k + 1e-9)
-            if self.at_last_step and steps_left > 0 and not math.isclose(end / k, round(end / k)):
-                runs += 1  # the run's last step, off the period
-            return float(runs)
-        k = self.every_epochs or 1
-        return float(sum(1 for i in epochs if (i + 1) % k == 0))
-
-    @property
-    def how(self) -> str:
-        """The schedule in words, as a prediction's method gives it."""
-        if self.every_steps is not None:
-            k = self.every_steps
-            return ("every step" if k == 1 else f"every {k} steps") + " (planned)"
-        k = self.every_epochs
-        return ("every epoch" if k == 1 else f"every {k} epochs") + " (planned)"
-
-    def schedule(
-        self,
-        remaining: range,
-        per_run: float,
-        steps_done: float | None = None,
-        steps_left: float | None = None,
-    ) -> tuple[float, str] | None:
-        """Its phase records to come, and how; None when a step plan cannot count its runs.
-
-        ``per_run``: records per epoch it runs in (two validations per epoch count twice);
-        a step plan's run is one record.
-        """
-        runs = self.runs_in(remaining, steps_done, steps_left)
-        if runs is None:
-            return None
-        return runs * (1.0 if self.every_steps is not None else per_run), self.how
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "every_epochs": self.every_epochs,
-            "every_steps": self.every_steps,
-            "at_last_step": self.at_last_step,
-            "work_ratio": self.work_ratio,
-        }
 
 
 @dataclass(frozen=True)
@@ -383,95 +276,6 @@ def _steps_left(left_epochs: int | None, steps_per_epoch: float | None) -> float
     return left_epochs * steps_per_epoch
 
 
-def _unseen_plans(
-    plans: Iterable[PhasePlan],
-    run_names: Container[str],
-    remaining: range,
-    steps_done: float | None,
-    steps_left: float | None,
-) -> list[tuple[PhasePlan, float | None]]:
-    """The planned phases that have not run yet, with their runs to come (None: unknown)."""
-    return [
-        (p, p.runs_in(remaining, steps_done, steps_left)) for p in plans if p.name not in run_names
-    ]
-
-
-def _per_step_phase(
-    plan: PhasePlan | None,
-    runs: int,
-    epochs_seen: int,
-    steps_seen: float,
-    steps_done: float | None,
-    left_steps: float | None,
-    steps_per_epoch: float | None,
-) -> tuple[float, str, tuple[float, float]]:
-    """A phase's runs to come in a step-based forecast: ``(count, how, (fewer, more))``.
-
-    With a step plan (``plan``, ``every_steps`` set), its exact count and ``(0, 0)``.
-    Otherwise the count is the phase's runs per step seen times the steps left. A phase that runs at
-    epoch ends (validation) may or may not run in a last epoch that the step limit cuts short:
-    Lightning ends the run with no validation there, the Hugging Face Trainer evaluates at every
-    epoch's end, the short one included. The per-step rate counts the fraction ``f`` of that
-    epoch's runs; ``fewer = f x`` and ``more = (1 - f) x`` the phase's runs per epoch are the
-    counts it may be over or under by, and widen the interval (``(0, 0)`` when the steps left
-    end on an epoch's end, or the steps per epoch are unknown).
-    """
-    if plan is not None:
-        planned = plan.schedule(range(0), 1.0, steps_done, left_steps)
-        if planned is not None:
-            return (*planned, (0.0, 0.0))
-    left = left_steps or 0.0
-    count = runs / steps_seen * left
-    how = f"{runs / steps_seen:.2g} per step"
-    frac = (left / steps_per_epoch) % 1.0 if steps_per_epoch else 0.0
-    if not 1e-9 < frac < 1 - 1e-9:
-        return count, how, (0.0, 0.0)
-    per_epoch = runs / epochs_seen
-    how += f" (the last, partial epoch's {frac * per_epoch:.2g} may be none or whole)"
-    return count, how, (frac * per_epoch, (1 - frac) * per_epoch)
-
-
-def _add_unseen_plan(
-    plan: PhasePlan,
-    count: float | None,
-    base_per_epoch: dict[str, float],
-    totals: dict[str, list[float]],
-) -> str:
-    """Cost a planned phase that has not run yet into ``totals``; return its note.
-
-    Each run to come is ``work_ratio`` x :data:`PLANNED_FORWARD_SHARE` of a base epoch, within
-    [:data:`PLANNED_FORWARD_SHARE_LOW`, :data:`PLANNED_FORWARD_SHARE_HIGH`] x ``work_ratio``
-    (the range's half-widths add in quadrature to the other parts'). Without a ``work_ratio``
-    nothing is added: the note says that the forecast leaves it out.
-    """
-    if count is None:
-        return (
-            f"{plan.name}: {plan.how}, not in the forecast until its first run (the steps per "
-            "epoch are not reported, so its runs to come are unknown)"
-        )
-    if count <= 0:
-        return f"{plan.name}: {plan.how}, none to come"
-    if plan.work_ratio is None:
-        return (
-            f"{plan.name}: {plan.how}, {count:g} to come, not in the forecast until its "
-            "first run (its size is unknown)"
-        )
-    for key in ("s", "kwh"):
-        per_run = plan.work_ratio * base_per_epoch[key]
-        totals[key][0] += count * per_run * PLANNED_FORWARD_SHARE
-        totals[key][1] += (
-            count * per_run * (PLANNED_FORWARD_SHARE - PLANNED_FORWARD_SHARE_LOW)
-        ) ** 2
-        totals[key][2] += (
-            count * per_run * (PLANNED_FORWARD_SHARE_HIGH - PLANNED_FORWARD_SHARE)
-        ) ** 2
-    return (
-        f"{plan.name}: {plan.how}, {count:g} to come x {plan.work_ratio:.3g} of an epoch's "
-        f"batches x {PLANNED_FORWARD_SHARE:.2g} of a training batch "
-        f"[{PLANNED_FORWARD_SHARE_LOW:g}-{PLANNED_FORWARD_SHARE_HIGH:g}] (not run yet)"
-    )
-
-
 def _warmup_note(fc: _Forecast) -> str:
     """The method's note on a warm-up that may still be settling (``fc.decay_max`` set)."""
     return (
@@ -538,248 +342,6 @@ def _assembled(
         remaining_steps=left_steps if by_steps else None,
     )
     return pred.with_intensity(intensity_g_per_kwh)
-
-
-def _median_of_counts(counts: dict[float, int]) -> float:
-    """``statistics.median`` of values given as {value: how many times} (not empty)."""
-    n = sum(counts.values())
-    below: float | None = None
-    seen = 0
-    for value in sorted(counts):
-        seen += counts[value]
-        if n % 2 == 1 and seen > n // 2:
-            return value
-        if n % 2 == 0:
-            if below is None and seen >= n // 2:
-                below = value
-            if seen > n // 2:
-                return (below + value) / 2  # type: ignore[operator]
-    raise AssertionError("unreachable")
-
-
-def _count_in(r: range, period: int, offset: int) -> int:
-    """How many ``i`` in ``r`` (step 1) have ``i % period == offset``."""
-    if r.stop <= r.start:
-        return 0
-    return (r.stop - 1 - offset) // period - (r.start - 1 - offset) // period
-
-
-def _smallest_divisor_above(m: int, gap: int) -> int | None:
-    """The smallest divisor of ``m`` (>= 1) greater than ``gap``, or None."""
-    best = None
-    d = 1
-    while d * d <= m:
-        if m % d == 0:
-            for p in (d, m // d):
-                if p > gap and (best is None or p < best):
-                    best = p
-        d += 1
-    return best
-
-
-# -- what the predictor keeps of a run -----------------------------------------------------------
-class _Phase:
-    """One phase's runs so far: their costs, and the epochs it ran in (first, last, how many,
-    gcd of the gaps) with its per-epoch counts (sorted)."""
-
-    __slots__ = ("durations", "energies", "runs", "first", "last", "epochs", "gcd", "counts")
-
-    def __init__(self) -> None:
-        self.durations = _Series()
-        self.energies = _Series()
-        self.runs = 0
-        self.first = self.last = -1
-        self.epochs = 0
-        self.gcd = 0
-        self.counts: list[int] = []
-
-    def add(self, position: int, durations: list[float], energies: list[float]) -> None:
-        """Add its runs in the epoch at ``position``."""
-        self.durations.values.extend(durations)
-        self.energies.values.extend(energies)
-        self.runs += len(durations)
-        insort(self.counts, len(durations))
-        if self.epochs:
-            self.gcd = math.gcd(self.gcd, position - self.last)
-        else:
-            self.first = position
-        self.last = position
-        self.epochs += 1
-
-    def per_epoch(self) -> float:
-        """Its runs per epoch it ran in (median)."""
-        return float(_median_of_sorted(self.counts))
-
-    def schedule(self, observed: range, remaining: range) -> tuple[float, str] | None:
-        """Its runs still to come in ``remaining`` epochs, and how, from the epochs it ran in.
-
-        Every epoch; every p-th epoch with an offset (Lightning's ``check_val_every_n_epoch=k``
-        and Keras' ``validation_freq=k`` run at epochs where ``(epoch + 1) % k == 0``: one
-        sighting at epoch j gives the smallest such p that explains not seeing it elsewhere);
-        once at the start only; else a plain rate (runs per epoch observed).
-        """
-        if not self.runs:
-            return None
-        per_epoch = self.per_epoch()
-        if self.epochs == len(observed):
-            return per_epoch * len(remaining), "every epoch"
-        j = observed.start + self.first
-        period: int | None = self.gcd
-        if self.epochs == 1:
-            if j == 0:
-                return 0.0, "once, at the start"
-            gap = max(j - observed.start, observed.stop - 1 - j)
-            period = _smallest_divisor_above(j + 1, gap)
-        # the epochs it ran in all share j's remainder: they are the expected ones when there
-        # are as many as the epochs observed with that remainder
-        if period and period >= 2 and _count_in(observed, period, j % period) == self.epochs:
-            return _count_in(remaining, period, j % period) * per_epoch, f"every {period} epochs"
-        rate = self.runs / len(observed)
-        return rate * len(remaining), f"irregular, {rate:.2g} per epoch"
-
-
-class _Split:
-    """The steady epochs apart from periodic ones (every ``period``-th, epoch index
-    ``% period == offset``): the others' base series, and the periodic ones' raw base costs."""
-
-    def __init__(self, start: int, period: int, offset: int) -> None:
-        self.key = (start, period, offset)
-        positions = array("q")
-        self.rest = (_Series(positions=positions), _Series(positions=positions))
-        self.periodic: tuple[list[float], list[float]] = ([], [])
-        self.done = start
-
-    def extend(self, kept: _Carried) -> None:
-        start, period, offset = self.key
-        rest_s, rest_kwh = self.rest
-        for position in range(self.done, kept.n):
-            s, k = kept.base_s.values[position], kept.base_kwh.values[position]
-            if (kept.origin + position) % period == offset:
-                self.periodic[0].append(s)
-                self.periodic[1].append(k)
-            else:
-                rest_s.positions.append(position)  # type: ignore[union-attr]
-                rest_s.values.append(s)
-                rest_kwh.values.append(k)
-        self.done = kept.n
-
-
-class _Carried:
-    """What :class:`RunPredictor` keeps of a run: everything a prediction reads, from the epoch
-    ``origin`` (the first the predictor saw) on, each kept up to date as epochs are added."""
-
-    def __init__(self, origin: int) -> None:
-        self.origin = origin
-        self.n = 0
-        self.first: EpochSample | None = None
-        self.last: EpochSample | None = None
-        self.done = (_ExactSum(), _ExactSum(), _ExactSum())  # s, kWh, g of every epoch seen
-        self.dropped = (_ExactSum(), _ExactSum(), _ExactSum())  # of those out of the window
-        self.n_dropped = 0
-        self.window: deque[tuple[float, float, float]] = deque()  # the epochs not dropped
-        self.base_s = _Series()
-        self.base_kwh = _Series()
-        self.steps = array("d")  # e.steps or 0, per epoch
-        self.steps_sum = 0
-        self.step_counts: dict[float, int] = {}  # epochs per number of steps (where known)
-        # the per-step series (epochs with steps only), made when a prediction first needs them
-        self._per_step: tuple[array[int], _Series, _Series] | None = None
-        self.phases: dict[str, _Phase] = {}
-        self.split: _Split | None = None
-        # the last judgement of periodic work: ((warm-up epochs, steady epochs), its answer)
-        self.detected: tuple[tuple[int, int], tuple[int, int] | None] | None = None
-
-    @classmethod
-    def of(cls, history: Sequence[EpochSample], first_epoch_index: int) -> _Carried:
-        kept = cls(first_epoch_index)
-        kept.add_from(history, 0)
-        return kept
-
-    def follow(self, history: Sequence[EpochSample], first_epoch_index: int) -> bool:
-        """Take in ``history`` (its first epoch being ``first_epoch_index``) when it continues
-        the epochs kept: it holds the last one kept (and the first, while in the window) at
-        their places, and has only dropped epochs at its start (a bounded window) and added some
-        at its end. False otherwise."""
-        j = self.origin + self.n - 1 - first_epoch_index  # the last epoch kept, in history
-        drop = first_epoch_index - self.origin - self.n_dropped
-        if not (0 <= j < len(history)) or drop < 0 or drop > len(self.window):
-            return False
-        if history[j] is not self.last:
-            return False
-        if first_epoch_index == self.origin and history[0] is not self.first:
-            return False
-        for _ in range(drop):
-            for total, x in zip(self.dropped, self.window.popleft(), strict=True):
-                total.add(x)
-        self.n_dropped += drop
-        self.add_from(history, j + 1)
-        return True
-
-    def add_from(self, history: Sequence[EpochSample], first: int) -> None:
-        for position in range(first, len(history)):
-            self._add(history[position])
-
-    def measured(self) -> tuple[float, float, float]:
-        """Seconds, kWh and g of the epochs in the window (the history last given)."""
-        s, kwh, g = (
-            total.value(minus) for total, minus in zip(self.done, self.dropped, strict=True)
-        )
-        return s, kwh, g
-
-    def per_step(self) -> tuple[array[int], _Series, _Series]:
-        """The positions of the epochs with steps, and their base duration and energy per step
-        (made on first use, then kept up to date)."""
-        if self._per_step is None:
-            positions = array("q")
-            self._per_step = (positions, _Series(), _Series())
-            self._per_step[1].positions = self._per_step[2].positions = positions
-            for position, steps in enumerate(self.steps):
-                if steps:
-                    s, k = self.base_s.values[position], self.base_kwh.values[position]
-                    self._add_per_step(position, s, k, steps)
-        return self._per_step
-
-    def split_for(self, start: int, period: int, offset: int) -> _Split:
-        """The steady epochs split into periodic ones and the rest (kept while the same)."""
-        if self.split is None or self.split.key != (start, period, offset):
-            self.split = _Split(start, period, offset)
-        self.split.extend(self)
-        return self.split
-
-    def _add_per_step(self, position: int, s: float, k: float, steps: float) -> None:
-        positions, per_step_s, per_step_kwh = self._per_step  # type: ignore[misc]
-        positions.append(position)
-        per_step_s.values.append(s / steps)
-        per_step_kwh.values.append(k / steps)
-
-    def _add(self, e: EpochSample) -> None:
-        position = self.n
-        costs = (e.duration_s, e.energy_kwh, e.co2_g)
-        for total, x in zip(self.done, costs, strict=True):
-            total.add(x)
-        self.window.append(costs)
-        s = max(0.0, e.duration_s - math.fsum(p.duration_s for p in e.phases))
-        k = max(0.0, e.energy_kwh - math.fsum(p.energy_kwh for p in e.phases))
-        self.base_s.values.append(s)
-        self.base_kwh.values.append(k)
-        steps = e.steps or 0
-        self.steps.append(steps)
-        self.steps_sum += steps
-        if steps:
-            self.step_counts[steps] = self.step_counts.get(steps, 0) + 1
-            if self._per_step is not None:
-                self._add_per_step(position, s, k, steps)
-        runs: dict[str, tuple[list[float], list[float]]] = {}
-        for p in e.phases:
-            durations, energies = runs.setdefault(p.name, ([], []))
-            durations.append(p.duration_s)
-            energies.append(p.energy_kwh)
-        for name, (durations, energies) in runs.items():
-            self.phases.setdefault(name, _Phase()).add(position, durations, energies)
-        self.n = position + 1
-        self.last = e
-        if not position:
-            self.first = e
 
 
 # -- the parts of the remaining work -------------------------------------------------------------
