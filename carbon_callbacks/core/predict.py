@@ -418,7 +418,7 @@ def _detected_period(run: _Run) -> tuple[int, int] | None:
     return found
 
 
-def _base_by_epochs(run: _Run, notes: list[str]) -> tuple[_Part, list[_Part]]:
+def _base_by_epochs(run: _Run) -> tuple[_Part, list[_Part]]:
     """The base per epoch, and periodic work detected from the epoch costs (no phase records)."""
     kept, start = run.kept, run.start
     head = (kept.base_s.values[start - 1], kept.base_kwh.values[start - 1]) if start else None
@@ -442,10 +442,10 @@ def _base_by_epochs(run: _Run, notes: list[str]) -> tuple[_Part, list[_Part]]:
     return _Part("base", rest_s, rest_kwh, 0, left, "per epoch", head=head), [detected]
 
 
-def _parts_by_epochs(run: _Run, notes: list[str]) -> tuple[list[_Part], list[Any]]:
+def _parts_by_epochs(run: _Run) -> tuple[list[_Part], list[Any]]:
     """The parts of an epoch-based forecast, and the planned phases not run yet."""
     kept = run.kept
-    base, detected = _base_by_epochs(run, notes)
+    base, detected = _base_by_epochs(run)
     parts = [base, *detected]
     remaining = range(run.observed.stop, run.observed.stop + (run.left_epochs or 0))
     steps_left = _steps_left(run.left_epochs, run.steps_per_epoch)
@@ -568,7 +568,7 @@ def _predict(
             if start == 1
             else f"epochs 0-{start - 1} left out as warm-up"
         )
-    parts, unseen = _parts_by_steps(run) if by_steps else _parts_by_epochs(run, notes)
+    parts, unseen = _parts_by_steps(run) if by_steps else _parts_by_epochs(run)
     done_s, done_kwh, done_g = kept.measured()
     totals = {"s": [done_s, 0.0, 0.0], "kwh": [done_kwh, 0.0, 0.0]}
     described = []

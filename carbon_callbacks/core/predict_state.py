@@ -129,7 +129,7 @@ class _Split:
         self.key = (start, period, offset)
         positions = array("q")
         self.rest = (_Series(positions=positions), _Series(positions=positions))
-        self.periodic: tuple[list[float], list[float]] = ([], [])
+        self.periodic = (array("d"), array("d"))
         self.done = start
 
     def extend(self, kept: _Carried) -> None:
