@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from predict_accuracy import evaluate, load_trace  # noqa: E402
 
-from carbon_callbacks.core import predict  # noqa: E402
+from carbon_callbacks.core import local_level as model  # noqa: E402
 
 SETS = {
     "GPU": "gpu/*.json",
@@ -50,12 +50,12 @@ def _grid(top: int) -> tuple[float, ...]:
 
 def scan(sets: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per setting and set: coverage after 2, 5 and every epoch; median width after 5."""
-    shipped = (predict.DRIFT_PRIOR_Q, predict.DRIFT_PRIOR_DECADES, predict.DRIFT_Q_GRID)
+    shipped = (model.DRIFT_PRIOR_Q, model.DRIFT_PRIOR_DECADES, model.DRIFT_Q_GRID)
     rows = []
     try:
         for q, decades, top in SETTINGS:
-            predict.DRIFT_PRIOR_Q, predict.DRIFT_PRIOR_DECADES = q, decades
-            predict.DRIFT_Q_GRID = _grid(top)
+            model.DRIFT_PRIOR_Q, model.DRIFT_PRIOR_DECADES = q, decades
+            model.DRIFT_Q_GRID = _grid(top)
             for name, traces in sets.items():
                 every = [
                     r
@@ -68,7 +68,7 @@ def scan(sets: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                     {
                         "q": q,
                         "decades": decades,
-                        "grid_top_q": predict.DRIFT_Q_GRID[-1],
+                        "grid_top_q": model.DRIFT_Q_GRID[-1],
                         "set": name,
                         "after_2": _share([r for r in every if r["after"] == 2]),
                         "after_5": _share(after5),
@@ -77,7 +77,7 @@ def scan(sets: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                     }
                 )
     finally:
-        predict.DRIFT_PRIOR_Q, predict.DRIFT_PRIOR_DECADES, predict.DRIFT_Q_GRID = shipped
+        model.DRIFT_PRIOR_Q, model.DRIFT_PRIOR_DECADES, model.DRIFT_Q_GRID = shipped
     return rows
 
 

@@ -13,24 +13,38 @@ from power_traces import ConstantCounterSensor
 
 from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityProvider
-from carbon_callbacks.core.predict import (
-    DETECTED_PHASE,
+from carbon_callbacks.core.local_level import (
     DRIFT_PRIOR_DECADES,
     DRIFT_PRIOR_Q,
     DRIFT_Q_GRID,
     NOMINAL_COVERAGE,
-    PLANNED_FORWARD_SHARE,
     PRIOR_DF,
     PRIOR_REL_SD,
+    _forecast,
+    _Series,
+    t_quantile,
+)
+from carbon_callbacks.core.predict import (
+    DETECTED_PHASE,
+    PLANNED_FORWARD_SHARE,
     EpochSample,
     PhasePlan,
     PhaseSample,
-    _forecast,
     predict_run,
-    t_quantile,
 )
 from carbon_callbacks.core.runlog import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
+
+
+def _forecast_of(values, count, warmup=None):
+    """The forecast of ``count`` values to come from ``values``; ``warmup``: (head, the values'
+    ages from it, the age of the first value to come)."""
+    head, ages, next_age = warmup if warmup is not None else (None, None, 0)
+    series = _Series(values, positions=None if ages is None else list(ages))
+    return _forecast(
+        series, 0, count, units_per_value=1.0, epochs_per_value=1.0, head=head,
+        head_position=0, next_age=next_age,
+    )  # fmt: skip
 
 
 def _epoch(kwh: float, seconds: float | None = None, steps=None, phases=()) -> EpochSample:
@@ -280,17 +294,17 @@ def test_periodic_epochs_are_detected_without_phase_records():
     assert DETECTED_PHASE in pred.method
 
 
-@pytest.mark.parametrize("seen", [40, 200])
+@pytest.mark.parametrize("seen", [40, 200, 700])
 def test_periodic_epochs_are_detected_in_long_noisy_histories(seen):
     # past 64 epochs the outlier test judges each epoch against the whole series at once
-    # (one pass instead of one median per epoch); the detection must not change
+    # (one pass instead of one median per epoch); past 256, on the last 256 epochs
     import random
 
     rng = random.Random(3)
     trace = [
-        _epoch((2.0 if (i + 1) % 5 == 0 else 1.0) * (1 + rng.gauss(0, 0.01))) for i in range(400)
+        _epoch((2.0 if (i + 1) % 5 == 0 else 1.0) * (1 + rng.gauss(0, 0.01))) for i in range(1000)
     ]
-    pred = predict_run(trace[:seen], total_epochs=400, intensity_g_per_kwh=1)
+    pred = predict_run(trace[:seen], total_epochs=1000, intensity_g_per_kwh=1)
     assert DETECTED_PHASE in pred.method
     truth = sum(e.energy_kwh for e in trace)
     assert pred.energy_kwh == pytest.approx(truth, rel=0.01)
@@ -609,7 +623,7 @@ def test_interval_is_calibrated_on_runs_drawn_from_its_own_model():
                 # sigma^2 ~ scaled inverse chi-square (PRIOR_DF, PRIOR_REL_SD x the mean of 1)
                 sd = math.sqrt(PRIOR_DF * PRIOR_REL_SD**2 / rng.gammavariate(PRIOR_DF / 2, 2.0))
                 values = _level_run(m, r, sd, sd * math.sqrt(q), rng)
-                fc = _forecast(values[:m], r)
+                fc = _forecast_of(values[:m], r)
                 central, low, high = fc.central, fc.low, fc.high
                 truth = math.fsum(values[m:])
                 hits.setdefault((m, r), []).append(central - low <= truth <= central + high)
@@ -626,7 +640,7 @@ def test_the_interval_of_the_rest_widens_with_the_horizon():
     values = [rng.gauss(1.0, 0.03) for _ in range(10)]
     per_epoch = []
     for r in (100, 1000):
-        fc = _forecast(values, r)
+        fc = _forecast_of(values, r)
         central, low, high = fc.central, fc.low, fc.high
         per_epoch.append((low + high) / central)
     assert per_epoch[1] > 1.5 * per_epoch[0], per_epoch

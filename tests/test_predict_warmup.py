@@ -11,16 +11,26 @@ import statistics
 
 import pytest
 
-from carbon_callbacks.core.predict import (
+from carbon_callbacks.core.local_level import (
     NOMINAL_COVERAGE,
     WARMUP_DECAY_GRID,
     WARMUP_DECAY_MAX,
     WARMUP_FIT_MAX_VALUES,
-    EpochSample,
     _forecast,
-    _Warmup,
-    predict_run,
+    _Series,
 )
+from carbon_callbacks.core.predict import EpochSample, predict_run
+
+
+def _forecast_of(values, count, warmup=None):
+    """The forecast of ``count`` values to come from ``values``; ``warmup``: (head, the values'
+    ages from it, the age of the first value to come)."""
+    head, ages, next_age = warmup if warmup is not None else (None, None, 0)
+    series = _Series(values, positions=None if ages is None else list(ages))
+    return _forecast(
+        series, 0, count, units_per_value=1.0, epochs_per_value=1.0, head=head,
+        head_position=0, next_age=next_age,
+    )  # fmt: skip
 
 
 def _epoch(kwh: float) -> EpochSample:
@@ -64,7 +74,7 @@ def test_a_settling_warm_up_is_fitted_once_a_third_epoch_shows_it(ratio):
         pred = predict_run(trace[:after], total_epochs=30, intensity_g_per_kwh=1)
         assert abs(pred.energy_kwh - truth) / truth < 0.01, after
         assert pred.energy_kwh_low <= truth <= pred.energy_kwh_high
-    level_only = _forecast([e.energy_kwh for e in trace[1:3]], 27).central
+    level_only = _forecast_of([e.energy_kwh for e in trace[1:3]], 27).central
     assert abs(_total(trace[:3]) + level_only - truth) / truth > 0.02
 
 
@@ -87,9 +97,9 @@ def test_the_allowance_vanishes_once_the_epochs_show_the_warm_up_is_over():
     after 5 the largest one not ruled out is small, and the forecast is a one-off warm-up's."""
     rng = random.Random(4)
     steady = [1.0 + rng.gauss(0.0, 0.02) for _ in range(8)]
-    first = _forecast(steady[:1], 20, warmup=_Warmup(3.0, (1,), 2))
+    first = _forecast_of(steady[:1], 20, warmup=(3.0, (1,), 2))
     assert first.decay == 0.0 and first.decay_max == pytest.approx(WARMUP_DECAY_MAX)
-    later = _forecast(steady[:4], 20, warmup=_Warmup(3.0, (1, 2, 3, 4), 5))
+    later = _forecast_of(steady[:4], 20, warmup=(3.0, (1, 2, 3, 4), 5))
     assert later.decay == 0.0
     assert later.decay_max is not None and later.decay_max < WARMUP_DECAY_MAX / 2
 
@@ -124,7 +134,7 @@ def test_a_first_epoch_like_the_rest_leaves_the_interval_as_it_was():
     for after in (2, 3, 5, 8):
         pred = predict_run(trace[:after], total_epochs=30, intensity_g_per_kwh=1)
         done = _total(trace[:after])
-        fc = _forecast([e.energy_kwh for e in trace[1:after]], 30 - after)
+        fc = _forecast_of([e.energy_kwh for e in trace[1:after]], 30 - after)
         central, low, high = fc.central, fc.low, fc.high
         assert pred.energy_kwh == pytest.approx(done + central, rel=1e-12)
         assert pred.energy_kwh_low == pytest.approx(done + central - low, rel=1e-12)

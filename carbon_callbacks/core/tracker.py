@@ -44,8 +44,13 @@ from carbon_callbacks.core.intensity.ranks import DeferredLiveProvider, can_fore
 from carbon_callbacks.core.intensity.resolve import resolve_intensity
 from carbon_callbacks.core.intensity.static import StaticIntensityProvider
 from carbon_callbacks.core.meter import Measurement, Meter, Snapshot
-from carbon_callbacks.core.predict import EpochSample, PhasePlan, PhaseSample, Prediction
-from carbon_callbacks.core.predict_incremental import RunPredictor
+from carbon_callbacks.core.predict import (
+    EpochSample,
+    PhasePlan,
+    PhaseSample,
+    Prediction,
+    RunPredictor,
+)
 from carbon_callbacks.core.runlog import (
     SCHEMA_VERSION,
     RunLogWriter,
