@@ -46,7 +46,9 @@ Schema version 1. Every line is one JSON object with a ``"type"``:
     ``predicted``, ``predicted_low``, ``predicted_high`` (see :mod:`carbon_callbacks.core.budget`).
 ``footer``
     ``status`` (``"completed"``, ``"interrupted"`` or ``"failed"``), ``ended_at_unix_s``,
-    ``duration_s``, ``energy_j``, ``energy_kwh``, ``co2_g``, ``epochs_completed``,
+    ``duration_s``, ``energy_j``, ``energy_kwh``, ``energy_kwh_by_component`` (kWh with PUE per
+    component, summing to ``energy_kwh``; absent in logs of earlier versions), ``co2_g``,
+    ``epochs_completed``,
     ``stop_reason`` (why a budget or the user stopped the run, else null), ``events_dropped``,
     and ``signal`` (``"SIGTERM"``) when a signal interrupted the run. A run
     that received SIGTERM and went on (its own handler let it) has a second, later footer; the
