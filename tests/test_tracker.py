@@ -119,22 +119,6 @@ def test_phases_are_recorded_with_their_own_energy(tmp_path):
         )
 
 
-def test_resume_continues_totals_and_epoch_numbers(tmp_path):
-    first = _tracker(tmp_path)
-    ms = _run_epochs(first, 2)
-    state = first.state_dict()
-    first.stop("interrupted")
-    second = _tracker(tmp_path)
-    second.load_state_dict(state)
-    (m3,) = _run_epochs(second, 1)
-    second.stop()
-    assert m3[keys.ENERGY_KWH] == pytest.approx(ms[-1][keys.ENERGY_KWH] + m3[keys.EPOCH_ENERGY_KWH])
-    log = read_run_log(second.log_path)
-    assert [e["epoch"] for e in log.epochs] == [2]
-    assert log.header["resumed_from"] == [first.run_id]
-    assert log.footer["epochs_completed"] == 3
-
-
 def test_monitor_epochs_stops_measuring_after_n(tmp_path):
     tracker = _tracker(tmp_path, monitor_epochs=2, epochs_before_pred=1)
     ms = _run_epochs(tracker, 4, seconds=0.02)
@@ -227,21 +211,61 @@ def test_unwritable_log_dir_is_refused(tmp_path):
         CarbonTracker(log_dir=str(blocker / "logs"))
 
 
-def test_work_outside_epochs_and_a_partial_epoch_count_in_the_totals(tmp_path):
-    tracker = _tracker(tmp_path)
+def _resumed_run(tmp_path, state, capsys):
+    """A resumed run: a tracked block outside epochs (with a nested phase), one epoch, and an
+    epoch cut short by the end of the run; returns the tracker, its last metrics and printout."""
+    tracker = _tracker(tmp_path, verbose=1)
+    tracker.load_state_dict(state)
     with tracker.track("preprocessing"):
         with tracker.phase("inner"):  # nested: counted once, through its parent
             time.sleep(0.05)
     (m,) = _run_epochs(tracker, 1)
     tracker.epoch_start()
     time.sleep(0.05)
+    capsys.readouterr()
     tracker.stop("interrupted")  # the open epoch is measured as a partial epoch
+    return tracker, m, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("old_checkpoint", [False, True])
+def test_console_run_log_report_metrics_and_checkpoint_read_one_total(
+    tmp_path, capsys, old_checkpoint
+):
+    from carbon_callbacks.core.totals import EARLIER_SEGMENTS
+    from carbon_callbacks.report.collect import collect_logs
+    from carbon_callbacks.report.statement import build_report
+
+    first = _tracker(tmp_path / "a")
+    _run_epochs(first, 2)
+    state = first.state_dict()
+    first.stop("interrupted")
+    if old_checkpoint:  # written before the per-component totals existed
+        del state["energy_kwh_by_component"]
+    tracker, m, printed = _resumed_run(tmp_path / "b", state, capsys)
     log = read_run_log(tracker.log_path)
     counted = {p["name"]: p["counted"] for p in log.phases}
     assert counted == {"inner": False, "preprocessing": True, "partial_epoch": True}
-    expected = sum(p["energy_kwh"] for p in log.phases if p["counted"]) + m[keys.EPOCH_ENERGY_KWH]
-    assert log.footer["energy_kwh"] == pytest.approx(expected)
-    assert log.footer["epochs_completed"] == 1
+    run_kwh = sum(p["energy_kwh"] for p in log.phases if p["counted"]) + m[keys.EPOCH_ENERGY_KWH]
+    total_kwh = state["energy_kwh"] + run_kwh
+    assert tracker.totals()[keys.ENERGY_KWH] == pytest.approx(total_kwh, rel=1e-12)
+    assert tracker.state_dict()["energy_kwh"] == tracker.totals()[keys.ENERGY_KWH]
+    assert log.footer["energy_kwh"] == tracker.totals()[keys.ENERGY_KWH]
+    assert log.footer["epochs_completed"] == 3
+    by_component = log.footer["energy_kwh_by_component"]
+    assert sum(by_component.values()) == pytest.approx(log.footer["energy_kwh"], rel=1e-12)
+    assert (EARLIER_SEGMENTS in by_component) is old_checkpoint
+    # the epoch's cumulative metric and the killed-run reading (no footer) count the same things
+    assert m[keys.ENERGY_KWH] == pytest.approx(
+        state["energy_kwh"] + log.phases[1]["energy_kwh"] + m[keys.EPOCH_ENERGY_KWH], rel=1e-12
+    )
+    log.footer = None
+    assert log.totals()["energy_kwh"] == pytest.approx(total_kwh, rel=1e-12)
+    # the console's total and components, and the report's row, are the footer's
+    assert f"Energy: {tracker.totals()[keys.ENERGY_KWH]:.4g} kWh" in printed
+    assert f"gpu {by_component['gpu']:.4g}" in printed
+    (row,) = build_report(collect_logs(tracker.log_path)).rows
+    assert row.energy_kwh == log.totals()["energy_kwh"] == pytest.approx(total_kwh)
+    assert row.energy_kwh_gpu == by_component["gpu"] and row.energy_kwh_cpu == by_component["cpu"]
 
 
 def test_a_run_of_tracked_blocks_only_has_totals(tmp_path):
