@@ -143,7 +143,7 @@ def _as_rank(tracker, rank: int, leader: bool):
 
 
 def _rank_config(tracker):
-    return _rank_config(tracker)
+    return tracker._ranks.rank_config(tracker.config, tracker.events)
 
 
 def test_a_rank_that_is_not_host_leader_drops_a_stated_cpu():

@@ -23,6 +23,7 @@ from carbon_callbacks.core.events import EventLog
 from carbon_callbacks.core.intensity.applied import AppliedIntensity
 from carbon_callbacks.core.intensity.base import IntensityEstimate
 from carbon_callbacks.core.meter import Measurement
+from carbon_callbacks.core.sensors.base import Sensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +111,48 @@ class RankExchange:
         if gpu is not None:
             changes["gpu_ids"] = [gpu]
         return dataclasses.replace(config, **changes) if changes else config
+
+    def sensors(
+        self, config: CarbonConfig, given: list[Sensor] | None, events: EventLog
+    ) -> list[Sensor]:
+        """The sensors this rank measures (``given`` ones, else discovered): its GPU; CPU and
+        DRAM on its host's leader only. None at all is recorded (unmeasured, not zero)."""
+        from carbon_callbacks.core.sensors.discovery import discover_sensors
+
+        rank_config = self.rank_config(config, events)
+        sensors = given
+        if not self.info.host_leader and not rank_config.measures_gpu:
+            sensors = []  # CPU and DRAM are the host leader's; this rank has nothing else
+            events.record(
+                "rank_measures_nothing",
+                f"rank {self.info.rank} measures nothing: components={rank_config.components!r} "
+                "and CPU/DRAM are measured once per host, by its lowest rank",
+                "distributed",
+                warn=False,
+            )
+        elif sensors is None:
+            sensors = discover_sensors(rank_config, events)
+        elif not self.info.host_leader:
+            sensors = [s for s in sensors if s.info.component == "gpu"]
+        if not sensors and (self.info.host_leader or rank_config.measures_gpu):
+            events.record(
+                "no_sensor",
+                "no energy sensor is available for the chosen components "
+                f"({config.components!r}); energy will be reported as unmeasured, not zero",
+                "tracker",
+            )
+        return sensors
+
+    def header(self) -> dict[str, Any]:
+        """The run log header's ``ranks``."""
+        ranks: dict[str, Any] = {
+            "world_size": self.info.world_size,
+            "hosts": self.info.hosts,
+            "combined": self.combined,
+        }
+        if self.combined:
+            ranks["intensity_from_rank"] = 0  # every rank applies rank 0's values
+        return ranks
 
     def settle_intensity(self, intensity: AppliedIntensity, events: EventLog) -> None:
         """Once the ranks are known: rank 0 (or a process alone) starts a live provider that was

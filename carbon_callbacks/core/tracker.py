@@ -34,7 +34,7 @@ from carbon_callbacks.core.budget import Budget, BudgetDecision, check_budget
 from carbon_callbacks.core.config import CarbonConfig, ConfigError
 from carbon_callbacks.core.console import fmt, format_final, format_prediction
 from carbon_callbacks.core.distributed import RankInfo, may_be_distributed
-from carbon_callbacks.core.events import CarbonCallbacksWarning, Event, EventLog
+from carbon_callbacks.core.events import CarbonCallbacksWarning, EventLog
 from carbon_callbacks.core.intensity.applied import AppliedIntensity
 from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityProvider
 from carbon_callbacks.core.intensity.resolve import resolve_intensity
@@ -53,8 +53,9 @@ from carbon_callbacks.core.recording import (
     plan_record,
     unmeasured_epoch,
 )
-from carbon_callbacks.core.runlog import RunLogWriter, new_run_id, new_run_log_path
+from carbon_callbacks.core.runlog import new_run_id
 from carbon_callbacks.core.sensors.base import Sensor
+from carbon_callbacks.core.session_log import SessionLog
 from carbon_callbacks.core.signals import SigtermChain
 from carbon_callbacks.core.totals import Totals
 
@@ -99,11 +100,8 @@ class CarbonTracker:
             if epochs is not None and epochs != config.epochs:
                 config = dataclasses.replace(config, epochs=epochs)  # validated again
         self.config: CarbonConfig = config
-        self._pending_events: list[Event] = []
-        self._events_lock = threading.Lock()
-        self._header_written = False
-        self._writer: RunLogWriter | None = None
-        self.events = EventLog(listener=self._on_event)
+        self._log = SessionLog()
+        self.events = EventLog(listener=self._log.on_event)
         # resolving is cheap and validates the zone now; a live provider fetches on its own
         # thread (never on this one) and is closed by stop(). When this process may be one of
         # several ranks, a live provider is only built here and started at start() on rank 0
@@ -118,7 +116,6 @@ class CarbonTracker:
         self.run_id = new_run_id()
         self._lock = threading.RLock()
         self._meter: Meter | None = None
-        self.log_path: str | None = None
         self._started = False
         self._stopped = False
         self._start_snap: Snapshot | None = None
@@ -191,71 +188,29 @@ class CarbonTracker:
         if self.ranks.rank != 0:
             self._verbose = 0  # rank 0 speaks and writes the run log
         self._ranks.settle_intensity(self._intensity, self.events)
+        sensors = self._ranks.sensors(self.config, self._given_sensors, self.events)
         self._meter = Meter(
-            self._rank_sensors(),
+            sensors,
             self.events,
             interval_s=self.config.interval_s,
             counter_interval_s=self.config.counter_interval_s,
         )
         started_unix = time.time()
         if self.config.log_dir is not None and self.ranks.rank == 0:
-            path = new_run_log_path(
-                self.config.log_dir, self.config.log_file_prefix, self.run_id, started_unix
-            )
-            self.log_path = str(path)
-            self._writer = RunLogWriter(path, self.events)
+            self._log.open(
+                self.config.log_dir, self.config.log_file_prefix, self.run_id, started_unix,
+                self.events,
+            )  # fmt: skip
         self._start_snap = self._meter.start()
         infos = [i.to_dict() for i in self._meter.sensor_infos]
         infos = self._ranks.gather_sensors(infos, self._intensity, self.events)
-        ranks: dict[str, Any] = {
-            "world_size": self.ranks.world_size,
-            "hosts": self.ranks.hosts,
-            "combined": self._ranks.combined,
-        }
-        if self._ranks.combined:
-            ranks["intensity_from_rank"] = 0  # every rank applies rank 0's values
-        intensity = self._intensity_over(started_unix, started_unix)
-        self._write(
-            header_record(
-                self.config, self.run_id, started_unix, infos, intensity, self._earlier,
-                self._prior_run_ids, ranks,
-            )
+        header = header_record(
+            self.config, self.run_id, started_unix, infos,
+            self._intensity_over(started_unix, started_unix), self._earlier,
+            self._prior_run_ids, self._ranks.header(),
         )  # fmt: skip
-        with self._events_lock:  # events from other threads wait for the swap
-            self._header_written = True
-            pending, self._pending_events = self._pending_events, []
-        for event in pending:
-            self._write({"type": "event", **event.to_dict()})
-        for plan, source in self._plans.values():  # planned before the start
-            self._write(plan_record(plan, source))
-
-    def _rank_sensors(self) -> list[Sensor]:
-        """The sensors this rank measures: its GPU; CPU and DRAM on its host's leader only."""
-        from carbon_callbacks.core.sensors.discovery import discover_sensors
-
-        config = self._ranks.rank_config(self.config, self.events)
-        sensors = self._given_sensors
-        if not self.ranks.host_leader and not config.measures_gpu:
-            sensors = []  # CPU and DRAM are the host leader's; this rank has nothing else
-            self.events.record(
-                "rank_measures_nothing",
-                f"rank {self.ranks.rank} measures nothing: components={config.components!r} "
-                "and CPU/DRAM are measured once per host, by its lowest rank",
-                "distributed",
-                warn=False,
-            )
-        elif sensors is None:
-            sensors = discover_sensors(config, self.events)
-        elif not self.ranks.host_leader:
-            sensors = [s for s in sensors if s.info.component == "gpu"]
-        if not sensors and (self.ranks.host_leader or config.measures_gpu):
-            self.events.record(
-                "no_sensor",
-                "no energy sensor is available for the chosen components "
-                f"({self.config.components!r}); energy will be reported as unmeasured, not zero",
-                "tracker",
-            )
-        return sensors
+        plans = [plan_record(plan, source) for plan, source in self._plans.values()]
+        self._log.write_header(header, plans)  # with the phases planned before the start
 
     def stop(self, status: str = "completed") -> dict[str, float]:
         """Stop measuring, write the footer and print the final report. Idempotent.
@@ -284,8 +239,7 @@ class CarbonTracker:
                 if self._meter is not None and self._meter.running:
                     with contextlib.suppress(Exception):
                         self._meter.stop()
-                if self._writer is not None:
-                    self._writer.close()
+                self._log.close()
                 self._sigterm.uninstall()
                 self._intensity.close(self.events)
                 self._ranks.close()
@@ -321,7 +275,7 @@ class CarbonTracker:
                     intensity=self._intensity_over(whole.start_unix_s, whole.end_unix_s),
                     pue=self.config.pue,
                     digits=self.config.decimal_precision,
-                    log_path=self._log_path_for_report(),
+                    log_path=self._log.path_for_report(),
                     events=len(self.events.events),
                 )
             )
@@ -777,7 +731,7 @@ class CarbonTracker:
             return None
         with self._lock:
             self._plans[name] = (plan, source)
-            if self._header_written:  # else written with the header at start
+            if self._log.header_written:  # else written with the header at start
                 self._write(plan_record(plan, source))
         return plan
 
@@ -933,15 +887,14 @@ class CarbonTracker:
         if self._started:
             raise TypeError("a started CarbonTracker cannot be pickled")
         state = self.__dict__.copy()
-        for key in ("_lock", "events", "_events_lock"):
+        for key in ("_lock", "events"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
-        self._events_lock = threading.Lock()
-        self.events = EventLog(listener=self._on_event)
+        self.events = EventLog(listener=self._log.on_event)
 
     # -- accessors -------------------------------------------------------------------------------
     def unwritten_records(self) -> list[dict[str, Any]]:
@@ -953,7 +906,12 @@ class CarbonTracker:
         still here after ``stop()`` exists nowhere else (save it, e.g. one ``json.dumps`` per
         line). :meth:`totals` and ``last_metrics`` stay available either way.
         """
-        return self._writer.pending_records() if self._writer is not None else []
+        return self._log.unwritten()
+
+    @property
+    def log_path(self) -> str | None:
+        """The run log's path (``None`` before ``start()``, without ``log_dir`` or off rank 0)."""
+        return self._log.path
 
     def totals(self) -> dict[str, float]:
         """Cumulative figures over the measured epochs (resumed segments included)."""
@@ -997,25 +955,7 @@ class CarbonTracker:
         return self._intensity.over(start_unix_s, end_unix_s, self.events)
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self._writer is not None:
-            self._writer.write(record)
-
-    def _on_event(self, event: Event) -> None:
-        with self._events_lock:
-            if not self._header_written:
-                self._pending_events.append(event)
-                return
-        self._write({"type": "event", **event.to_dict()})
-
-    def _log_path_for_report(self) -> str | None:
-        """The run log's path for the final report, saying so when records are not on disk."""
-        writer = self._writer
-        if writer is None or not writer.pending:
-            return self.log_path
-        return (
-            f"{self.log_path} is INCOMPLETE: {writer.pending} record(s) could not be written "
-            f"({writer.last_error}); they are kept in memory: CarbonTracker.unwritten_records()"
-        )
+        self._log.write(record)
 
     def _print(self, text: str) -> None:
         try:
