@@ -250,10 +250,7 @@ class CarbonTracker:
             # an epoch was open (interrupted, failed): its energy counts, as a partial epoch
             start, self._epoch_snap = self._epoch_snap, None
             m = self._meter.measure(start, self._meter.mark())
-            record, energy_kwh, co2_g, _ = self._measurement_record(m, "phase", self._total.epochs)
-            record.update(name="partial_epoch", in_epoch=False, counted=True)
-            self._add_to_totals(m, energy_kwh, co2_g)
-            self._write(record)
+            self._record_phase(m, "partial_epoch", in_epoch=False, counted=True)
         meter = self._meter
         if meter is None or self._start_snap is None:
             return
@@ -756,18 +753,12 @@ class CarbonTracker:
                 if self._meter is None:
                     return
                 m = self._meter.measure(start, self._meter.mark())
-                record, energy_kwh, co2_g, _ = self._measurement_record(
-                    m, "phase", self._total.epochs
-                )
-                record["name"] = name
-                record["in_epoch"] = self._epoch_snap is not None
+                epoch_snap = self._epoch_snap
                 # work outside epochs (and outside other phases) counts in the run's totals;
                 # phases inside an epoch are already part of it
-                record["counted"] = not record["in_epoch"] and not self._phases
-                if record["counted"]:
-                    self._add_to_totals(m, energy_kwh, co2_g)
-                self._write(record)
-                epoch_snap = self._epoch_snap
+                in_epoch = epoch_snap is not None
+                counted = not in_epoch and not self._phases
+                energy_kwh, co2_g = self._record_phase(m, name, in_epoch, counted)
                 if (
                     epoch_snap is not None
                     and not nested
@@ -777,6 +768,17 @@ class CarbonTracker:
                     self._epoch_phases.append(PhaseSample(name, m.duration_s, energy_kwh, co2_g))
         except Exception as exc:  # noqa: BLE001
             self.events.record("hook_failed", f"phase {name!r} end failed: {exc!r}", "tracker")
+
+    def _record_phase(
+        self, m: Measurement, name: str, in_epoch: bool, counted: bool
+    ) -> tuple[float, float]:
+        """Write ``m`` as a phase record (added to the totals when ``counted``); its kWh and g."""
+        record, energy_kwh, co2_g, _ = self._measurement_record(m, "phase", self._total.epochs)
+        record.update(name=name, in_epoch=in_epoch, counted=counted)
+        if counted:
+            self._add_to_totals(m, energy_kwh, co2_g)
+        self._write(record)
+        return energy_kwh, co2_g
 
     def set_planned(
         self, epochs: int | None = None, total_steps: int | None = None, *, strict: bool = False
