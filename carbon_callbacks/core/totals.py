@@ -9,9 +9,8 @@ they cannot disagree.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from carbon_callbacks.core import metrics as keys
 
@@ -20,8 +19,7 @@ from carbon_callbacks.core import metrics as keys
 EARLIER_SEGMENTS = "earlier_segments"
 
 
-@dataclasses.dataclass(frozen=True)
-class Totals:
+class Totals(NamedTuple):
     """Cumulative figures of a run, or of one part of it.
 
     Attributes:
@@ -32,7 +30,7 @@ class Totals:
         steps: optimisation steps reported; ``None`` when none was ever reported.
         energy_kwh_by_component: kWh (PUE included) per component (``gpu``, ``cpu``, ``dram``;
             :data:`EARLIER_SEGMENTS` for resumed energy whose components are not known); sums
-            to ``energy_kwh``.
+            to ``energy_kwh``. Read-only, like the value itself.
     """
 
     energy_kwh: float = 0.0
@@ -40,27 +38,30 @@ class Totals:
     duration_s: float = 0.0
     epochs: int = 0
     steps: int | None = None
-    energy_kwh_by_component: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    energy_kwh_by_component: Mapping[str, float] = {}  # noqa: RUF012 - never mutated
 
-    def __post_init__(self) -> None:  # a copy: the caller's dict cannot change the value
-        object.__setattr__(self, "energy_kwh_by_component", dict(self.energy_kwh_by_component))
-
-    def __add__(self, other: Totals) -> Totals:
+    def __add__(self, other: Totals) -> Totals:  # type: ignore[override]
+        """The sum of two totals (not tuple concatenation)."""
         if not isinstance(other, Totals):
             return NotImplemented
-        by_component = dict(self.energy_kwh_by_component)
-        for component, kwh in other.energy_kwh_by_component.items():
-            by_component[component] = by_component.get(component, 0.0) + kwh
+        by_component = self.energy_kwh_by_component
+        if other.energy_kwh_by_component:  # a new mapping: neither operand changes
+            by_component = dict(by_component)
+            for component, kwh in other.energy_kwh_by_component.items():
+                by_component[component] = by_component.get(component, 0.0) + kwh
         steps = self.steps
         if other.steps is not None:
             steps = (steps or 0) + other.steps
-        return Totals(
-            energy_kwh=self.energy_kwh + other.energy_kwh,
-            co2_g=self.co2_g + other.co2_g,
-            duration_s=self.duration_s + other.duration_s,
-            epochs=self.epochs + other.epochs,
-            steps=steps,
-            energy_kwh_by_component=by_component,
+        return tuple.__new__(  # the fields in order: ~1 us per epoch on the training thread
+            Totals,
+            (
+                self.energy_kwh + other.energy_kwh,
+                self.co2_g + other.co2_g,
+                self.duration_s + other.duration_s,
+                self.epochs + other.epochs,
+                steps,
+                by_component,
+            ),
         )
 
     @classmethod

@@ -127,10 +127,11 @@ class CarbonTracker:
         # epoch takes it
         self._carry_over_j: dict[str, float] = {}
         self._phases: list[tuple[str, Snapshot]] = []
-        #: what earlier segments of a resumed run carried over (load_state_dict), and this
-        #: process's own sums: the run's totals are their sum (:attr:`_total`)
+        #: what earlier segments of a resumed run carried over (load_state_dict), this
+        #: process's own sums, and the run's totals: their sum (see _count)
         self._earlier = Totals()
         self._running = Totals()
+        self._total = Totals()
         self.epochs_monitored = 0
         self._prior_run_ids: list[str] = []
         self._history: deque[EpochSample] = deque(maxlen=_HISTORY_LEN)
@@ -410,7 +411,7 @@ class CarbonTracker:
             start = self._epoch_snap
             self._epoch_snap = None
             index = self._total.epochs
-            self._running += Totals(epochs=1, steps=steps)
+            self._count(Totals(epochs=1, steps=steps))
             if start is None or self._meter is None:
                 return {}
             end = self._meter.mark()
@@ -508,10 +509,10 @@ class CarbonTracker:
         return dataclasses.replace(m, energy_j=energy, true_up_j=taken)
 
     # -- totals ----------------------------------------------------------------------------------
-    @property
-    def _total(self) -> Totals:
-        """The run's totals: earlier segments (resumed) plus this process's."""
-        return self._earlier + self._running
+    def _count(self, part: Totals) -> None:
+        """Add ``part`` to this process's sums and to the run's totals."""
+        self._running += part
+        self._total += part
 
     @property
     def _offset(self) -> dict[str, float]:
@@ -519,7 +520,7 @@ class CarbonTracker:
         return self._earlier.to_offsets()
 
     def _add_to_totals(self, m: Measurement, energy_kwh: float, co2_g: float) -> None:
-        self._running += counted(m, energy_kwh, co2_g, self.config.pue)
+        self._count(counted(m, energy_kwh, co2_g, self.config.pue))
 
     def _measurement_record(
         self,
@@ -851,6 +852,7 @@ class CarbonTracker:
                 )
                 return
             self._earlier = Totals.from_state(state)
+            self._total = self._earlier + self._running
             self._prior_run_ids = [str(r) for r in state.get("run_ids", [])]
 
     # -- ranks -----------------------------------------------------------------------------------

@@ -89,8 +89,10 @@ def _damage_notes(log: RunLog) -> list[str]:
     if missing:
         notes.append(f"{missing} missing value(s) in epoch records")
     outside = [p for p in log.phases if p.get("in_epoch") is False]
-    for counted, where in ((True, "included in"), (False, "not in")):
-        phases = [p for p in outside if (p.get("counted") is True) is counted]
+    # ``counted`` false: nested in another phase, whose record the totals count; no
+    # ``counted`` at all: written by a version whose totals counted epochs only
+    for counted, where in ((True, "included in"), (None, "not in")):
+        phases = [p for p in outside if p.get("counted") is counted]
         if phases:
             kwh = sum(
                 float(p["energy_kwh"])
