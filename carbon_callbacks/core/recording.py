@@ -32,7 +32,7 @@ def energy_kwh_of(m: Measurement, pue: float) -> float:
 def counted(m: Measurement, energy_kwh: float, co2_g: float, pue: float) -> Totals:
     """What ``m`` adds to the run's totals (its kWh per component with PUE; no epoch)."""
     by_component = {c: j / J_PER_KWH * pue for c, j in m.energy_j_by_component().items()}
-    return Totals.measured(energy_kwh, co2_g, m.duration_s, by_component)
+    return Totals(energy_kwh, co2_g, m.duration_s, energy_kwh_by_component=by_component)
 
 
 def measurement_record(

@@ -64,17 +64,6 @@ class Totals(NamedTuple):
             ),
         )
 
-    @classmethod
-    def measured(
-        cls,
-        energy_kwh: float,
-        co2_g: float,
-        duration_s: float,
-        energy_kwh_by_component: Mapping[str, float],
-    ) -> Totals:
-        """The totals of one counted measurement (no epoch, no step)."""
-        return cls(energy_kwh, co2_g, duration_s, energy_kwh_by_component=energy_kwh_by_component)
-
     def cumulative(self) -> dict[str, float]:
         """``energy_kwh``, ``co2_g`` and ``duration_s``: an epoch record's ``cumulative``, and
         what budgets compare with their limits."""
