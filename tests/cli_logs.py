@@ -49,7 +49,7 @@ def tracker_run(
         tracker.epoch_end()
     if kill:
         tracker._meter.stop()  # a killed process writes nothing more
-        tracker._writer.close()
+        tracker._log.close()
     else:
         tracker.stop()
     assert tracker.log_path is not None

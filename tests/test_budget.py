@@ -263,30 +263,15 @@ def _fit(tmp_path, max_epochs=20, **settings):
     return trainer, read_run_log(tracker.log_path)
 
 
-@pytest.mark.parametrize(
-    ("policy", "budget_g", "trigger"),
-    [("stop-when-spent", 10.0, "spent"), ("stop-when-predicted-over", 40.0, "predicted")],
-)
-def test_lightning_stops_when_the_budget_says_so(tmp_path, policy, budget_g, trigger):
+def test_lightning_stops_when_the_budget_says_so(tmp_path):
     with pytest.warns(UserWarning, match="budget stopping training"):
-        trainer, log = _fit(tmp_path, budget_g=budget_g, budget_policy=policy)
+        trainer, log = _fit(tmp_path, budget_g=10.0, budget_policy="stop-when-spent")
     stops = [b for b in log.budgets if b["action"] == "stop"]
-    assert len(stops) == 1 and stops[0]["trigger"] == trigger
+    assert len(stops) == 1 and stops[0]["trigger"] == "spent"
     # Lightning stopped right after the epoch in which the decision was taken
     assert trainer.current_epoch == stops[0]["epoch"] + 1 == len(log.epochs) < 20
     assert log.footer["status"] == "interrupted" and log.footer["stop_reason"]
-    if trigger == "spent":
-        assert log.epochs[-1]["cumulative"]["co2_g"] >= budget_g
-    else:
-        assert log.footer["co2_g"] < budget_g
-
-
-def test_lightning_warn_policy_trains_to_the_end(tmp_path):
-    with pytest.warns(UserWarning, match="budget warning"):
-        trainer, log = _fit(tmp_path, max_epochs=5, budget_g=5.0, budget_policy="warn")
-    assert trainer.current_epoch == 5 and len(log.epochs) == 5
-    assert {b["action"] for b in log.budgets} == {"warn"}
-    assert log.footer["status"] == "completed"
+    assert log.epochs[-1]["cumulative"]["co2_g"] >= 10.0
 
 
 DDP_SCRIPT = '''

@@ -309,7 +309,7 @@ def test_optional_command_modules_register_their_subcommands(monkeypatch, capsys
 
 
 def test_phases_outside_epochs_are_named_not_silently_dropped(tmp_path, capsys):
-    """The run's totals count epochs; work measured with track() outside epochs is reported."""
+    """Work measured with track() outside epochs is in the run's totals, and the note says so."""
     import time
 
     from power_traces import ConstantCounterSensor
@@ -330,4 +330,8 @@ def test_phases_outside_epochs_are_named_not_silently_dropped(tmp_path, capsys):
     assert code == 0
     (row,) = json.loads(out)["runs"]
     assert "1 phase(s) measured outside epochs (inference" in row["notes"]
-    assert "not in the run's totals" in err
+    assert "included in the run's totals" in err
+    from carbon_callbacks.core.runlog import read_run_log
+
+    (phase,) = [r for r in read_run_log(tracker.log_path).phases if r["name"] == "inference"]
+    assert row["energy_kwh"] == row["energy_kwh_gpu"] == pytest.approx(phase["energy_kwh"])

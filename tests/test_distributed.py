@@ -142,12 +142,16 @@ def _as_rank(tracker, rank: int, leader: bool):
     return tracker
 
 
+def _rank_config(tracker):
+    return tracker._ranks.rank_config(tracker.config, tracker.events)
+
+
 def test_a_rank_that_is_not_host_leader_drops_a_stated_cpu():
     from carbon_callbacks.core.tracker import CarbonTracker
 
     settings = {"sim_cpu": "EPYC", "sim_cpu_tdp": 200.0, "sim_gpu": "H200", "sim_gpu_watts": 700.0}
     tracker = _as_rank(CarbonTracker(log_dir=None, verbose=0, zone="DK", **settings), 1, False)
-    config = tracker._rank_config()  # was a ConfigError: components='gpu' with sim_cpu
+    config = _rank_config(tracker)  # was a ConfigError: components='gpu' with sim_cpu
     assert config.components == "gpu" and config.sim_cpu is None and config.sim_gpu == "H200"
     tracker.start()
     assert [s.component for s in tracker.sensors] == ["gpu"]
@@ -160,13 +164,13 @@ def test_a_named_gpu_is_ignored_where_no_nvml_gpu_is_measured():
 
     cpu_only = CarbonTracker(log_dir=None, verbose=0, zone="DK", components="cpu")
     cpu_only.set_gpu("GPU-1a2b")  # what an integration does on a CUDA device
-    assert cpu_only._rank_config().gpu_ids is None  # was a ConfigError: cpu with gpu_ids
+    assert _rank_config(cpu_only).gpu_ids is None  # was a ConfigError: cpu with gpu_ids
     stated = CarbonTracker(log_dir=None, verbose=0, zone="DK", sim_gpu="G", sim_gpu_watts=9.0)
     stated.set_gpu(0)
-    assert stated._rank_config().gpu_ids is None
+    assert _rank_config(stated).gpu_ids is None
     nvml = CarbonTracker(log_dir=None, verbose=0, zone="DK")
     nvml.set_gpu(0)
-    assert nvml._rank_config().gpu_ids == [0]
+    assert _rank_config(nvml).gpu_ids == [0]
 
 
 def test_a_cpu_only_rank_that_is_not_host_leader_measures_nothing():

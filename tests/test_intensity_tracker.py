@@ -475,17 +475,19 @@ def test_malformed_token_from_the_environment_names_the_variable(tmp_path, monke
         tracker(tmp_path, zone="DE")
 
 
-def test_stop_closes_the_live_thread(tmp_path):
+@pytest.mark.parametrize("epochs", [1, 0])
+def test_stop_closes_the_live_thread_started_or_not(tmp_path, epochs):
     api = FakeApi()
     api.route(r"^/intensity/", Response(200, {"data": []}))
     try:
         t = tracker(tmp_path, zone="GB", live_intensity=True, _endpoints={"gb_base_url": api.url})
         t.start()
         assert t.intensity.wait_ready(5.0)
-        names = [th.name for th in threading.enumerate()]
-        assert "carbon_callbacks-intensity-GB" in names
+        assert "carbon_callbacks-intensity-GB" in [th.name for th in threading.enumerate()]
+        run_epochs(t, epochs, 0.01)
         t.stop()
         t.intensity._thread.join(2.0)
+        assert not t.intensity.running
         assert "carbon_callbacks-intensity-GB" not in [th.name for th in threading.enumerate()]
     finally:
         api.close()

@@ -10,7 +10,6 @@ import pytest
 from power_traces import ConstantCounterSensor, TracePowerSensor
 
 from carbon_callbacks.core import metrics as keys
-from carbon_callbacks.core.config import ConfigError
 from carbon_callbacks.core.runlog import read_run_log
 from carbon_callbacks.core.tracker import CarbonTracker
 
@@ -119,22 +118,6 @@ def test_phases_are_recorded_with_their_own_energy(tmp_path):
         )
 
 
-def test_resume_continues_totals_and_epoch_numbers(tmp_path):
-    first = _tracker(tmp_path)
-    ms = _run_epochs(first, 2)
-    state = first.state_dict()
-    first.stop("interrupted")
-    second = _tracker(tmp_path)
-    second.load_state_dict(state)
-    (m3,) = _run_epochs(second, 1)
-    second.stop()
-    assert m3[keys.ENERGY_KWH] == pytest.approx(ms[-1][keys.ENERGY_KWH] + m3[keys.EPOCH_ENERGY_KWH])
-    log = read_run_log(second.log_path)
-    assert [e["epoch"] for e in log.epochs] == [2]
-    assert log.header["resumed_from"] == [first.run_id]
-    assert log.footer["epochs_completed"] == 3
-
-
 def test_monitor_epochs_stops_measuring_after_n(tmp_path):
     tracker = _tracker(tmp_path, monitor_epochs=2, epochs_before_pred=1)
     ms = _run_epochs(tracker, 4, seconds=0.02)
@@ -195,46 +178,62 @@ def test_sensor_failing_at_start_never_breaks_the_run(tmp_path):
     assert [e["kind"] for e in log.events] == ["sensor_lost"]
 
 
-@pytest.mark.parametrize(
-    ("settings", "message"),
-    [
-        ({"zone": "XX"}, "zone"),
-        ({"pue": 0}, "pue"),
-        ({"pue": -1.2}, "pue"),
-        ({"pue": 0.9}, "pue must be >= 1.0"),
-        ({"epochs": 0}, "epochs must be an integer >= 1"),
-        ({"epochs": 3, "epochs_before_pred": 5}, "exceeds epochs"),
-        ({"monitor_epochs": 1, "epochs_before_pred": 2}, "monitor_epochs"),
-        ({"components": "tpu"}, "components"),
-        ({"components": "cpu", "gpu_ids": [0]}, "contradicts"),
-        ({"sim_gpu": "X"}, "together"),
-        ({"intensity_g_per_kwh": -5}, "intensity"),
-        ({"interval_s": 0}, "interval_s"),
-        ({"not_a_setting": 1}, "unknown setting"),
-        ({"zone": "DK", "country": "SE"}, "same setting"),
-        ({"log_file_prefix": "../x"}, "log_file_prefix"),
-    ],
-)
-def test_bad_settings_are_refused_at_construction(tmp_path, settings, message):
-    with pytest.raises(ConfigError, match=message):
-        CarbonTracker(log_dir=str(tmp_path), **settings)
-
-
-def test_work_outside_epochs_and_a_partial_epoch_count_in_the_totals(tmp_path):
-    tracker = _tracker(tmp_path)
+def _resumed_run(tmp_path, state, capsys):
+    """A resumed run: a tracked block outside epochs (with a nested phase), one epoch, and an
+    epoch cut short by the end of the run; returns the tracker, its last metrics and printout."""
+    tracker = _tracker(tmp_path, verbose=1)
+    tracker.load_state_dict(state)
     with tracker.track("preprocessing"):
         with tracker.phase("inner"):  # nested: counted once, through its parent
             time.sleep(0.05)
     (m,) = _run_epochs(tracker, 1)
     tracker.epoch_start()
     time.sleep(0.05)
+    capsys.readouterr()
     tracker.stop("interrupted")  # the open epoch is measured as a partial epoch
+    return tracker, m, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("old_checkpoint", [False, True])
+def test_console_run_log_report_metrics_and_checkpoint_read_one_total(
+    tmp_path, capsys, old_checkpoint
+):
+    from carbon_callbacks.core.totals import EARLIER_SEGMENTS
+    from carbon_callbacks.report.collect import collect_logs
+    from carbon_callbacks.report.statement import build_report
+
+    first = _tracker(tmp_path / "a")
+    _run_epochs(first, 2)
+    state = first.state_dict()
+    first.stop("interrupted")
+    if old_checkpoint:  # written before the per-component totals existed
+        del state["energy_kwh_by_component"]
+    tracker, m, printed = _resumed_run(tmp_path / "b", state, capsys)
     log = read_run_log(tracker.log_path)
     counted = {p["name"]: p["counted"] for p in log.phases}
     assert counted == {"inner": False, "preprocessing": True, "partial_epoch": True}
-    expected = sum(p["energy_kwh"] for p in log.phases if p["counted"]) + m[keys.EPOCH_ENERGY_KWH]
-    assert log.footer["energy_kwh"] == pytest.approx(expected)
-    assert log.footer["epochs_completed"] == 1
+    run_kwh = sum(p["energy_kwh"] for p in log.phases if p["counted"]) + m[keys.EPOCH_ENERGY_KWH]
+    total_kwh = state["energy_kwh"] + run_kwh
+    assert tracker.totals()[keys.ENERGY_KWH] == pytest.approx(total_kwh, rel=1e-12)
+    assert tracker.state_dict()["energy_kwh"] == tracker.totals()[keys.ENERGY_KWH]
+    assert log.footer["energy_kwh"] == tracker.totals()[keys.ENERGY_KWH]
+    assert log.footer["epochs_completed"] == 3
+    by_component = log.footer["energy_kwh_by_component"]
+    assert sum(by_component.values()) == pytest.approx(log.footer["energy_kwh"], rel=1e-12)
+    assert (EARLIER_SEGMENTS in by_component) is old_checkpoint
+    # the epoch's cumulative metric and the killed-run reading (no footer) count the same things
+    assert m[keys.ENERGY_KWH] == pytest.approx(
+        state["energy_kwh"] + log.phases[1]["energy_kwh"] + m[keys.EPOCH_ENERGY_KWH], rel=1e-12
+    )
+    footer_kwh, log.footer = log.footer["energy_kwh"], None
+    assert log.totals()["energy_kwh"] == pytest.approx(total_kwh, rel=1e-12)
+    # the console's total and components, and the report's row, are the footer's
+    assert f"Energy: {tracker.totals()[keys.ENERGY_KWH]:.4g} kWh" in printed
+    assert f"gpu {by_component['gpu']:.4g}" in printed
+    (row,) = build_report(collect_logs(tracker.log_path)).rows
+    assert row.energy_kwh == footer_kwh
+    assert "are included in the run's totals" in row.notes and "not in" not in row.notes
+    assert row.energy_kwh_gpu == by_component["gpu"] and row.energy_kwh_cpu == by_component["cpu"]
 
 
 def test_a_run_of_tracked_blocks_only_has_totals(tmp_path):

@@ -46,7 +46,9 @@ Schema version 1. Every line is one JSON object with a ``"type"``:
     ``predicted``, ``predicted_low``, ``predicted_high`` (see :mod:`carbon_callbacks.core.budget`).
 ``footer``
     ``status`` (``"completed"``, ``"interrupted"`` or ``"failed"``), ``ended_at_unix_s``,
-    ``duration_s``, ``energy_j``, ``energy_kwh``, ``co2_g``, ``epochs_completed``,
+    ``duration_s``, ``energy_j``, ``energy_kwh``, ``energy_kwh_by_component`` (kWh with PUE per
+    component, summing to ``energy_kwh``; absent in logs of earlier versions), ``co2_g``,
+    ``epochs_completed``,
     ``stop_reason`` (why a budget or the user stopped the run, else null), ``events_dropped``,
     and ``signal`` (``"SIGTERM"``) when a signal interrupted the run. A run
     that received SIGTERM and went on (its own handler let it) has a second, later footer; the
@@ -689,23 +691,38 @@ class RunLog:
                     sums[key] += number
         return {**sums, "epochs": len(self.epochs), "missing_values": missing}
 
+    def counted_phase_sums(self) -> dict[str, float]:
+        """Sums over the phase records the run's totals count (``counted`` true: a partial
+        epoch, tracked work outside epochs, settling): ``energy_kwh``, ``co2_g``,
+        ``duration_s``. Phases inside epochs are not counted (the epoch holds them)."""
+        sums = {"energy_kwh": 0.0, "co2_g": 0.0, "duration_s": 0.0}
+        for record in self.phases:
+            if record.get("counted") is not True:
+                continue
+            for key in sums:
+                number = _number(record.get(key))
+                if number is not None:
+                    sums[key] += number
+        return sums
+
     def totals(self) -> dict[str, Any]:
         """Energy (kWh, incl. PUE), CO2eq (g), duration (s) and epochs of the run.
 
         ``basis`` is ``"footer"`` when a footer gives energy and CO2eq, else ``"epochs"``: the sum
-        of the epoch records (a killed run keeps every finished epoch) plus the header's
-        ``offsets`` of resumed segments, so both bases cover the same span. Duration is the
-        footer's ``epochs_duration_s`` (time in epochs, the span its energy covers) when
-        present, else its ``duration_s``. Phases are not added: they may overlap epochs.
+        of the epoch records (a killed run keeps every finished epoch) and of the phase records
+        the tracker counted (:meth:`counted_phase_sums`), plus the header's ``offsets`` of
+        resumed segments: what the tracker's own totals held, so both bases cover the same
+        span. Duration is the footer's ``epochs_duration_s`` (time in epochs and counted work,
+        the span its energy covers) when present, else its ``duration_s``.
         """
         sums = self.epoch_sums()
+        counted = self.counted_phase_sums()
         offsets = self.offsets
         from_epochs = {
-            "energy_kwh": offsets["energy_kwh"] + sums["energy_kwh"],
-            "co2_g": offsets["co2_g"] + sums["co2_g"],
-            "duration_s": offsets["duration_s"] + sums["duration_s"],
-            "epochs": int(offsets["epochs"]) + sums["epochs"],
+            key: offsets[key] + sums[key] + counted[key]
+            for key in ("energy_kwh", "co2_g", "duration_s")
         }
+        from_epochs["epochs"] = int(offsets["epochs"]) + sums["epochs"]
         footer = self.footer
         if footer is not None:
             energy = _amount(footer.get("energy_kwh"))

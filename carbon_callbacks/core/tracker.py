@@ -10,14 +10,18 @@ to by changing an import: ``epochs``, ``epochs_before_pred``, ``monitor_epochs``
 * every figure is written to a crash-safe run log with its provenance;
 * nothing here ever raises into training after construction: failures are recorded and warned
   once (see :mod:`carbon_callbacks.core.events`).
+
+The session delegates: the run's totals are one :class:`~carbon_callbacks.core.totals.Totals`
+value, the ranks' exchange is :class:`~carbon_callbacks.core.ranks.RankExchange`, the intensity
+applied is :class:`~carbon_callbacks.core.intensity.applied.AppliedIntensity`, records and
+metrics are built by :mod:`carbon_callbacks.core.recording`, the ``stop_and_confirm`` question is
+:mod:`carbon_callbacks.core.prompt` and SIGTERM is :mod:`carbon_callbacks.core.signals`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import socket
 import sys
 import threading
 import time
@@ -26,23 +30,14 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from carbon_callbacks import __version__
-from carbon_callbacks.core import metrics as keys
 from carbon_callbacks.core.budget import Budget, BudgetDecision, check_budget
 from carbon_callbacks.core.config import CarbonConfig, ConfigError, prepare_outputs
 from carbon_callbacks.core.console import fmt, format_final, format_prediction
-from carbon_callbacks.core.distributed import (
-    RankGroup,
-    RankInfo,
-    _dist,
-    local_rank_info,
-    world_size,
-)
-from carbon_callbacks.core.events import CarbonCallbacksWarning, Event, EventLog
+from carbon_callbacks.core.distributed import RankInfo
+from carbon_callbacks.core.events import CarbonCallbacksWarning, EventLog
+from carbon_callbacks.core.intensity.applied import AppliedIntensity
 from carbon_callbacks.core.intensity.base import IntensityEstimate, IntensityProvider
-from carbon_callbacks.core.intensity.ranks import DeferredLiveProvider, can_forecast, held_over
 from carbon_callbacks.core.intensity.resolve import resolve_intensity
-from carbon_callbacks.core.intensity.static import StaticIntensityProvider
 from carbon_callbacks.core.meter import Measurement, Meter, Snapshot
 from carbon_callbacks.core.predict import (
     EpochSample,
@@ -51,16 +46,23 @@ from carbon_callbacks.core.predict import (
     Prediction,
     RunPredictor,
 )
-from carbon_callbacks.core.runlog import (
-    SCHEMA_VERSION,
-    RunLogWriter,
-    new_run_id,
-    new_run_log_path,
-    utc_iso,
+from carbon_callbacks.core.prompt import ask_to_continue
+from carbon_callbacks.core.ranks import RankExchange
+from carbon_callbacks.core.recording import (
+    counted,
+    energy_kwh_of,
+    epoch_metrics,
+    footer_record,
+    header_record,
+    measurement_record,
+    plan_record,
+    unmeasured_epoch,
 )
+from carbon_callbacks.core.runlog import new_run_id
 from carbon_callbacks.core.sensors.base import Sensor
+from carbon_callbacks.core.session_log import SessionLog
 from carbon_callbacks.core.signals import SigtermChain
-from carbon_callbacks.core.units import J_PER_KWH
+from carbon_callbacks.core.totals import Totals
 
 #: Epochs kept for prediction (older ones are summed, not kept): memory stays bounded.
 _HISTORY_LEN = 4096
@@ -68,26 +70,6 @@ _HISTORY_LEN = 4096
 #: counter step leave a few behind; older ones keep their bridged values).
 _UNSETTLED_KEPT = 16
 _STATE_VERSION = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class _RankZeroShare:
-    """What rank 0 adds to the per-epoch exchange, so that every rank records the same epoch.
-
-    Attributes:
-        start_unix_s / end_unix_s: rank 0's epoch window (UTC seconds).
-        duration_s: rank 0's epoch duration (monotonic seconds).
-        intensity: the intensity rank 0 applied to that window, with its provenance (live,
-            held, annual or labelled fallback, as rank 0's source answered).
-        forecasts: whether rank 0's source can forecast; then, when a prediction is made, rank 0
-            also sends the forecast it applied (one more small exchange), else nobody asks.
-    """
-
-    start_unix_s: float
-    end_unix_s: float
-    duration_s: float
-    intensity: IntensityEstimate
-    forecasts: bool
 
 
 class CarbonTracker:
@@ -123,33 +105,20 @@ class CarbonTracker:
             if epochs is not None and epochs != config.epochs:
                 config = dataclasses.replace(config, epochs=epochs)  # validated again
         self.config: CarbonConfig = config
-        self._pending_events: list[Event] = []
-        self._events_lock = threading.Lock()
-        self._header_written = False
-        self._writer: RunLogWriter | None = None
-        self.events = EventLog(listener=self._on_event)
+        self._log = SessionLog()
+        self.events = EventLog(listener=self._log.on_event)
         # resolving is cheap and validates the zone now; a live provider is only built here and
         # started at start(), on its own thread, and only on rank 0 when ranks combine (the
-        # other ranks use rank 0's values: see _settle_intensity and _combine)
-        self._intensity: IntensityProvider = intensity or resolve_intensity(
-            config, self.events, defer_live=intensity is None
+        # other ranks use rank 0's values: see RankExchange)
+        self._intensity = AppliedIntensity(
+            intensity or resolve_intensity(config, self.events, defer_live=intensity is None),
+            owned=intensity is None,  # a provider made here is closed at stop()
         )
-        self._owns_intensity = intensity is None  # a provider made here is closed at stop()
-        #: True on a rank other than 0 of a combined run: its epochs use rank 0's intensity.
-        self._follows_rank_zero = False
-        #: Rank 0's last intensity received (or, on rank 0, sent) in the per-epoch exchange.
-        self._rank_zero_intensity: IntensityEstimate | None = None
-        #: Whether rank 0's source can forecast (from the last exchange; see _RankZeroShare).
-        self._rank_zero_forecasts = False
-        #: The intensity agreed for the epoch being combined (taken by _epoch_end).
-        self._epoch_intensity: IntensityEstimate | None = None
-        self._intensity_failing = False
-        self._intensity_fallback: IntensityProvider | None = None
+        self._ranks = RankExchange()
         self._given_sensors = sensors
         self.run_id = new_run_id()
         self._lock = threading.RLock()
         self._meter: Meter | None = None
-        self.log_path: str | None = None
         self._started = False
         self._stopped = False
         self._start_snap: Snapshot | None = None
@@ -161,23 +130,16 @@ class CarbonTracker:
         # epoch takes it
         self._carry_over_j: dict[str, float] = {}
         self._phases: list[tuple[str, Snapshot]] = []
-        # totals of this process's segment (a resumed run adds the offsets below)
-        self.epochs_completed = 0
+        #: what earlier segments of a resumed run carried over (load_state_dict), this
+        #: process's own sums, and the run's totals: their sum (see _count)
+        self._earlier = Totals()
+        self._running = Totals()
+        self._total = Totals()
         self.epochs_monitored = 0
-        self._energy_kwh = 0.0
-        self._co2_g = 0.0
-        self._duration_s = 0.0
-        self._epoch_j_by_component: dict[str, float] = {}
-        self._offset = {"energy_kwh": 0.0, "co2_g": 0.0, "duration_s": 0.0, "epochs": 0}
         self._prior_run_ids: list[str] = []
         self._history: deque[EpochSample] = deque(maxlen=_HISTORY_LEN)
         self._epoch_phases: list[PhaseSample] = []
-        self._steps_done: int | None = None
-        self._offset_steps = 0
         self.prediction: Prediction | None = None
-        self.ranks = RankInfo(host_leader=True)
-        self._group: RankGroup | None = None
-        self._gpu_override: int | str | None = None
         self._verbose = config.verbose
         #: True once a budget (or the user, with ``stop_and_confirm``) decided that training
         #: should stop; integrations translate it into their framework's own stop flag.
@@ -226,33 +188,12 @@ class CarbonTracker:
         return self
 
     def _start(self) -> None:
-        from carbon_callbacks.core.sensors.discovery import discover_sensors
-
         self.config = prepare_outputs(self.config, self.events)
-        self._join_ranks()
-        self._settle_intensity()
-        config = self._rank_config()
-        sensors = self._given_sensors
-        if not self.ranks.host_leader and not config.measures_gpu:
-            sensors = []  # CPU and DRAM are the host leader's; this rank has nothing else
-            self.events.record(
-                "rank_measures_nothing",
-                f"rank {self.ranks.rank} measures nothing: components={config.components!r} "
-                "and CPU/DRAM are measured once per host, by its lowest rank",
-                "distributed",
-                warn=False,
-            )
-        elif sensors is None:
-            sensors = discover_sensors(config, self.events)
-        elif not self.ranks.host_leader:
-            sensors = [s for s in sensors if s.info.component == "gpu"]
-        if not sensors and (self.ranks.host_leader or config.measures_gpu):
-            self.events.record(
-                "no_sensor",
-                "no energy sensor is available for the chosen components "
-                f"({self.config.components!r}); energy will be reported as unmeasured, not zero",
-                "tracker",
-            )
+        self._ranks.join(self.config, self.events)
+        if self.ranks.rank != 0:
+            self._verbose = 0  # rank 0 speaks and writes the run log
+        self._ranks.settle_intensity(self._intensity, self.events)
+        sensors = self._ranks.sensors(self.config, self._given_sensors, self.events)
         self._meter = Meter(
             sensors,
             self.events,
@@ -261,63 +202,20 @@ class CarbonTracker:
         )
         started_unix = time.time()
         if self.config.log_dir is not None and self.ranks.rank == 0:
-            path = new_run_log_path(
-                self.config.log_dir, self.config.log_file_prefix, self.run_id, started_unix
-            )
-            self.log_path = str(path)
-            self._writer = RunLogWriter(path, self.events)
+            self._log.open(
+                self.config.log_dir, self.config.log_file_prefix, self.run_id, started_unix,
+                self.events,
+            )  # fmt: skip
         self._start_snap = self._meter.start()
-        sensor_infos = [i.to_dict() for i in self._meter.sensor_infos]
-        if self._group is not None:
-            try:
-                every_rank = self._group.gather(sensor_infos)
-                sensor_infos = [
-                    {**i, "name": f"rank{r}/{i['name']}"}
-                    for r, infos in enumerate(every_rank)
-                    for i in infos
-                ]
-            except Exception as exc:  # noqa: BLE001
-                self._ranks_apart(
-                    f"the ranks could not exchange their sensors ({exc!r}); each rank reports "
-                    "its own figures"
-                )
-        intensity = self._intensity_over(started_unix, started_unix)
-        ranks: dict[str, Any] = {
-            "world_size": self.ranks.world_size,
-            "hosts": self.ranks.hosts,
-            "combined": self._group is not None,
-        }
-        if self._group is not None:
-            ranks["intensity_from_rank"] = 0  # every rank applies rank 0's values
-        self._write(
-            {
-                "type": "header",
-                "schema": SCHEMA_VERSION,
-                "package_version": __version__,
-                "run_id": self.run_id,
-                "run_name": self.config.run_name,
-                "started_at_unix_s": started_unix,
-                "started_at": utc_iso(started_unix),
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "config": self.config.to_dict(),
-                "sensors": sensor_infos,
-                "intensity": intensity.to_dict(),
-                "pue": self.config.pue,
-                "epochs": self.config.epochs,
-                "total_steps": self.config.total_steps,
-                "resumed_from": list(self._prior_run_ids),
-                "offsets": dict(self._offset),
-                "ranks": ranks,
-            }
-        )
-        with self._events_lock:  # events from other threads wait for the swap
-            self._header_written = True
-            pending, self._pending_events = self._pending_events, []
-        for event in pending:
-            self._write({"type": "event", **event.to_dict()})
-        for plan, source in self._plans.values():  # planned before the start
-            self._write(_plan_record(plan, source))
+        infos = [i.to_dict() for i in self._meter.sensor_infos]
+        infos = self._ranks.gather_sensors(infos, self._intensity, self.events)
+        header = header_record(
+            self.config, self.run_id, started_unix, infos,
+            self._intensity_over(started_unix, started_unix), self._earlier,
+            self._prior_run_ids, self._ranks.header(),
+        )  # fmt: skip
+        plans = [plan_record(plan, source) for plan, source in self._plans.values()]
+        self._log.write_header(header, plans)  # with the phases planned before the start
 
     def stop(self, status: str = "completed") -> dict[str, float]:
         """Stop measuring, write the footer and print the final report. Idempotent.
@@ -331,7 +229,7 @@ class CarbonTracker:
         with self._sigterm.busy(), self._lock:
             if self._stopped or not self._started:
                 self._stopped = True
-                self._close_intensity()
+                self._intensity.close(self.events)
                 return self.totals()
             self._stopped = True
             if self.should_stop and status == "completed":
@@ -346,13 +244,10 @@ class CarbonTracker:
                 if self._meter is not None and self._meter.running:
                     with contextlib.suppress(Exception):
                         self._meter.stop()
-                if self._writer is not None:
-                    self._writer.close()
+                self._log.close()
                 self._sigterm.uninstall()
-                self._close_intensity()
-                if self._group is not None:
-                    self._group.close()
-                    self._group = None
+                self._intensity.close(self.events)
+                self._ranks.close()
         return self.totals()
 
     def _stop(self, status: str) -> None:
@@ -360,35 +255,29 @@ class CarbonTracker:
             # an epoch was open (interrupted, failed): its energy counts, as a partial epoch
             start, self._epoch_snap = self._epoch_snap, None
             m = self._meter.measure(start, self._meter.mark())
-            epoch = self._offset["epochs"] + self.epochs_completed
-            record, energy_kwh, co2_g, _ = self._measurement_record(m, "phase", epoch)
-            record.update(name="partial_epoch", in_epoch=False, counted=True)
-            self._add_to_totals(m, energy_kwh, co2_g)
-            self._write(record)
+            self._record_phase(m, "partial_epoch", in_epoch=False, counted=True)
         meter = self._meter
         if meter is None or self._start_snap is None:
             return
         end = meter.stop() or meter.mark()
         self._count_last_settling()
         whole = meter.measure(self._start_snap, end)
-        by_component = {
-            comp: j / J_PER_KWH * self.config.pue for comp, j in self._epoch_j_by_component.items()
-        }
+        total = self._total
         self._write(self._footer(status, whole))
         if self._verbose >= 1:
             self._print(
                 format_final(
                     status=status,
-                    duration_s=self._offset["duration_s"] + self._duration_s,
-                    energy_kwh=self._offset["energy_kwh"] + self._energy_kwh,
-                    co2_g=self._offset["co2_g"] + self._co2_g,
-                    energy_kwh_by_component=by_component,
-                    epochs_completed=self._offset["epochs"] + self.epochs_completed,
+                    duration_s=total.duration_s,
+                    energy_kwh=total.energy_kwh,
+                    co2_g=total.co2_g,
+                    energy_kwh_by_component=dict(total.energy_kwh_by_component),
+                    epochs_completed=total.epochs,
                     sensors=meter.sensor_infos,
                     intensity=self._intensity_over(whole.start_unix_s, whole.end_unix_s),
                     pue=self.config.pue,
                     digits=self.config.decimal_precision,
-                    log_path=self._log_path_for_report(),
+                    log_path=self._log.path_for_report(),
                     events=len(self.events.events),
                 )
             )
@@ -436,29 +325,17 @@ class CarbonTracker:
 
     def _footer(self, status: str, whole: Measurement) -> dict[str, Any]:
         """The footer record for the session measured by ``whole``."""
-        record = {
-            "type": "footer",
-            "status": status,
-            "ended_at_unix_s": whole.end_unix_s,
-            "ended_at": utc_iso(whole.end_unix_s),
-            "duration_s": whole.duration_s,
-            "energy_j": whole.energy_j,
-            "methods": whole.methods,
-            "incomplete": list(whole.incomplete),
-            "session_energy_kwh": whole.total_energy_j / J_PER_KWH * self.config.pue,
-            "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
-            "co2_g": self._offset["co2_g"] + self._co2_g,
-            "epochs_duration_s": self._offset["duration_s"] + self._duration_s,
-            "totals_scope": "epochs, partial epochs and tracked work outside epochs",
-            "epochs_completed": self._offset["epochs"] + self.epochs_completed,
-            "epochs_monitored": self.epochs_monitored,
-            "epochs_planned": self.config.epochs,
-            "stop_reason": self.stop_reason,
-            "events_dropped": self.events.dropped,
-        }
-        if self._signal is not None:
-            record["signal"] = self._signal
-        return record
+        return footer_record(
+            status,
+            whole,
+            self._total,
+            pue=self.config.pue,
+            epochs_monitored=self.epochs_monitored,
+            epochs_planned=self.config.epochs,
+            stop_reason=self.stop_reason,
+            events_dropped=self.events.dropped,
+            signal=self._signal,
+        )
 
     def _on_sigterm(self, terminating: bool) -> None:
         """SIGTERM arrived (called on the main thread, outside any tracker call).
@@ -500,6 +377,11 @@ class CarbonTracker:
         limit = self.config.monitor_epochs
         return limit == -1 or self.epochs_monitored < limit
 
+    @property
+    def epochs_completed(self) -> int:
+        """Epochs this process completed (measured or only counted; resumed ones not included)."""
+        return self._running.epochs
+
     def epoch_start(self) -> None:
         """Mark the start of an epoch (starts the tracker on first use)."""
         with self._sigterm.busy():
@@ -532,42 +414,43 @@ class CarbonTracker:
         with self._lock:
             start = self._epoch_snap
             self._epoch_snap = None
-            index = self._offset["epochs"] + self.epochs_completed
-            self.epochs_completed += 1
-            if steps is not None:
-                self._steps_done = (self._steps_done or 0) + steps
+            index = self._total.epochs
+            self._count(Totals(epochs=1, steps=steps))
             if start is None or self._meter is None:
                 return {}
             end = self._meter.mark()
             self._meter.hint_epoch_s(end.time_monotonic_s - start.time_monotonic_s)
-            m = self._combine(self._true_up(*self._meter.measure_settling(start, end), start, end))
+            m = self._ranks.combine(
+                self._true_up(*self._meter.measure_settling(start, end), start, end),
+                self._intensity,
+                self.events,
+            )
             self.last_measurement = m
             record, energy_kwh, co2_g, intensity = self._measurement_record(
-                m, "epoch", index, self._take_epoch_intensity()
+                m, "epoch", index, self._ranks.take_epoch_intensity()
             )
             record["steps"] = steps
             self.epochs_monitored += 1
             if not m.energy_j:
-                return self._unmeasured_epoch(record, m, intensity)
+                self.last_metrics = unmeasured_epoch(record, m, intensity)
+                record["cumulative"] = self._total.cumulative()
+                self._write(record)
+                return self.last_metrics
             self._add_to_totals(m, energy_kwh, co2_g)
-            record["cumulative"] = {
-                "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
-                "co2_g": self._offset["co2_g"] + self._co2_g,
-                "duration_s": self._offset["duration_s"] + self._duration_s,
-            }
+            record["cumulative"] = self._total.cumulative()
             self._write(record)
             phases = tuple(self._epoch_phases)
             self._epoch_phases = []
             self._history.append(EpochSample(m.duration_s, energy_kwh, co2_g, steps, phases))
             self._maybe_predict(intensity)
             self._check_budget(index)
-            metrics = self._metrics(m, energy_kwh, co2_g, intensity)
+            metrics = epoch_metrics(m, energy_kwh, co2_g, intensity, self._total, self.prediction)
             self.last_metrics = metrics
             if self._verbose >= 2:
+                digits = self.config.decimal_precision
                 self._print(
                     f"carbon_callbacks: epoch {index}: {m.duration_s:.2f} s, "
-                    f"{fmt(energy_kwh, self.config.decimal_precision)} kWh, "
-                    f"{fmt(co2_g, self.config.decimal_precision)} gCO2eq"
+                    f"{fmt(energy_kwh, digits)} kWh, {fmt(co2_g, digits)} gCO2eq"
                 )
             return metrics
 
@@ -629,32 +512,19 @@ class CarbonTracker:
             energy[name] = total_j
         return dataclasses.replace(m, energy_j=energy, true_up_j=taken)
 
-    def _add_to_totals(self, m: Measurement, energy_kwh: float, co2_g: float) -> None:
-        self._energy_kwh += energy_kwh
-        self._co2_g += co2_g
-        self._duration_s += m.duration_s
-        for comp, joules in m.energy_j_by_component().items():
-            self._epoch_j_by_component[comp] = self._epoch_j_by_component.get(comp, 0.0) + joules
+    # -- totals ----------------------------------------------------------------------------------
+    def _count(self, part: Totals) -> None:
+        """Add ``part`` to this process's sums and to the run's totals."""
+        self._running += part
+        self._total += part
 
-    def _unmeasured_epoch(
-        self, record: dict[str, Any], m: Measurement, intensity: IntensityEstimate
-    ) -> dict[str, float]:
-        """An epoch no sensor covered (none available, or all lost): recorded as unmeasured,
-        with null energy and CO2; its metrics carry no energy, CO2 or power key (a gap in the
-        user's charts, never a silent 0), and it is left out of totals and prediction."""
-        record.update(energy_kwh=None, co2_g=None, power_w={}, unmeasured=True)
-        record["cumulative"] = {
-            "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
-            "co2_g": self._offset["co2_g"] + self._co2_g,
-            "duration_s": self._offset["duration_s"] + self._duration_s,
-        }
-        self._write(record)
-        metrics = {
-            keys.EPOCH_DURATION_S: m.duration_s,
-            keys.INTENSITY_G_PER_KWH: intensity.intensity_g_per_kwh,
-        }
-        self.last_metrics = metrics
-        return metrics
+    @property
+    def _offset(self) -> dict[str, float]:
+        """Earlier segments' totals as the header's ``offsets`` (read by the settling record)."""
+        return self._earlier.to_offsets()
+
+    def _add_to_totals(self, m: Measurement, energy_kwh: float, co2_g: float) -> None:
+        self._count(counted(m, energy_kwh, co2_g, self.config.pue))
 
     def _measurement_record(
         self,
@@ -670,51 +540,10 @@ class CarbonTracker:
         """
         if intensity is None:
             intensity = self._intensity_over(m.start_unix_s, m.end_unix_s)
-        energy_kwh = m.total_energy_j / J_PER_KWH * self.config.pue
-        co2_g = energy_kwh * intensity.intensity_g_per_kwh
-        record: dict[str, Any] = {
-            "type": kind,
-            "epoch": epoch,
-            "start_unix_s": m.start_unix_s,
-            "end_unix_s": m.end_unix_s,
-            "duration_s": m.duration_s,
-            "energy_j": m.energy_j,
-            "methods": m.methods,
-            "energy_kwh": energy_kwh,
-            "co2_g": co2_g,
-            "intensity": intensity.to_dict(),
-            "pue": self.config.pue,
-            "power_w": m.mean_power_w(),
-        }
-        if m.incomplete:
-            record["incomplete"] = list(m.incomplete)
-        if m.true_up_j:
-            record["true_up_j"] = m.true_up_j
+        record, energy_kwh, co2_g = measurement_record(m, kind, epoch, intensity, self.config.pue)
         return record, energy_kwh, co2_g, intensity
 
-    def _metrics(
-        self, m: Measurement, energy_kwh: float, co2_g: float, intensity: IntensityEstimate
-    ) -> dict[str, float]:
-        power = m.mean_power_w()
-        out = {
-            keys.EPOCH_ENERGY_KWH: energy_kwh,
-            keys.EPOCH_CO2_G: co2_g,
-            keys.EPOCH_DURATION_S: m.duration_s,
-            keys.ENERGY_KWH: self._offset["energy_kwh"] + self._energy_kwh,
-            keys.CO2_G: self._offset["co2_g"] + self._co2_g,
-            keys.INTENSITY_G_PER_KWH: intensity.intensity_g_per_kwh,
-        }
-        if "total" in power:
-            out[keys.POWER_W] = power["total"]
-        for component, key in keys.COMPONENT_POWER.items():
-            if component in power:
-                out[key] = power[component]
-        if self.prediction is not None:
-            out[keys.PRED_ENERGY_KWH] = self.prediction.energy_kwh
-            out[keys.PRED_CO2_G] = self.prediction.co2_g
-            out[keys.PRED_DURATION_S] = self.prediction.duration_s
-        return out
-
+    # -- prediction ------------------------------------------------------------------------------
     def _maybe_predict(self, intensity: IntensityEstimate) -> None:
         """Predict the whole run from ``epochs_before_pred`` epochs on; log every prediction."""
         cfg = self.config
@@ -724,10 +553,8 @@ class CarbonTracker:
         history = self._history  # read only, under the lock: no copy
         # epochs before the history: a resumed run's earlier segments, and any epochs that
         # fell out of the bounded history
-        first_index = int(self._offset["epochs"]) + self.epochs_monitored - len(history)
-        steps_done = None
-        if self._steps_done is not None:
-            steps_done = self._offset_steps + self._steps_done
+        first_index = self._earlier.epochs + self.epochs_monitored - len(history)
+        steps_done = self._total.steps if self._running.steps is not None else None
         pred = self._predictor.predict(  # predict_run's prediction, at a cost that does not grow
             history,
             total_epochs=cfg.epochs,
@@ -748,7 +575,9 @@ class CarbonTracker:
                 )
             return
         applied = intensity
-        forecast = self._prediction_forecast(pred.remaining_duration_s)
+        forecast = self._ranks.prediction_forecast(
+            pred.remaining_duration_s, self._intensity, self.events
+        )
         if forecast is not None:
             pred = pred.with_intensity(forecast.intensity_g_per_kwh)
             applied = forecast
@@ -763,16 +592,12 @@ class CarbonTracker:
 
     def _add_unseen(self, pred: Prediction, history: Sequence[EpochSample]) -> Prediction:
         """Add what was measured before the history (resumed segments, dropped epochs)."""
-        measured = {
-            "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
-            "co2_g": self._offset["co2_g"] + self._co2_g,
-            "duration_s": self._offset["duration_s"] + self._duration_s,
-        }
+        measured = self._total
         unseen = {
-            "energy_kwh": measured["energy_kwh"] - sum(e.energy_kwh for e in history),
-            "co2_g": measured["co2_g"] - sum(e.co2_g for e in history),
-            "duration_s": measured["duration_s"] - sum(e.duration_s for e in history),
-            "epochs": int(self._offset["epochs"]) + self.epochs_monitored - len(history),
+            "energy_kwh": measured.energy_kwh - sum(e.energy_kwh for e in history),
+            "co2_g": measured.co2_g - sum(e.co2_g for e in history),
+            "duration_s": measured.duration_s - sum(e.duration_s for e in history),
+            "epochs": self._earlier.epochs + self.epochs_monitored - len(history),
         }
         if not unseen["epochs"]:
             return pred
@@ -787,11 +612,7 @@ class CarbonTracker:
         """
         if self.budget is None:
             return
-        spent = {
-            "co2_g": self._offset["co2_g"] + self._co2_g,
-            "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
-            "duration_s": self._offset["duration_s"] + self._duration_s,
-        }
+        spent = self._total.cumulative()
         self.apply_budget(check_budget(self.budget, spent, self.prediction), epoch)
 
     def apply_budget(self, decisions: list[BudgetDecision], epoch: int) -> None:
@@ -826,42 +647,12 @@ class CarbonTracker:
         if self._confirm_asked or self.ranks.rank != 0:
             return
         self._confirm_asked = True
-        answer = None
-        for _ in range(3):
-            try:
-                reply = input("carbon_callbacks: continue training (y/n)? ")
-            except (EOFError, OSError, RuntimeError) as exc:
-                self.events.record(
-                    "confirm_unanswered",
-                    f"stop_and_confirm could not read an answer ({exc!r}); training continues",
-                    "budget",
-                )
-                break
-            reply = reply.strip().lower()
-            if reply in ("y", "yes", "n", "no"):
-                answer = reply[0]
-                break
-        epoch = int(self._offset["epochs"]) + self.epochs_completed - 1
-        if answer == "n":
+        answer = ask_to_continue(pred, self.events)
+        if answer.stop:
             self.should_stop = True
-            self.stop_reason = (
-                "stopped by the user after the prediction "
-                f"({pred.co2_g:.4g} gCO2eq, {pred.energy_kwh:.4g} kWh predicted; stop_and_confirm)"
-            )
-        self._write(
-            {
-                "type": "budget",
-                "epoch": epoch,
-                "action": "stop" if answer == "n" else "continue",
-                "trigger": "user",
-                "policy": "stop_and_confirm",
-                "answer": answer,
-                "predicted_co2_g": pred.co2_g,
-                "predicted_energy_kwh": pred.energy_kwh,
-                "reason": self.stop_reason if answer == "n" else "the user chose to continue",
-            }
-        )
-        if answer == "n":
+            self.stop_reason = answer.reason
+        self._write(answer.record(self._total.epochs - 1, pred))
+        if answer.stop:
             self._print(f"carbon_callbacks: stopping training: {self.stop_reason}")
 
     # -- phases and blocks -----------------------------------------------------------------------
@@ -942,8 +733,8 @@ class CarbonTracker:
             return None
         with self._lock:
             self._plans[name] = (plan, source)
-            if self._header_written:  # else written with the header at start
-                self._write(_plan_record(plan, source))
+            if self._log.header_written:  # else written with the header at start
+                self._write(plan_record(plan, source))
         return plan
 
     @contextlib.contextmanager
@@ -967,17 +758,12 @@ class CarbonTracker:
                 if self._meter is None:
                     return
                 m = self._meter.measure(start, self._meter.mark())
-                epoch = self._offset["epochs"] + self.epochs_completed
-                record, energy_kwh, co2_g, _ = self._measurement_record(m, "phase", epoch)
-                record["name"] = name
-                record["in_epoch"] = self._epoch_snap is not None
+                epoch_snap = self._epoch_snap
                 # work outside epochs (and outside other phases) counts in the run's totals;
                 # phases inside an epoch are already part of it
-                record["counted"] = not record["in_epoch"] and not self._phases
-                if record["counted"]:
-                    self._add_to_totals(m, energy_kwh, co2_g)
-                self._write(record)
-                epoch_snap = self._epoch_snap
+                in_epoch = epoch_snap is not None
+                counted = not in_epoch and not self._phases
+                energy_kwh, co2_g = self._record_phase(m, name, in_epoch, counted)
                 if (
                     epoch_snap is not None
                     and not nested
@@ -987,6 +773,17 @@ class CarbonTracker:
                     self._epoch_phases.append(PhaseSample(name, m.duration_s, energy_kwh, co2_g))
         except Exception as exc:  # noqa: BLE001
             self.events.record("hook_failed", f"phase {name!r} end failed: {exc!r}", "tracker")
+
+    def _record_phase(
+        self, m: Measurement, name: str, in_epoch: bool, counted: bool
+    ) -> tuple[float, float]:
+        """Write ``m`` as a phase record (added to the totals when ``counted``); its kWh and g."""
+        record, energy_kwh, co2_g, _ = self._measurement_record(m, "phase", self._total.epochs)
+        record.update(name=name, in_epoch=in_epoch, counted=counted)
+        if counted:
+            self._add_to_totals(m, energy_kwh, co2_g)
+        self._write(record)
+        return energy_kwh, co2_g
 
     def set_planned(
         self, epochs: int | None = None, total_steps: int | None = None, *, strict: bool = False
@@ -1025,14 +822,15 @@ class CarbonTracker:
 
     # -- resume ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Cumulative totals to store in a checkpoint (JSON-ready; no tensors, no objects)."""
+        """Cumulative totals to store in a checkpoint (JSON-ready; no tensors, no objects).
+
+        Keys: ``version``, ``energy_kwh`` (kWh, PUE included), ``co2_g`` (g), ``duration_s``
+        (s), ``epochs``, ``steps``, ``energy_kwh_by_component`` (kWh per component) and
+        ``run_ids`` (this run's segments, oldest first).
+        """
         return {
             "version": _STATE_VERSION,
-            "energy_kwh": self._offset["energy_kwh"] + self._energy_kwh,
-            "co2_g": self._offset["co2_g"] + self._co2_g,
-            "duration_s": self._offset["duration_s"] + self._duration_s,
-            "epochs": self._offset["epochs"] + self.epochs_completed,
-            "steps": self._offset_steps + (self._steps_done or 0),
+            **self._total.to_state(),
             "run_ids": [*self._prior_run_ids, self.run_id],
         }
 
@@ -1057,14 +855,9 @@ class CarbonTracker:
                     "tracker",
                 )
                 return
-            self._offset = {
-                "energy_kwh": float(state["energy_kwh"]),
-                "co2_g": float(state["co2_g"]),
-                "duration_s": float(state["duration_s"]),
-                "epochs": int(state["epochs"]),
-            }
+            self._earlier = Totals.from_state(state)
+            self._total = self._earlier + self._running
             self._prior_run_ids = [str(r) for r in state.get("run_ids", [])]
-            self._offset_steps = int(state.get("steps", 0) or 0)
 
     # -- ranks -----------------------------------------------------------------------------------
     def set_gpu(self, gpu: int | str) -> None:
@@ -1074,208 +867,42 @@ class CarbonTracker:
         its own device. A ``gpu_ids`` setting given by the user wins.
         """
         if self.config.gpu_ids is None:
-            self._gpu_override = gpu
+            self._ranks.gpu = gpu
 
-    def _join_ranks(self) -> None:
-        """Find the other ranks (a collective when a process group is initialised)."""
-        if self.config.distributed is False or world_size() <= 1 or _dist() is None:
-            return
-        try:
-            self._group = RankGroup(self.config.distributed_timeout_s)
-            self.ranks = self._group.info
-        except Exception as exc:  # noqa: BLE001
-            self._group = None
-            self.ranks = local_rank_info()
-            self.events.record(
-                "ranks_not_combined",
-                f"the ranks could not be joined ({exc!r}); each rank reports its own figures",
-                "distributed",
-            )
-        if self.ranks.rank != 0:
-            self._verbose = 0  # rank 0 speaks and writes the run log
+    @property
+    def ranks(self) -> RankInfo:
+        """This process's rank, world size and hosts (known from ``start()``)."""
+        return self._ranks.info
 
-    def _rank_config(self) -> CarbonConfig:
-        """The settings for discovery on this rank: its own GPU; CPU/DRAM on host leaders.
+    @ranks.setter
+    def ranks(self, info: RankInfo) -> None:
+        self._ranks.info = info
 
-        A rank that is not its host's leader drops CPU and DRAM, a stated CPU (``sim_cpu``)
-        included. The GPU named by :meth:`set_gpu` applies only where NVML GPUs are measured
-        (not with ``components='cpu'`` or a stated ``sim_gpu``).
-        """
-        changes: dict[str, Any] = {}
-        if not self.ranks.host_leader:
-            if self.config.components == "all":
-                changes["components"] = "gpu"
-            if self.config.sim_cpu is not None:
-                changes.update(sim_cpu=None, sim_cpu_tdp=None)
-        nvml_gpus = self.config.measures_gpu and self.config.sim_gpu is None
-        gpu = self._gpu_override if nvml_gpus else None
-        if gpu is None and nvml_gpus and self.ranks.distributed and self.config.gpu_ids is None:
-            local = os.environ.get("LOCAL_RANK")
-            if local is not None and local.isdigit():
-                gpu = int(local)
-                self.events.record(
-                    "gpu_assumed",
-                    f"rank {self.ranks.rank}: no GPU was named; measuring visible GPU {gpu} "
-                    "(LOCAL_RANK). Integrations name it; with the core API call set_gpu()",
-                    "distributed",
-                )
-        if gpu is not None:
-            changes["gpu_ids"] = [gpu]
-        return dataclasses.replace(self.config, **changes) if changes else self.config
+    @property
+    def ranks_combined(self) -> int:
+        """Ranks whose measurements this tracker's epochs hold: the world size while the ranks
+        are combined (see :class:`~carbon_callbacks.core.ranks.RankExchange`), else 1 (alone,
+        or after an exchange failed)."""
+        return self.ranks.world_size if self._ranks.combined else 1
 
-    def _settle_intensity(self) -> None:
-        """Once the ranks are known: decide who asks the intensity source.
-
-        Rank 0 (or a process alone) starts a live provider that was put off at construction.
-        Every other rank of a combined run starts nothing and applies rank 0's values, received
-        with each epoch (:meth:`_combine`); a live provider this rank already started (it could
-        not tell it was a rank at construction) is closed, so that requests do not grow with
-        the number of ranks.
-        """
-        provider = self._intensity
-        if self._group is not None and self.ranks.rank != 0:
-            self._follows_rank_zero = True
-            if self._owns_intensity and getattr(provider, "running", False):
-                with contextlib.suppress(Exception):
-                    provider.close()
-                self.events.record(
-                    "intensity_live_closed",
-                    f"rank {self.ranks.rank} closed the live carbon-intensity source it had "
-                    "started before the ranks were known; it uses rank 0's values",
-                    "intensity",
-                    warn=False,
-                )
-            return
-        if isinstance(provider, DeferredLiveProvider):
-            self._intensity = provider.activate(self.events)
-        if self._group is not None:
-            others = self.ranks.world_size - 1
-            self.events.record(
-                "intensity_from_rank_zero",
-                f"the carbon intensity is asked for on rank 0 only; the {others} other rank(s) "
-                "apply rank 0's value (and forecast) to every epoch, so their CO2eq figures, "
-                "predictions and budget decisions are the same as rank 0's",
-                "intensity",
-                warn=False,
-            )
-
-    def _ranks_apart(self, message: str) -> None:
-        """An exchange between the ranks failed: record why; each rank goes on alone."""
-        self._group = None
-        self.events.record("ranks_not_combined", message, "distributed")
-        self._intensity_alone()
-
-    def _intensity_alone(self) -> None:
-        """The ranks no longer exchange: this rank asks its own source from now on."""
-        if not self._follows_rank_zero:
-            return
-        self._follows_rank_zero = False
-        if isinstance(self._intensity, DeferredLiveProvider):
-            self._intensity = self._intensity.activate(self.events)
-
-    def _combine(self, m: Measurement) -> Measurement:
-        """Merge every rank's measurement of the same epoch (a collective on all ranks).
-
-        Rank 0 adds its epoch window and the intensity it applies to it (a
-        :class:`_RankZeroShare`); every rank then records rank 0's window, duration and
-        intensity, so CO2eq, predictions and budget decisions agree across ranks.
-        """
-        if self._group is None:
-            return m
-        share = None
-        if self.ranks.rank == 0:
-            self._epoch_intensity = self._intensity_over(m.start_unix_s, m.end_unix_s)
-            share = _RankZeroShare(
-                m.start_unix_s,
-                m.end_unix_s,
-                m.duration_s,
-                self._epoch_intensity,
-                can_forecast(self._intensity),
-            )
-        try:
-            parts = self._group.gather(
-                (self.ranks.rank, m.energy_j, m.methods, m.components, m.incomplete, share,
-                 m.true_up_j, m.duration_s)
-            )  # fmt: skip
-        except Exception as exc:  # noqa: BLE001
-            self._ranks_apart(
-                f"combining the ranks' epoch failed ({exc!r}); from now on each rank reports "
-                "its own figures"
-            )
-            return m
-        energy, methods, components, incomplete, true_up, window = {}, {}, {}, [], {}, {}
-        for rank_, e, meth, comp, inc, _, up, seconds in parts:
-            for name in e:
-                key = f"rank{rank_}/{name}"
-                energy[key], methods[key], components[key] = e[name], meth[name], comp[name]
-                window[key] = seconds  # this rank's own epoch: its power is its J over it
-            incomplete += [f"rank{rank_}/{n}" for n in inc]
-            true_up.update({f"rank{rank_}/{n}": j for n, j in up.items()})
-        combined = dataclasses.replace(
-            m,
-            energy_j=energy,
-            methods=methods,
-            components=components,
-            incomplete=tuple(incomplete),
-            true_up_j=true_up,
-            window_s=window,
-        )
-        lead = next((p[5] for p in parts if p[0] == 0), None)
-        if not isinstance(lead, _RankZeroShare):
-            return combined
-        self._epoch_intensity = self._rank_zero_intensity = lead.intensity
-        self._rank_zero_forecasts = lead.forecasts
-        return dataclasses.replace(
-            combined,
-            start_unix_s=lead.start_unix_s,
-            end_unix_s=lead.end_unix_s,
-            duration_s=lead.duration_s,
-        )
-
-    def _take_epoch_intensity(self) -> IntensityEstimate | None:
-        """The intensity the ranks agreed for the epoch just combined (once), else ``None``."""
-        agreed, self._epoch_intensity = self._epoch_intensity, None
-        return agreed
-
-    def _prediction_forecast(self, remaining_s: float) -> IntensityEstimate | None:
-        """The forecast over the next ``remaining_s`` seconds for a prediction, or ``None``.
-
-        Combined ranks use rank 0's: when rank 0's source can forecast (it said so in the
-        epoch's exchange, so every rank knows), rank 0 asks it and sends the answer to all in
-        one small exchange; otherwise nobody asks and every rank keeps the epoch's intensity.
-        """
-        if self._group is None:
-            now = time.time()
-            return self._forecast_over(now, now + remaining_s)
-        if not self._rank_zero_forecasts:
-            return None
-        forecast = None
-        if self.ranks.rank == 0:
-            now = time.time()
-            forecast = self._forecast_over(now, now + remaining_s)
-        try:
-            return self._group.broadcast(forecast, src=0)
-        except Exception as exc:  # noqa: BLE001
-            self._ranks_apart(
-                f"sending rank 0's intensity forecast failed ({exc!r}); from now on each rank "
-                "reports its own figures"
-            )
-            return forecast
+    @property
+    def _group(self) -> Any:
+        """The ranks' process group while combined (read by the settling record)."""
+        return self._ranks.group
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickling (spawned workers, ddp_spawn) is allowed before ``start()`` only."""
         if self._started:
             raise TypeError("a started CarbonTracker cannot be pickled")
         state = self.__dict__.copy()
-        for key in ("_lock", "events", "_events_lock"):
+        for key in ("_lock", "events"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.RLock()
-        self._events_lock = threading.Lock()
-        self.events = EventLog(listener=self._on_event)
+        self.events = EventLog(listener=self._log.on_event)
 
     # -- accessors -------------------------------------------------------------------------------
     def unwritten_records(self) -> list[dict[str, Any]]:
@@ -1287,15 +914,16 @@ class CarbonTracker:
         still here after ``stop()`` exists nowhere else (save it, e.g. one ``json.dumps`` per
         line). :meth:`totals` and ``last_metrics`` stay available either way.
         """
-        return self._writer.pending_records() if self._writer is not None else []
+        return self._log.unwritten()
+
+    @property
+    def log_path(self) -> str | None:
+        """The run log's path (``None`` before ``start()``, without ``log_dir`` or off rank 0)."""
+        return self._log.path
 
     def totals(self) -> dict[str, float]:
         """Cumulative figures over the measured epochs (resumed segments included)."""
-        return {
-            keys.ENERGY_KWH: self._offset["energy_kwh"] + self._energy_kwh,
-            keys.CO2_G: self._offset["co2_g"] + self._co2_g,
-            keys.DURATION_S: self._offset["duration_s"] + self._duration_s,
-        }
+        return self._total.metrics()
 
     def epoch_so_far(self) -> dict[str, float] | None:
         """Duration (s), energy (kWh, PUE included) and CO2eq (g) of the open epoch, read now.
@@ -1309,7 +937,7 @@ class CarbonTracker:
                 if start is None or meter is None:
                     return None
                 m = meter.measure(start, meter.mark())
-            energy_kwh = m.total_energy_j / J_PER_KWH * self.config.pue
+            energy_kwh = energy_kwh_of(m, self.config.pue)
             intensity = self._intensity_over(m.start_unix_s, m.end_unix_s)
             return {
                 "duration_s": m.duration_s,
@@ -1322,121 +950,20 @@ class CarbonTracker:
     @property
     def intensity(self) -> IntensityProvider:
         """The intensity provider in use."""
-        return self._intensity
+        return self._intensity.provider
 
     @property
     def sensors(self) -> list[Any]:
         """Provenance of the sensors in use (empty before ``start()``)."""
         return self._meter.sensor_infos if self._meter is not None else []
 
-    @property
-    def ranks_combined(self) -> int:
-        """Ranks whose measurements this tracker's epochs hold: the world size while the ranks
-        are combined (see :meth:`_combine`), else 1 (alone, or after an exchange failed)."""
-        return self.ranks.world_size if self._group is not None else 1
-
     # -- internals -------------------------------------------------------------------------------
     def _intensity_over(self, start_unix_s: float, end_unix_s: float) -> IntensityEstimate:
-        """The provider's intensity for the window; if it raises, the packaged annual average.
-
-        A live source failing must not cost the epoch its record: the fallback is labelled
-        (its kind and source say what it is), warned once per failure streak, and the
-        provider is asked again next time (``intensity_recovered`` when it answers).
-
-        A rank other than 0 of a combined run holds rank 0's last value instead (see
-        :func:`~carbon_callbacks.core.intensity.ranks.held_over`): its epochs get rank 0's own
-        value through :meth:`_combine`; this serves phases, a partial epoch and progress reads.
-        """
-        if self._follows_rank_zero and self._rank_zero_intensity is not None:
-            return held_over(self._rank_zero_intensity, start_unix_s, end_unix_s)
-        try:
-            estimate = self._intensity.intensity_over(start_unix_s, end_unix_s)
-        except Exception as exc:  # noqa: BLE001 - a provider must never cost an epoch
-            fallback = self._static_intensity()
-            estimate = fallback.intensity_over(start_unix_s, end_unix_s)
-            if not self._intensity_failing:
-                self._intensity_failing = True
-                self.events.record(
-                    "intensity_failed",
-                    f"the carbon-intensity source for {self._zone_label()} failed ({exc!r}); "
-                    f"using {estimate.describe()} until it answers again",
-                    "intensity",
-                )
-            return estimate
-        if self._intensity_failing:
-            self._intensity_failing = False
-            self.events.record(
-                "intensity_recovered",
-                f"the carbon-intensity source for {self._zone_label()} answers again",
-                "intensity",
-                warn=False,
-            )
-        return estimate
-
-    def _forecast_over(self, start_unix_s: float, end_unix_s: float) -> IntensityEstimate | None:
-        """The provider's forecast, or ``None`` (the caller then uses the last epoch's value)."""
-        try:
-            return self._intensity.forecast_over(start_unix_s, end_unix_s)
-        except Exception as exc:  # noqa: BLE001
-            self.events.record(
-                "intensity_forecast_failed",
-                f"the carbon-intensity forecast for {self._zone_label()} failed ({exc!r}); the "
-                "prediction uses the intensity of the last epoch instead",
-                "intensity",
-            )
-            return None
-
-    def _zone_label(self) -> str:
-        return str(getattr(self._intensity, "zone", None) or "this run")
-
-    def _static_intensity(self) -> IntensityProvider:
-        """The packaged annual average for the provider's zone (or its country, e.g. DK for
-        DK1), else the world average labelled as a fallback."""
-        if self._intensity_fallback is None:
-            zone = str(getattr(self._intensity, "zone", "") or "")
-            for candidate in dict.fromkeys((zone, zone[:2])):
-                try:
-                    self._intensity_fallback = StaticIntensityProvider(candidate)
-                    break
-                except Exception:  # noqa: BLE001 - not in the tables
-                    continue
-            else:
-                self._intensity_fallback = StaticIntensityProvider.world_fallback()
-        return self._intensity_fallback
-
-    def _close_intensity(self) -> None:
-        """Stop the provider's background work, if this tracker made the provider."""
-        if self._owns_intensity:
-            try:
-                self._intensity.close()
-            except Exception as exc:  # noqa: BLE001
-                self.events.record(
-                    "intensity_close_failed",
-                    f"closing the intensity source failed: {exc!r}",
-                    "intensity",
-                    warn=False,
-                )
+        """The intensity applied to the window (see :class:`AppliedIntensity`); never raises."""
+        return self._intensity.over(start_unix_s, end_unix_s, self.events)
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self._writer is not None:
-            self._writer.write(record)
-
-    def _on_event(self, event: Event) -> None:
-        with self._events_lock:
-            if not self._header_written:
-                self._pending_events.append(event)
-                return
-        self._write({"type": "event", **event.to_dict()})
-
-    def _log_path_for_report(self) -> str | None:
-        """The run log's path for the final report, saying so when records are not on disk."""
-        writer = self._writer
-        if writer is None or not writer.pending:
-            return self.log_path
-        return (
-            f"{self.log_path} is INCOMPLETE: {writer.pending} record(s) could not be written "
-            f"({writer.last_error}); they are kept in memory: CarbonTracker.unwritten_records()"
-        )
+        self._log.write(record)
 
     def _print(self, text: str) -> None:
         try:
@@ -1464,8 +991,3 @@ def _shift_prediction(pred: Prediction, unseen: dict[str, float]) -> Prediction:
         measured_energy_kwh=pred.measured_energy_kwh + e,
         measured_co2_g=pred.measured_co2_g + g,
     )
-
-
-def _plan_record(plan: PhasePlan, source: str) -> dict[str, Any]:
-    """The run-log record of a phase plan (type ``plan``)."""
-    return {"type": "plan", **plan.to_dict(), "source": source}

@@ -89,17 +89,22 @@ def _damage_notes(log: RunLog) -> list[str]:
     if missing:
         notes.append(f"{missing} missing value(s) in epoch records")
     outside = [p for p in log.phases if p.get("in_epoch") is False]
-    outside_kwh = sum(
-        float(p["energy_kwh"])
-        for p in outside
-        if isinstance(p.get("energy_kwh"), (int, float)) and not isinstance(p["energy_kwh"], bool)
-    )
-    if outside:
-        names = sorted({str(p.get("name")) for p in outside})
-        notes.append(
-            f"{len(outside)} phase(s) measured outside epochs ({', '.join(names)}; "
-            f"{outside_kwh:.4g} kWh) are not in the run's totals, which count epochs"
-        )
+    # ``counted`` false: nested in another phase, whose record the totals count; no
+    # ``counted`` at all: written by a version whose totals counted epochs only
+    for counted, where in ((True, "included in"), (None, "not in")):
+        phases = [p for p in outside if p.get("counted") is counted]
+        if phases:
+            kwh = sum(
+                float(p["energy_kwh"])
+                for p in phases
+                if isinstance(p.get("energy_kwh"), (int, float))
+                and not isinstance(p["energy_kwh"], bool)
+            )
+            names = sorted({str(p.get("name")) for p in phases})
+            notes.append(
+                f"{len(phases)} phase(s) measured outside epochs ({', '.join(names)}; "
+                f"{kwh:.4g} kWh) are {where} the run's totals"
+            )
     return notes
 
 

@@ -126,7 +126,8 @@ class RunRow:
         energy_kwh: kWh (PUE included) counted for the run.
         co2_g: grams CO2eq counted for the run.
         energy_kwh_gpu / energy_kwh_cpu / energy_kwh_dram: measured kWh per component (PUE
-            included; over this file's epochs), None when the component was not measured.
+            included; the measured totals' split, see :func:`component_energy_kwh`), None when
+            the component was not measured.
         methods: how each component was measured, e.g. ``"gpu: counter; cpu: modelled"``.
         intensity_g_per_kwh: the effective intensity, gCO2eq / kWh of the counted figure.
         intensity_zone / intensity_source / intensity_kind / intensity_year: its provenance.
@@ -268,10 +269,22 @@ def _component_of(name: str, known: dict[str, str]) -> str:
 
 
 def component_energy_kwh(log: RunLog) -> dict[str, float]:
-    """Measured kWh (PUE included) per component over the log's epoch records."""
+    """Measured kWh (PUE included) per component: the footer's ``energy_kwh_by_component`` (the
+    tracker's totals, resumed segments included), else summed over the records the totals
+    count (epochs, and phases with ``counted``) of this file."""
+    footer = log.footer or {}
+    written = footer.get("energy_kwh_by_component")
+    if isinstance(written, dict):
+        out: dict[str, float] = {}
+        for name, kwh in written.items():
+            value = _number(kwh)
+            if value is not None:
+                comp = name if name in COMPONENTS else "other"
+                out[comp] = out.get(comp, 0.0) + value
+        return out
     known = _sensor_components(log)
-    out: dict[str, float] = {}
-    for record in log.epochs:
+    out = {}
+    for record in [*log.epochs, *(p for p in log.phases if p.get("counted") is True)]:
         energy_j = record.get("energy_j")
         pue = _number(record.get("pue")) or _number(log.header.get("pue")) or 1.0
         if not isinstance(energy_j, dict):

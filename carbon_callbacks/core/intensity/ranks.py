@@ -10,7 +10,7 @@ average), so their CO2 figures and budget decisions would differ. Instead:
   (``defer_live=True``) when the process may be one of several ranks; the tracker starts it at
   ``start()`` on rank 0 only (or on a process that turns out to be alone);
 * the tracker sends rank 0's intensity for each epoch to the other ranks inside its existing
-  per-epoch exchange (see :class:`~carbon_callbacks.core.tracker.CarbonTracker`), so they record
+  per-epoch exchange (see :class:`~carbon_callbacks.core.ranks.RankExchange`), so they record
   rank 0's estimate, provenance included;
 * for windows outside that exchange (phases, a partial epoch at ``stop()``, progress reads) a
   rank other than 0 holds rank 0's last value: :func:`held_over`.
