@@ -9,7 +9,7 @@ Python API (``nnunetv2.experiment_planning.plan_and_preprocess_api``), as
 hands each case to a worker pool even with one process (and lists files with a forked pool of
 12), and a pool in a test fixture can deadlock and costs seconds to start, so
 :func:`plan_and_preprocess` gives nnU-Net an inline stand-in for its pools that runs each case
-where it is called.
+where it is called (:func:`quick_planning`, also used by the nnU-Net notebook's test).
 
 nnU-Net 2.6 and 2.7 read ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results`` when
 ``nnunetv2.paths`` is first imported, so :func:`set_nnunet_env` must run before any nnunetv2
@@ -117,13 +117,25 @@ class _Done:
         return self._results
 
 
+FINGERPRINT_SAMPLE_PX = 10_000
+
+
 @contextlib.contextmanager
-def _inline_pools() -> Iterator[None]:
-    """Within the block, nnU-Net's planning starts no process: the file lister's (forked)
-    ``Pool`` and the fingerprint extractor's and preprocessor's spawned pools run inline."""
+def quick_planning() -> Iterator[None]:
+    """Within the block, nnU-Net's planning starts no process (the file lister's forked
+    ``Pool`` and the fingerprint extractor's and preprocessor's spawned pools run inline) and
+    the fingerprint samples ``FINGERPRINT_SAMPLE_PX`` foreground pixels for its intensity
+    statistics instead of 10^8 (seconds of percentiles; only CT normalisation reads them)."""
     from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor
     from nnunetv2.preprocessing.preprocessors import default_preprocessor
     from nnunetv2.utilities import utils
+
+    extractor = fingerprint_extractor.DatasetFingerprintExtractor
+    nnunet_init = extractor.__init__
+
+    def small_sample_init(self: object, *args: object, **kwargs: object) -> None:
+        nnunet_init(self, *args, **kwargs)
+        self.num_foreground_voxels_for_intensitystats = FINGERPRINT_SAMPLE_PX
 
     inline = types.SimpleNamespace(
         get_context=lambda method=None: types.SimpleNamespace(Pool=_InlinePool)
@@ -132,37 +144,21 @@ def _inline_pools() -> Iterator[None]:
         stack.enter_context(mock.patch.object(utils, "Pool", _InlinePool))
         for module in (fingerprint_extractor, default_preprocessor):
             stack.enter_context(mock.patch.object(module, "multiprocessing", inline))
+        stack.enter_context(mock.patch.object(extractor, "__init__", small_sample_init))
         yield
 
 
 def plan_and_preprocess() -> None:
     """Fingerprint, plan (``2d`` only) and preprocess, every case in this process."""
     os.environ["nnUNet_n_proc_DA"] = "1"  # the planner calls torch.set_num_threads(n_proc_DA)
-    from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import (
-        DatasetFingerprintExtractor,
-    )
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        extract_fingerprint_dataset,
+        extract_fingerprints,
         plan_experiments,
         preprocess,
     )
 
-    class SmallSampleExtractor(DatasetFingerprintExtractor):
-        """nnU-Net's extractor sampling 10^4 foreground pixels for its intensity statistics
-        instead of 10^8 (seconds of percentiles; only CT normalisation reads them)."""
-
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)
-            self.num_foreground_voxels_for_intensitystats = 1e4
-
-    with _inline_pools():
-        extract_fingerprint_dataset(
-            DATASET_ID,
-            SmallSampleExtractor,
-            num_processes=1,
-            verbose=False,
-            show_progress_bar=False,
-        )
+    with quick_planning():
+        extract_fingerprints([DATASET_ID], num_processes=1, show_progress_bar=False)
         plan_experiments([DATASET_ID])
         preprocess(
             [DATASET_ID], configurations=("2d",), num_processes=(1,), show_progress_bar=False
