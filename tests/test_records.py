@@ -683,13 +683,6 @@ def check_prefix(path: Path, data: bytes, intact: int) -> RunLog:
 
 
 @FUZZ
-@given(junk=st.binary(max_size=300))
-def test_fuzz_appended_bytes(tmp_path, junk):
-    log = check_prefix(tmp_path / "f.carbon.jsonl", FUZZ_BYTES + junk, len(FUZZ_BYTES))
-    assert log.epochs[:4] == FUZZ_EPOCHS
-
-
-@FUZZ
 @given(data=st.data(), junk=st.binary(min_size=1, max_size=64), insert=st.booleans())
 def test_fuzz_corrupted_bytes(tmp_path, data, junk, insert):
     pos = data.draw(st.integers(HEADER_LEN, len(FUZZ_BYTES) - 1), label="pos")
