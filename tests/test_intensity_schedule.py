@@ -211,13 +211,6 @@ def test_best_start_python_api_with_energidataservice(api):
     assert plan.horizon_end_unix_s == t0 + 108 * 300
 
 
-def test_best_start_forecast_too_short_is_reported(api):
-    now = T0 + 1234.0
-    _eds(api, now)
-    with pytest.raises(ScheduleError, match="shorter than the 24.0 h run"):
-        best_start("DK1", 24 * H, now_unix_s=now, energidataservice_base_url=api.url)
-
-
 def test_best_start_gb_and_electricitymaps(api):
     now = T0 + 600.0
     start = T0 - 1800
