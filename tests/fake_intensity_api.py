@@ -62,6 +62,7 @@ class FakeApi:
     def __init__(self) -> None:
         self.routes: list[tuple[re.Pattern[str], Handler | Response | list[Response]]] = []
         self.requests: list[Request] = []
+        self.requested = threading.Event()  # set at the first request
         self._release = threading.Event()
         self._lock = threading.Lock()
         api = self
@@ -73,6 +74,7 @@ class FakeApi:
                 req = Request(parts.path, query, {k.lower(): v for k, v in self.headers.items()})
                 with api._lock:
                     api.requests.append(req)
+                api.requested.set()
                 response = api._answer(req)
                 if response.stall:
                     api._release.wait(STALL_LIMIT_S)

@@ -5,7 +5,11 @@ each with one bright square (label 1) on a noisy background, in the raw layout n
 (``Dataset999_CarbonTiny/imagesTr/caseNNN_0000.png``, ``labelsTr/caseNNN.png``,
 ``dataset.json``). Planning and preprocessing go through nnU-Net's own
 Python API (``nnunetv2.experiment_planning.plan_and_preprocess_api``), as
-``nnUNetv2_plan_and_preprocess -d 999 -c 2d -np 1 -npfp 1`` would.
+``nnUNetv2_plan_and_preprocess -d 999 -c 2d -np 1 -npfp 1`` would, but in this process: nnU-Net
+hands each case to a worker pool even with one process (and lists files with a forked pool of
+12), and a pool in a test fixture can deadlock and costs seconds to start, so
+:func:`plan_and_preprocess` gives nnU-Net an inline stand-in for its pools that runs each case
+where it is called (:func:`quick_planning`, also used by the nnU-Net notebook's test).
 
 nnU-Net 2.6 and 2.7 read ``nnUNet_raw``/``nnUNet_preprocessed``/``nnUNet_results`` when
 ``nnunetv2.paths`` is first imported, so :func:`set_nnunet_env` must run before any nnunetv2
@@ -16,9 +20,13 @@ trainer class name or fold. The planner needs ``nnUNet_n_proc_DA`` >= 1; trainin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import types
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -75,8 +83,73 @@ def write_raw_dataset(
     return folder
 
 
+class _InlinePool:
+    """The part of ``multiprocessing.Pool`` nnU-Net's planning uses, run in the caller."""
+
+    _pool: list = []  # nnU-Net checks that every worker is alive; there are none
+
+    def __init__(self, processes: int | None = None) -> None:
+        pass
+
+    def __enter__(self) -> _InlinePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def starmap(self, func: Callable, iterable: Iterable) -> list:
+        return [func(*args) for args in iterable]
+
+    def starmap_async(self, func: Callable, iterable: Iterable) -> _Done:
+        return _Done(self.starmap(func, iterable))
+
+
+class _Done:
+    """An ``AsyncResult`` whose work already ran: ready at once, ``get()`` returns the results."""
+
+    def __init__(self, results: list) -> None:
+        self._results = results
+
+    def ready(self) -> bool:
+        return True
+
+    def get(self, timeout: float | None = None) -> list:
+        return self._results
+
+
+FINGERPRINT_SAMPLE_PX = 10_000
+
+
+@contextlib.contextmanager
+def quick_planning() -> Iterator[None]:
+    """Within the block, nnU-Net's planning starts no process (the file lister's forked
+    ``Pool`` and the fingerprint extractor's and preprocessor's spawned pools run inline) and
+    the fingerprint samples ``FINGERPRINT_SAMPLE_PX`` foreground pixels for its intensity
+    statistics instead of 10^8 (seconds of percentiles; only CT normalisation reads them)."""
+    from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor
+    from nnunetv2.preprocessing.preprocessors import default_preprocessor
+    from nnunetv2.utilities import utils
+
+    extractor = fingerprint_extractor.DatasetFingerprintExtractor
+    nnunet_init = extractor.__init__
+
+    def small_sample_init(self: object, *args: object, **kwargs: object) -> None:
+        nnunet_init(self, *args, **kwargs)
+        self.num_foreground_voxels_for_intensitystats = FINGERPRINT_SAMPLE_PX
+
+    inline = types.SimpleNamespace(
+        get_context=lambda method=None: types.SimpleNamespace(Pool=_InlinePool)
+    )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(utils, "Pool", _InlinePool))
+        for module in (fingerprint_extractor, default_preprocessor):
+            stack.enter_context(mock.patch.object(module, "multiprocessing", inline))
+        stack.enter_context(mock.patch.object(extractor, "__init__", small_sample_init))
+        yield
+
+
 def plan_and_preprocess() -> None:
-    """Fingerprint, plan (``2d`` only) and preprocess with one process each."""
+    """Fingerprint, plan (``2d`` only) and preprocess, every case in this process."""
     os.environ["nnUNet_n_proc_DA"] = "1"  # the planner calls torch.set_num_threads(n_proc_DA)
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints,
@@ -84,9 +157,12 @@ def plan_and_preprocess() -> None:
         preprocess,
     )
 
-    extract_fingerprints([DATASET_ID], num_processes=1, show_progress_bar=False)
-    plan_experiments([DATASET_ID])
-    preprocess([DATASET_ID], configurations=("2d",), num_processes=(1,), show_progress_bar=False)
+    with quick_planning():
+        extract_fingerprints([DATASET_ID], num_processes=1, show_progress_bar=False)
+        plan_experiments([DATASET_ID])
+        preprocess(
+            [DATASET_ID], configurations=("2d",), num_processes=(1,), show_progress_bar=False
+        )
     os.environ["nnUNet_n_proc_DA"] = "0"  # training: augmentation in the main process
 
 

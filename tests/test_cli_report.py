@@ -40,10 +40,11 @@ def _run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@pytest.fixture
-def three_runs(tmp_path):
-    """Two completed tracker runs (DK, DE) and one killed after 3 of 10 planned epochs."""
-    logs = tmp_path / "logs"
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory):
+    """Two completed tracker runs (DK, DE) and one killed after 3 of 10 planned epochs (made
+    once: the tests only read them)."""
+    logs = tmp_path_factory.mktemp("three_runs") / "logs"
     logs.mkdir()
     a = tracker_run(logs, epochs=3, zone="DK", gpu_w=200.0, cpu_w=50.0, run_name="unet-dk")
     b = tracker_run(logs, epochs=2, zone="DE", gpu_w=300.0, cpu_w=20.0, run_name="unet-de")

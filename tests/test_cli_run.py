@@ -23,7 +23,7 @@ from carbon_callbacks.core.config import CarbonConfig
 from carbon_callbacks.core.sensors.cpu_model import CpuModelSensor
 
 ROOT = Path(__file__).resolve().parents[1]
-BURN_CPU_S = 0.8
+BURN_CPU_S = 0.4
 
 BURNER = f"""
 import subprocess, sys, time
@@ -129,7 +129,7 @@ def test_burning_tree_is_measured_start_to_end_and_exit_code_passes(tmp_path):
     assert footer["type"] == "footer" and footer["status"] == "failed"  # exit code 5
     assert header["config"]["extra"]["command"][-2:] == ["parent", "5"]
     (epoch,) = epochs
-    # the tree burnt 2 x 0.8 CPU-seconds, in parallel at best: the epoch spans >= 0.8 s
+    # the tree burnt 2 x BURN_CPU_S CPU-seconds, in parallel at best: the epoch spans the one
     assert BURN_CPU_S <= epoch["duration_s"] < 30
     cpu_s = _cpu_time_of_tree(records)
     assert 2 * BURN_CPU_S <= cpu_s < 2 * BURN_CPU_S + 2.0  # + interpreter start-up

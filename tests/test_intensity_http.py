@@ -158,17 +158,17 @@ def test_read_timeout_server_accepts_and_never_answers():
         elapsed = time.monotonic() - t0
     finally:
         server.close()
-    assert 0.6 <= elapsed < 2.0  # two attempts of 0.3 s and one short backoff, nothing more
+    assert 0.6 <= elapsed < 5.0  # two attempts of 0.3 s and one short backoff, not hanging
     assert client.attempts == 2
 
 
 def test_stalled_http_answer_is_bounded_by_the_deadline(api):
     api.route(r"^/stall$", Response(stall=True))
-    client = HttpClient(read_timeout_s=0.4, max_attempts=5, max_total_s=1.0, backoff_s=0.05)
+    client = HttpClient(read_timeout_s=2.0, max_attempts=5, max_total_s=1.0, backoff_s=0.05)
     t0 = time.monotonic()
     with pytest.raises(FetchError):
         client.get_json(f"{api.url}/stall")
-    assert time.monotonic() - t0 < 1.6  # the whole call's deadline, not 5 x 0.4 s + waits
+    assert time.monotonic() - t0 < 5.0  # the whole call's deadline, not 5 x 2 s + waits
     assert client.attempts < 5
 
 
@@ -182,14 +182,14 @@ def test_connect_timeout_is_bounded():
         elapsed = time.monotonic() - t0
     finally:
         server.close()
-    assert elapsed < 1.5
+    assert elapsed < 5.0  # not the system's connect timeout (minutes)
     message = str(info.value)
     assert "no connection within 0.25 s" in message or "no answer within" in message
 
 
 def test_close_cuts_a_backoff_wait_short(api):
     api.route(r"^/e$", Response(500, ""))
-    client = HttpClient(backoff_s=5.0, max_attempts=3, max_total_s=30)
+    client = HttpClient(backoff_s=60.0, max_attempts=3, max_total_s=300)
     import threading
 
     timer = threading.Timer(0.2, client.close)
@@ -197,7 +197,7 @@ def test_close_cuts_a_backoff_wait_short(api):
     t0 = time.monotonic()
     with pytest.raises(FetchError, match="stopped"):
         client.get_json(f"{api.url}/e")
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 30.0  # not the 60 s backoff
 
 
 def test_offline_client_opens_no_socket(monkeypatch):

@@ -12,7 +12,6 @@ from fake_intensity_api import FakeApi, Response
 from carbon_callbacks.core.config import CarbonConfig as Config
 from carbon_callbacks.core.config import ConfigError
 from carbon_callbacks.core.events import EventLog
-from carbon_callbacks.core.intensity import location
 from carbon_callbacks.core.intensity.live import LiveIntensityProvider
 from carbon_callbacks.core.intensity.location import (
     CLOUD_REGION_ENV_VARS,
@@ -293,10 +292,6 @@ def test_loopback_http_is_accepted_for_tests_only():
         cfg(_endpoints={"gb_base_url": "http://127.0.0.1:8080/"}).endpoints.gb_base_url
         == "http://127.0.0.1:8080"
     )
-
-
-def test_location_module_imports_nothing_heavy():
-    assert location.IP_CONNECT_TIMEOUT_S + location.IP_READ_TIMEOUT_S <= 3.0
 
 
 def test_live_settings_unused_because_live_is_off_are_named():

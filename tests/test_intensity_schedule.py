@@ -215,15 +215,6 @@ def test_best_start_python_api_with_energidataservice(api):
     assert plan.horizon_end_unix_s == t0 + 108 * 300
 
 
-def test_best_start_forecast_too_short_is_reported(api):
-    now = T0 + 1234.0
-    _eds(api, now)
-    with pytest.raises(ScheduleError, match="shorter than the 24.0 h run"):
-        best_start(
-            "DK1", 24 * H, now_unix_s=now, _endpoints={"energidataservice_base_url": api.url}
-        )
-
-
 def test_best_start_gb_and_electricitymaps(api):
     now = T0 + 600.0
     start = T0 - 1800
@@ -349,29 +340,3 @@ def test_parse_duration_refuses(bad):
 
     with pytest.raises(argparse.ArgumentTypeError):
         cli_intensity.parse_duration(bad)
-
-
-def test_register_adds_the_subcommand_to_another_parser():
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="carbon-callbacks")
-    sub = parser.add_subparsers(dest="command")
-    cli_intensity.register(sub)
-    args = parser.parse_args(
-        ["best-start", "--zone", "GB", "--duration", "3h", "--gb-region", "13"]
-    )
-    assert args.func is cli_intensity.run_best_start
-    assert args.duration == 3 * H and args.gb_region == 13
-
-
-def test_module_runs_on_its_own():
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-m", "carbon_callbacks.cli.intensity", "best-start", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0 and "--duration" in out.stdout

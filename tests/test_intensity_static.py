@@ -57,18 +57,6 @@ def _config(**kwargs) -> CarbonConfig:
 # -- packaged tables -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("code", ["DK", "DE", "FR", "US", "IN", "NA", "PL", "SE"])
-def test_country_lookup_matches_packaged_csv(code):
-    value, year = COUNTRIES[code]
-    estimate = zone_value(code)
-    assert estimate.intensity_g_per_kwh == value
-    assert estimate.year == year
-    assert estimate.zone == code
-    assert estimate.kind == "annual_average"
-    assert estimate.basis == "lifecycle"
-    assert "Ember" in estimate.source and "Our World in Data" in estimate.source
-
-
 def test_some_country_values_as_published():
     # hand-copied from the reference data (Ember via OWID), so a broken build shows up here
     assert zone_value("DK").intensity_g_per_kwh == pytest.approx(114.41)
@@ -77,20 +65,13 @@ def test_some_country_values_as_published():
     assert zone_value("US").year == 2025
 
 
-@pytest.mark.parametrize("state", ["CA", "TX", "WV", "VT", "DC", "NY"])
-def test_us_state_lookup_matches_packaged_csv(state):
-    value, year = STATES[state]
-    estimate = zone_value(f"US-{state}")
-    assert estimate.intensity_g_per_kwh == value
-    assert year == 2023
-    assert estimate.year == 2023
-    assert estimate.zone == f"US-{state}"
-    assert estimate.basis == "direct"  # eGRID output rates count combustion emissions only
-    assert estimate.kind == "annual_average"
-    assert "eGRID2023" in estimate.source and "STC2ERTA" in estimate.source
-
-
-def test_every_packaged_row_is_served():
+def test_every_packaged_row_is_served_with_its_provenance():
+    dk, ca = zone_value("DK"), zone_value("US-CA")
+    assert (dk.zone, dk.kind, dk.basis) == ("DK", "annual_average", "lifecycle")
+    assert "Ember" in dk.source and "Our World in Data" in dk.source
+    assert (ca.zone, ca.kind, ca.year) == ("US-CA", "annual_average", 2023)
+    assert ca.basis == "direct"  # eGRID output rates count combustion emissions only
+    assert "eGRID2023" in ca.source and "STC2ERTA" in ca.source
     for code, (value, year) in COUNTRIES.items():
         assert zone_value(code).intensity_g_per_kwh == value, code
         assert zone_value(code).year == year, code
@@ -185,62 +166,34 @@ def test_user_provider_refuses_bad_values(bad):
 # -- resolution order ------------------------------------------------------------------------
 
 
-def test_config_value_beats_everything(monkeypatch):
-    monkeypatch.setenv(ENV_INTENSITY, "999")
-    monkeypatch.setenv(ENV_ZONE, "FR")
+CA, TX, SE = STATES["CA"][0], STATES["TX"][0], COUNTRIES["SE"][0]
+BOTH_ENV = {ENV_INTENSITY: "9", ENV_ZONE: "FR"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "env", "zone", "value", "kind", "source_names"),
+    [
+        # a stated value first, labelled by the zone; then a stated zone; then the environment
+        ({"intensity_g_per_kwh": 42.0, "zone": "dk"}, BOTH_ENV, "DK", 42.0, "user", "intensity_g"),
+        ({"intensity_g_per_kwh": 10}, {}, "USER", 10.0, "user", "intensity_g_per_kwh"),
+        ({"zone": "US-CA"}, BOTH_ENV, "US-CA", CA, "annual_average", "eGRID"),
+        ({"zone": "SE"}, {ENV_INTENSITY: "x", ENV_ZONE: "NOWHERE"}, "SE", SE, "annual_average",
+         "Ember"),
+        ({}, {ENV_INTENSITY: " 123.5 ", ENV_ZONE: "fr"}, "FR", 123.5, "user", ENV_INTENSITY),
+        ({}, {ENV_ZONE: "us-tx"}, "US-TX", TX, "annual_average", "eGRID"),
+    ],
+)  # fmt: skip
+def test_resolution_order(settings, env, zone, value, kind, source_names):
     events = EventLog()
-    provider = resolve_intensity(_config(intensity_g_per_kwh=42.0, zone="dk"), events)
-    estimate = provider.intensity_over(0, 1)
-    assert estimate.intensity_g_per_kwh == 42.0
-    assert estimate.kind == "user"
-    assert estimate.zone == "DK"  # the config zone labels the stated value
-    assert "intensity_g_per_kwh" in estimate.source
+    estimate = resolve_intensity(_config(**settings), events, env=env).intensity_over(0, 1)
+    assert (estimate.zone, estimate.intensity_g_per_kwh, estimate.kind) == (zone, value, kind)
+    assert source_names in estimate.source
     assert events.events == []
 
 
-def test_config_value_without_zone_is_labelled_user():
-    provider = resolve_intensity(_config(intensity_g_per_kwh=10), EventLog(), env={})
-    estimate = provider.intensity_over(0, 1)
-    assert estimate.zone == "USER" and estimate.intensity_g_per_kwh == 10.0
-
-
-def test_config_zone_beats_environment(monkeypatch):
-    monkeypatch.setenv(ENV_INTENSITY, "999")
+def test_the_process_environment_is_read_unless_a_mapping_is_passed(monkeypatch):
     monkeypatch.setenv(ENV_ZONE, "FR")
-    estimate = resolve_intensity(_config(zone="US-CA"), EventLog()).intensity_over(0, 1)
-    assert estimate.zone == "US-CA"
-    assert estimate.intensity_g_per_kwh == STATES["CA"][0]
-
-
-def test_config_zone_ignores_a_broken_environment(monkeypatch):
-    monkeypatch.setenv(ENV_INTENSITY, "not a number")
-    monkeypatch.setenv(ENV_ZONE, "NOWHERE")
-    estimate = resolve_intensity(_config(zone="SE"), EventLog()).intensity_over(0, 1)
-    assert estimate.zone == "SE"
-
-
-def test_env_value_beats_env_zone(monkeypatch):
-    monkeypatch.setenv(ENV_INTENSITY, " 123.5 ")
-    monkeypatch.setenv(ENV_ZONE, "fr")
-    estimate = resolve_intensity(_config(), EventLog()).intensity_over(0, 1)
-    assert estimate.intensity_g_per_kwh == 123.5
-    assert estimate.kind == "user"
-    assert estimate.zone == "FR"
-    assert ENV_INTENSITY in estimate.source
-
-
-def test_env_zone_alone(monkeypatch):
-    monkeypatch.setenv(ENV_ZONE, "us-tx")
-    events = EventLog()
-    estimate = resolve_intensity(_config(), events).intensity_over(0, 1)
-    assert estimate.zone == "US-TX"
-    assert estimate.intensity_g_per_kwh == STATES["TX"][0]
-    assert estimate.kind == "annual_average"
-    assert events.events == []
-
-
-def test_env_mapping_can_be_passed_explicitly(monkeypatch):
-    monkeypatch.setenv(ENV_ZONE, "FR")  # ignored: the explicit mapping is used
+    assert resolve_intensity(_config(), EventLog()).intensity_over(0, 1).zone == "FR"
     estimate = resolve_intensity(_config(), EventLog(), env={ENV_ZONE: "PL"}).intensity_over(0, 1)
     assert estimate.zone == "PL"
 

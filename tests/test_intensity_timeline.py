@@ -149,7 +149,7 @@ def test_estimate_dict_lists_segments():
     assert zone_value("DK").to_dict()["segments"] == []
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
     values=st.lists(
         st.one_of(st.none(), st.floats(0, 1000, allow_nan=False)), min_size=1, max_size=30

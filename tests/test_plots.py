@@ -96,6 +96,11 @@ def test_importing_plots_and_the_cli_imports_no_plotting_or_training_framework()
         "print(sorted(m for m in ('matplotlib', 'torch', 'lightning') if m in sys.modules))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     assert out.stdout.strip() == "[]"

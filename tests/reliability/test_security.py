@@ -9,9 +9,6 @@ import json
 import os
 import socket
 import stat
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -111,38 +108,6 @@ def test_offline_fit_opens_no_socket(driver, tmp_path, no_socket):
     check_cell(run, baseline(driver), warned=0)
     assert no_socket == []
     assert run.log.header["config"]["offline"] is True
-
-
-def test_import_and_a_tracked_run_open_no_socket_and_start_no_thread_at_import():
-    code = textwrap.dedent(
-        """
-        import sys, threading
-        events = []
-        sys.addaudithook(lambda e, a: events.append(e) if e.startswith("socket.") else None)
-        before = threading.active_count()
-        import carbon_callbacks
-        from carbon_callbacks import CarbonTracker, read_run_log
-        assert threading.active_count() == before, "import started a thread"
-        assert "pynvml" not in sys.modules and "torch" not in sys.modules
-        t = CarbonTracker(epochs=2, log_dir=None, offline=True, verbose=0, interval_s=0.02)
-        for _ in range(2):
-            t.epoch_start(); t.epoch_end()
-        t.stop()
-        net = [e for e in events if e != "socket.gethostname"]
-        print("SOCKETS", net)
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARBON_CALLBACKS")}
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=PACKAGE.parent,
-        env=env,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "SOCKETS []" in out.stdout
 
 
 # -- run-log files ------------------------------------------------------------------------------
