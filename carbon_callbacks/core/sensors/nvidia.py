@@ -44,6 +44,18 @@ KIND_UNSUPPORTED = "gpu_unsupported"  # MIG instances: no per-instance energy
 POWER_INSTANT_TEXT = "the instantaneous power field NVML_FI_DEV_POWER_INSTANT (mW)"
 POWER_AVERAGE_TEXT = "nvmlDeviceGetPowerUsage (mW, averaged by NVML over about 1 s)"
 KIND_FALLBACK = "sensor_fallback"  # a GPU measured by a weaker method than the counter
+#: Seconds by which ``nvmlDeviceGetPowerUsage`` lags the power drawn: half of its ~1-s average.
+AVERAGED_POWER_LAG_S = 0.5
+#: Who reads the energy counter: ``thread`` (the meter's thread, the default) or ``helper`` (a
+#: helper process, :mod:`~carbon_callbacks.core.sensors.counter_feed`). A benchmarking knob,
+#: not a setting; read once, by :func:`counter_mode`.
+COUNTER_MODE_ENV = "CARBON_CALLBACKS_COUNTER_MODE"
+
+
+def counter_mode(env: Mapping[str, str] = os.environ) -> str:
+    """``"helper"`` when :data:`COUNTER_MODE_ENV` asks for the helper process, else ``"thread"``."""
+    return "helper" if env.get(COUNTER_MODE_ENV, "").strip().lower() == "helper" else "thread"
+
 
 _lock = threading.Lock()
 _inits: dict[int, list[Any]] = {}  # id(module) -> [module, reference count]
@@ -423,19 +435,20 @@ class NvmlGpuSensor(Sensor):
     every change of load (docs/benchmarks.md). If the field stops answering mid-run, the sensor
     switches to the averaged power and says so once (:meth:`drain_notices`).
 
-    In counter mode the counter is read and dated by a helper process
-    (:mod:`~carbon_callbacks.core.sensors.counter_feed`), which the training's GIL cannot delay;
-    the meter takes its values from :meth:`drain_dated`. Until the helper delivers, or if it
-    cannot start or ends, the meter's thread reads the counter itself (:meth:`read_energy_dated`),
-    and a helper that ends says so once. The helper needs ``nvml`` to be an importable module
-    (``pynvml``); an in-process stand-in object is always read by the thread.
+    In counter mode the meter's thread reads the counter and a
+    :class:`~carbon_callbacks.core.sensors.step_clock.SteppedCounterClock` dates each value at
+    its step (:meth:`read_energy_dated`). With ``counter_process=True`` a helper process
+    (:mod:`~carbon_callbacks.core.sensors.counter_feed`) reads and dates it instead, and the
+    meter takes its values from :meth:`drain_dated`; until the helper delivers, or if it cannot
+    start or ends, the thread reads the counter itself, and a helper that ends says so once. The
+    helper needs ``nvml`` to be an importable module (``pynvml``).
 
     Args:
         gpu: NVML index or a :class:`GpuRef` (opened by UUID).
         nvml: NVML module stand-in (default: ``pynvml``).
         force_sampled: use sampled power even when the counter works (benchmarks).
-        counter_process: read the counter in a helper process (default); False: by the
-            meter's thread only.
+        counter_process: read the counter in a helper process; None (default): as
+            :func:`counter_mode` says (the meter's thread unless the knob asks for the helper).
 
     Raises:
         SensorError: the GPU cannot be opened, or in sampled mode reads no power either.
@@ -449,12 +462,13 @@ class NvmlGpuSensor(Sensor):
         *,
         nvml: Any = None,
         force_sampled: bool = False,
-        counter_process: bool = True,
+        counter_process: bool | None = None,
     ):
         self._device = _NvmlDevice(gpu, nvml)
         self._feed: CounterFeed | None = None
         try:
-            self._open(force_sampled, counter_process)
+            helper = counter_mode() == "helper" if counter_process is None else counter_process
+            self._open(force_sampled, helper)
         except BaseException:
             self._device.close()
             raise
@@ -472,6 +486,7 @@ class NvmlGpuSensor(Sensor):
                 if not device.not_supported(exc):
                     raise
         self.is_counter = self._start_mj is not None
+        self.counter_steps = self.is_counter
         module = device._nvml
         self._feed_module: str | None = (
             module.__name__
@@ -479,6 +494,7 @@ class NvmlGpuSensor(Sensor):
             else None
         )
         self._instant = self._probe_instant()
+        self.power_lag_s = 0.0 if self._instant else AVERAGED_POWER_LAG_S
         if not self.is_counter:
             self.read_power_w()  # proves power works; raises SensorError otherwise
         self.force_sampled = force_sampled
@@ -607,8 +623,7 @@ class NvmlGpuSensor(Sensor):
             self.info = replace(self.info, detail=self._detail())
         self._notice(
             f"gpu:{self._device.index} counter helper process ended ({reason}); the meter's "
-            "thread reads the energy counter from now on, so edges of epochs shorter than a "
-            "second may stay bridged by power instead of settled by the counter"
+            "thread reads the energy counter from now on"
         )
 
     def read_power_w(self) -> float:
