@@ -9,32 +9,13 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from driven_clock import DrivenClock, run_to
 
 from carbon_callbacks.core.events import CarbonCallbacksWarning, EventLog
-from carbon_callbacks.core.meter import FINAL_WAIT_S, Clock, Measurement, Meter
+from carbon_callbacks.core.meter import FINAL_WAIT_S, Measurement, Meter
 from carbon_callbacks.core.sensors.base import Sensor, SensorError, SensorInfo
 
 STEP_S = 0.1
-
-
-class DrivenClock(Clock):
-    """Time that moves only when told to (waits and sleeps move it)."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def time(self) -> float:
-        return 1.7e9 + self.t
-
-    def wait(self, event: threading.Event, timeout_s: float) -> bool:
-        self.t += max(0.0, timeout_s)
-        return event.is_set()
-
-    def sleep(self, seconds: float) -> None:
-        self.t += max(0.0, seconds)
 
 
 class TraceGpu(Sensor):
@@ -100,18 +81,11 @@ def _meter(sensors, clock, events=None, **kw) -> Meter:
     return Meter(sensors, events or EventLog(), clock=clock, background=False, **kw)
 
 
-def _run_to(meter: Meter, clock: DrivenClock, t: float) -> None:
-    """Do the meter's reads that fall due until ``t`` on the clock, then move it to ``t``."""
-    while (due := meter.tick()) <= t:
-        clock.t = max(clock.t, due)
-    clock.t = t
-
-
 def test_constant_power_integrates_to_power_times_duration():
     clock = DrivenClock()
     meter = _meter([TraceGpu(clock, lambda t: 150.0)], clock, interval_s=0.02)
     start = meter.start()
-    _run_to(meter, clock, 1000.3)
+    run_to(meter, clock, 1000.3)
     m = meter.measure(start, meter.mark())
     assert m.duration_s == pytest.approx(0.3)
     assert m.energy_j["gpu:0"] == pytest.approx(45.0)
@@ -142,7 +116,7 @@ def test_linear_ramp_is_integrated_exactly_and_marks_bridge_between_samples():
     clock = DrivenClock()
     meter = _meter([TraceGpu(clock, lambda t: 100.0 + 200.0 * (t - 1000.0))], clock)
     start = meter.start()
-    _run_to(meter, clock, 1000.25)  # power samples at 0.1 and 0.2 s; the mark bridges the rest
+    run_to(meter, clock, 1000.25)  # power samples at 0.1 and 0.2 s; the mark bridges the rest
     got = meter.measure(start, meter.mark()).energy_j["gpu:0"]
     assert got == pytest.approx(100.0 * 0.25 + 100.0 * 0.25**2)
 
@@ -156,7 +130,7 @@ def test_counter_and_power_sensors_together_and_by_component():
     ]
     meter = _meter(sensors, clock, interval_s=0.05)
     start = meter.start()
-    _run_to(meter, clock, 1001.0)
+    run_to(meter, clock, 1001.0)
     m = meter.measure(start, meter.mark())
     assert m.energy_j_by_component() == {
         "gpu": pytest.approx(300.0),
@@ -171,7 +145,7 @@ def test_a_mark_reads_no_counter_and_the_start_reads_none_either():
     meter = _meter([gpu], clock)
     start = meter.start()
     assert gpu.read_times == []  # the first read is the thread's: it may poll for a step
-    _run_to(meter, clock, 1000.42)
+    run_to(meter, clock, 1000.42)
     reads = len(gpu.read_times)
     end = meter.mark()
     assert len(gpu.read_times) == reads
@@ -183,7 +157,7 @@ def test_stepping_counters_are_read_once_per_step_mid_way_between_steps():
     gpu = SteppingGpu(clock, lambda t: 200.0 * t, lambda t: 200.0)
     meter = _meter([gpu], clock, interval_s=1.0)
     meter.start()
-    _run_to(meter, clock, 1002.0)
+    run_to(meter, clock, 1002.0)
     phases = [round((t / STEP_S) % 1.0, 6) for t in gpu.read_times[1:]]
     assert set(phases) == {0.5}
     assert len(gpu.read_times) == pytest.approx(20, abs=1)
@@ -211,13 +185,13 @@ def test_marks_are_final_and_windows_sharing_a_mark_sum_exactly():
     trace = LaggingReading(idle_at=1000.35)
     meter = _meter([SteppingGpu(clock, trace.energy_j, trace.reading_w)], clock)
     start = meter.start()
-    _run_to(meter, clock, 1000.43)  # idle since 0.35 s; the reading still says 300 W
+    run_to(meter, clock, 1000.43)  # idle since 0.35 s; the reading still says 300 W
     first = meter.mark()
     first_j = dict(first.energy_j)
     assert first_j["gpu:0"] > trace.energy_j(1000.43) + 10.0  # bridged over busy power
-    _run_to(meter, clock, 1000.47)
+    run_to(meter, clock, 1000.47)
     second = meter.mark()
-    _run_to(meter, clock, 1000.8)
+    run_to(meter, clock, 1000.8)
     third = meter.mark()
     assert first.energy_j == first_j  # later counter reads changed nothing
     parts = [meter.measure(a, b).energy_j["gpu:0"] for a, b in ((first, second), (second, third))]
@@ -236,7 +210,7 @@ def test_the_run_total_is_the_counters_difference_and_stop_waits_one_step_at_mos
     gpu = SteppingGpu(clock, trace.energy_j, trace.reading_w)
     meter = _meter([gpu], clock)
     start = meter.start()
-    _run_to(meter, clock, 1000.37)  # idle since 0.33 s; the reading still says busy
+    run_to(meter, clock, 1000.37)  # idle since 0.33 s; the reading still says busy
     end = meter.stop()
     assert end is not None and end.time_monotonic_s == pytest.approx(1000.37)
     assert clock.t - 1000.37 <= FINAL_WAIT_S
@@ -252,7 +226,7 @@ def test_stop_gives_up_on_a_counter_that_stops_stepping():
     gpu = SteppingGpu(clock, lambda t: 100.0 * t, lambda t: 100.0)
     meter = _meter([gpu], clock)
     start = meter.start()
-    _run_to(meter, clock, 1000.62)
+    run_to(meter, clock, 1000.62)
     gpu.frozen = True
     end = meter.stop()
     assert end is not None and clock.t - 1000.62 <= FINAL_WAIT_S + 1e-9
@@ -279,7 +253,7 @@ def test_a_plain_counter_is_read_at_start_and_never_waited_for():
     meter = _meter([sensor], clock, interval_s=0.5)
     start = meter.start()
     assert sensor.reads >= 1
-    _run_to(meter, clock, 1001.2)
+    run_to(meter, clock, 1001.2)
     end = meter.stop()
     assert clock.t == 1001.2
     assert meter.measure(start, end).energy_j["cpu:package-0"] == pytest.approx(60.0)
@@ -297,10 +271,10 @@ def test_averaged_power_counts_a_ramp_from_idle_in_the_epoch_it_happened():
 
     meter = _meter([TraceGpu(clock, averaged_w, lag_s=0.5)], clock, interval_s=1.0)
     meter.start()
-    _run_to(meter, clock, busy_at)
+    run_to(meter, clock, busy_at)
     epochs = [meter.mark()]
     for k in range(1, 4):
-        _run_to(meter, clock, busy_at + k)
+        run_to(meter, clock, busy_at + k)
         epochs.append(meter.mark())
     for a, b in zip(epochs, epochs[1:], strict=False):
         assert meter.measure(a, b).energy_j["gpu:0"] == pytest.approx(400.0, rel=0.02)
@@ -314,7 +288,7 @@ def test_failed_counter_falls_back_and_energy_continues():
     meter = _meter([gpu], clock, events)
     start = meter.start()
     with pytest.warns(CarbonCallbacksWarning, match="measuring it by sampled"):
-        _run_to(meter, clock, 1000.6)
+        run_to(meter, clock, 1000.6)
     m = meter.measure(start, meter.mark())
     assert m.methods["gpu:0"] == "counter>sampled"
     assert m.energy_j["gpu:0"] == pytest.approx(60.0)  # nothing lost or doubled at the switch
@@ -327,7 +301,7 @@ def test_lost_sensor_is_flagged_incomplete_and_warned_once():
     meter = _meter([TraceGpu(clock, lambda t: 100.0, fail_at=1000.05)], clock, events)
     start = meter.start()
     with pytest.warns(CarbonCallbacksWarning) as record:
-        _run_to(meter, clock, 1000.3)
+        run_to(meter, clock, 1000.3)
     m = meter.measure(start, meter.mark())
     assert m.incomplete == ("gpu:0",)
     assert m.energy_j["gpu:0"] <= 100.0 * 0.1  # counted up to the last good sample
@@ -340,11 +314,11 @@ def test_state_does_not_grow_with_the_number_of_samples():
     gpu = SteppingGpu(clock, lambda t: 10.0 * t, lambda t: 10.0)
     meter = _meter([gpu], clock)
     meter.start()
-    _run_to(meter, clock, 1001.0)
+    run_to(meter, clock, 1001.0)
     state = meter._states["gpu:0"]
     size_before = len(vars(state)), len(state.methods)
     for k in range(50):
-        _run_to(meter, clock, 1001.0 + k)
+        run_to(meter, clock, 1001.0 + k)
         meter.mark()
     assert (len(vars(state)), len(state.methods)) == size_before
     assert len(gpu.read_times) > 400
@@ -393,7 +367,7 @@ def test_mean_since_last_read_sensor_counts_the_first_epoch_in_full(interval_s):
     meter.start()
     marks = [meter.mark()]  # the first epoch starts right after the tracker
     for t in (1000.2, 1000.4):
-        _run_to(meter, clock, t)
+        run_to(meter, clock, t)
         marks.append(meter.mark())
     for a, b in zip(marks, marks[1:], strict=False):
         assert meter.measure(a, b).energy_j["cpu:model"] == pytest.approx(16.0 * 0.2)

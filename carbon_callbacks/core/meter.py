@@ -660,7 +660,10 @@ class Meter:
         return self._snapshot(t, t_unix, values)
 
     def _bridged_now(self) -> tuple[float, float, dict[str, float]]:
-        """(monotonic t, unix t, each sensor's energy bridged to t by its power at t)."""
+        """(monotonic t, unix t, each sensor's energy bridged to t by its power read at t).
+
+        The power read at t is also taken as a sample, where the sensor's power is cheap.
+        """
         t = self._clock.monotonic()
         t_unix = self._clock.time()
         powers_now: dict[str, float] = {}
@@ -677,6 +680,10 @@ class Meter:
                 values[name] = _bridge_energy(state, t, power_w) + state.lag_j(
                     power_w if power_w is not None else state.last_power_w
                 )
+                if power_w is not None and t >= state.last_t and state.lost_at_unix_s is None:
+                    # the power at the mark is a sample too: the next bridge starts here, not
+                    # from a thread sample taken before the mark (say, in an idle gap)
+                    self._integrate_power(state, power_w, t)
         return t, t_unix, values
 
     def _snapshot(self, t: float, t_unix: float, values: dict[str, float]) -> Snapshot:
