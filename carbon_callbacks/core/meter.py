@@ -157,23 +157,27 @@ class Measurement:
         return out
 
 
-@dataclass
-class _State:
-    """What the meter keeps for one sensor: a handful of numbers, whatever the run length."""
+class _Channel:
+    """One sensor as the meter follows it: a handful of numbers, whatever the run length.
 
-    sensor: Sensor
-    energy_j: float = 0.0  # cumulative joules up to last_t (power lag not included)
-    last_t: float = 0.0  # monotonic time of the last sample
-    last_power_w: float | None = None
-    offset_j: float = 0.0  # counter J -> the meter's J (energy counted before the counter)
-    counted: bool = False  # a counter's offset is known (its first value was taken)
-    lost_at_unix_s: float | None = None
-    # the last counter value dated at its step (stepping counters): (monotonic t, cumulative J)
-    anchor: tuple[float, float] | None = None
-    floor_j: float = 0.0  # the value at the last mark: later marks never go below it
-    lag_ref_w: float | None = None  # the first power reading, for the power-lag term
-    # (unix time from which, method) entries, oldest first
-    methods: list[tuple[float, str]] = field(default_factory=list)
+    Reads run outside the meter's lock; what they change is written under it.
+    """
+
+    def __init__(self, sensor: Sensor, clock: Clock, events: EventLog, lock: threading.Lock):
+        self.clock, self.events, self.lock = clock, events, lock
+        self.sensor = sensor
+        self.energy_j: float = 0.0  # cumulative joules up to last_t (power lag not included)
+        self.last_t: float = 0.0  # monotonic time of the last sample
+        self.last_power_w: float | None = None
+        self.offset_j: float = 0.0  # counter J -> the meter's J (energy counted before the counter)
+        self.counted: bool = False  # a counter's offset is known (its first value was taken)
+        self.lost_at_unix_s: float | None = None
+        # the last counter value dated at its step (stepping counters): (monotonic t, cumulative J)
+        self.anchor: tuple[float, float] | None = None
+        self.floor_j: float = 0.0  # the value at the last mark: later marks never go below it
+        self.lag_ref_w: float | None = None  # the first power reading, for the power-lag term
+        # (unix time from which, method) entries, oldest first
+        self.methods: list[tuple[float, str]] = [(self.clock.time(), sensor.info.method)]
 
     def lag_j(self, power_w: float | None) -> float:
         """Joules the sensor's power lag hides at a reading of ``power_w`` (0 without a lag).
@@ -187,6 +191,219 @@ class _State:
         if lag_s <= 0 or self.sensor.is_counter or power_w is None or self.lag_ref_w is None:
             return 0.0
         return lag_s * (power_w - self.lag_ref_w)
+
+    def bridge(self, t: float, power_now_w: float | None) -> float:
+        """Energy at monotonic ``t`` from the last sample and the power around it (no lag term)."""
+        if self.lost_at_unix_s is not None or self.last_power_w is None:
+            return self.energy_j
+        dt = t - self.last_t
+        if dt >= 0:
+            p_end = power_now_w if power_now_w is not None else self.last_power_w
+            return self.energy_j + 0.5 * (self.last_power_w + p_end) * dt
+        # the thread sampled after t was taken: step back at the last power
+        return max(0.0, self.energy_j + self.last_power_w * dt)
+
+    def methods_in(self, start_unix_s: float, end_unix_s: float) -> str:
+        """The sensor's method(s) over a window, oldest first, joined by ``>``."""
+        used = [m for since, m in self.methods if since <= end_unix_s]
+        inside = [m for since, m in self.methods[1:] if start_unix_s < since <= end_unix_s]
+        before = [m for since, m in self.methods if since <= start_unix_s]
+        chain = (before[-1:] if before else used[:1]) + inside
+        return ">".join(dict.fromkeys(chain)) or self.sensor.info.method
+
+    def first_sample(self) -> None:
+        """The start: a counter's first value (or only the power of a stepping one), a power."""
+        sensor = self.sensor
+        t = self.clock.monotonic()
+        try:
+            value, power_w = None, _counter_power_w(sensor) if sensor.is_counter else None
+            if sensor.is_counter and (power_w is None or not sensor.counter_steps):
+                value = sensor.read_energy_j()
+                t = 0.5 * (t + self.clock.monotonic())  # dated at the middle of the read
+            elif not sensor.is_counter:
+                value = power_w = sensor.read_power_w()
+            # else a stepping counter with cheap power: the thread reads the counter
+        except Exception as exc:  # noqa: BLE001
+            self.last_t = t
+            self.fail(exc)
+            return
+        self.last_t = t
+        if value is not None and sensor.is_counter:
+            self.offset_j, self.counted = -value, True
+        # a mean since the previous read (utilisation models) describes the time before the
+        # meter started: it only sets the sensor's reference; the next read covers from here
+        self.last_power_w = None if sensor.power_is_interval_mean else power_w
+        self.lag_ref_w = self.last_power_w
+
+    def sample(self) -> None:
+        sensor = self.sensor
+        if sensor.is_counter and self.drain_fed():
+            return
+        t_before = self.clock.monotonic()
+        try:
+            value, power_w, t_valid = _read(sensor)  # slow I/O outside the lock
+        except Exception as exc:  # noqa: BLE001
+            with self.lock:
+                self.fail(exc)
+            return
+        t_after = self.clock.monotonic()
+        with self.lock:
+            if self.sensor is not sensor:  # replaced meanwhile
+                return
+            if value is None:  # a counter read that could not be dated: carry on by power
+                if power_w is not None:
+                    self.integrate_power(power_w, t_after)
+                return
+            if sensor.is_counter:
+                # a counter re-anchors the energy; its read takes milliseconds, so it is dated
+                # at the middle of the read, or at its step when the sensor can tell
+                t = 0.5 * (t_before + t_after) if t_valid is None else t_valid
+                self.take_counter(value, t, power_w, dated=t_valid is not None)
+            elif sensor.power_is_interval_mean:
+                # the reading is the mean power since the previous read: a rectangle
+                self.energy_j += value * max(0.0, t_after - self.last_t)
+                self.last_t = t_after
+                self.last_power_w = power_w
+            else:
+                self.integrate_power(value, t_after)
+
+    def drain_fed(self) -> bool:
+        """Take the values a helper process read (a stepping counter's feed); False: none.
+
+        False tells the caller to read the counter itself: the sensor has no feed, or its feed
+        is not delivering (yet, or any more). Each value is applied in order, as if the thread
+        had read it at its step; then power carries the energy to now when nothing new came.
+        """
+        sensor = self.sensor
+        try:
+            fed = sensor.drain_dated()
+        except Exception as exc:  # noqa: BLE001
+            with self.lock:
+                self.fail(exc)
+            return True
+        if fed is None:
+            return False
+        power_w = _counter_power_w(sensor)
+        now = self.clock.monotonic()
+        with self.lock:
+            if self.sensor is not sensor:  # replaced meanwhile
+                return True
+            newer = [(j, t) for j, t in fed if self.anchor is None or t > self.anchor[0]]
+            for energy_j, t in newer:
+                self.take_counter(energy_j, t, power_w, dated=True)
+            if not newer and power_w is not None:
+                self.integrate_power(power_w, now)
+        return True
+
+    def take_counter(self, value: float, t: float, power_w: float | None, *, dated: bool) -> None:
+        """Re-anchor a counter sensor at ``value`` (counter J) read at ``t`` (lock held).
+
+        ``power_w``: the power read with the value (None: estimated from the counter's change
+        since the last sample). ``dated``: ``t`` is the counter's step. A counter's first value
+        takes the energy bridged by power from the start to ``t`` as its offset.
+        """
+        if not self.counted:
+            self.offset_j = self.bridge(t, power_w) - value
+            self.counted = True
+        new_energy = self.offset_j + value
+        if power_w is None:
+            if t - self.last_t >= MIN_POWER_WINDOW_S:
+                power_w = max(0.0, (new_energy - self.energy_j) / (t - self.last_t))
+            else:  # too short a window to tell the power: keep the last estimate
+                power_w = self.last_power_w
+        self.energy_j = new_energy
+        self.last_t = t
+        self.last_power_w = power_w
+        if dated:
+            self.anchor = (t, new_energy)
+
+    def sample_power(self) -> None:
+        """A cheap power read between full reads: integrates power (bridging counters too)."""
+        sensor = self.sensor
+        try:
+            power_w = sensor.read_power_w()
+        except Exception as exc:  # noqa: BLE001
+            if not sensor.is_counter:  # for counters the next full read decides
+                with self.lock:
+                    self.fail(exc)
+            return
+        t = self.clock.monotonic()
+        with self.lock:
+            if self.sensor is sensor:
+                self.integrate_power(power_w, t)
+
+    def integrate_power(self, power_w: float, t: float) -> None:
+        """Carry the energy from the last sample to ``t`` by the trapezoid rule (lock held)."""
+        previous = self.last_power_w if self.last_power_w is not None else power_w
+        self.energy_j += 0.5 * (previous + power_w) * max(0.0, t - self.last_t)
+        self.last_t = t
+        self.last_power_w = power_w
+        if self.lag_ref_w is None:
+            self.lag_ref_w = power_w
+
+    def fail(self, exc: BaseException) -> None:
+        """Record a failed read and switch to the sensor's fallback, or mark it lost."""
+        old = self.sensor
+        name = old.info.name
+        try:
+            replacement = old.fallback()
+        except Exception:  # noqa: BLE001
+            replacement = None
+        try:
+            old.close()
+        except Exception:  # noqa: BLE001
+            pass
+        now_unix = self.clock.time()
+        if replacement is None:
+            self.lost_at_unix_s = now_unix
+            self.events.record(
+                "sensor_lost",
+                f"{name} ({old.info.device}) failed ({exc!r}) and has no fallback; its energy "
+                "is counted up to the last good sample and the run log marks it incomplete",
+                name,
+            )
+            return
+        previous_power_w = self.last_power_w
+        self.energy_j += self.lag_j(previous_power_w)  # what the old sensor's lag hid
+        self.sensor = replacement
+        self.anchor = None
+        self.last_power_w = self.lag_ref_w = None
+        self.methods.append((now_unix, replacement.info.method))
+        del self.methods[:-_MAX_METHOD_HISTORY]
+        self.events.record(
+            "sensor_fallback",
+            f"{name} ({old.info.device}) failed ({exc!r}); measuring it by "
+            f"{replacement.info.method} from now on ({replacement.info.detail or 'no detail'})",
+            name,
+        )
+        self.prime(previous_power_w)
+
+    def prime(self, previous_power_w: float | None) -> None:
+        """Read a fallback sensor once: counters start from the energy counted so far."""
+        replacement = self.sensor
+        t = self.clock.monotonic()
+        try:
+            value, power_w, _ = _read(replacement)
+            if replacement.is_counter and value is None:
+                value = replacement.read_energy_j()
+        except Exception as exc2:  # noqa: BLE001
+            self.last_t = t
+            self.fail(exc2)
+            return
+        gap_s = max(0.0, t - self.last_t)
+        if replacement.power_is_interval_mean:
+            # its first reading covers the time since it was built: only a reference; the gap
+            # is bridged at the last good power
+            power_w = None
+            if previous_power_w is not None:
+                self.energy_j += previous_power_w * gap_s
+        elif previous_power_w is not None and power_w is not None:
+            # the gap since the last good sample, bridged by the trapezoid of the two powers
+            self.energy_j += 0.5 * (previous_power_w + power_w) * gap_s
+        if replacement.is_counter and value is not None:
+            self.offset_j, self.counted = self.energy_j - value, True
+        self.last_t = t
+        self.last_power_w = self.lag_ref_w = power_w
 
 
 class Meter:
@@ -226,7 +443,7 @@ class Meter:
         self.counter_interval_s = float(counter_interval_s or COUNTER_INTERVAL_S)
         self._clock = clock
         self._background = background
-        self._states: dict[str, _State] = {}
+        self._states: dict[str, _Channel] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -243,11 +460,10 @@ class Meter:
         """
         if self._started:
             return self.mark()
-        now_unix = self._clock.time()
         for sensor in self._initial_sensors:
-            state = _State(sensor=sensor, methods=[(now_unix, sensor.info.method)])
+            state = _Channel(sensor, self._clock, self.events, self._lock)
             self._states[sensor.info.name] = state
-            self._first_sample(state)
+            state.first_sample()
         self._started = True
         snapshot = self.mark()
         now = self._clock.monotonic()
@@ -314,7 +530,7 @@ class Meter:
                 break
             self._clock.sleep(when - now)
             for state in waiting:
-                self._sample(state)
+                state.sample()
                 if state.anchor is not None and state.anchor[0] > t:
                     after[state.sensor.info.name] = state.anchor
         for name, (t1, e1) in after.items():
@@ -366,12 +582,12 @@ class Meter:
             nxt["full"] = now + self.interval_s
             nxt["power"] = now + self.power_interval_s if nxt["power"] < math.inf else math.inf
         elif now >= nxt["power"] - 1e-3:
-            self.sample_now(power_only=True)
+            self._sample_where(lambda sensor: sensor.cheap_power, power_only=True)
             nxt["power"] = now + self.power_interval_s
         self._record_notices()
         return min(nxt.values())
 
-    def _stepped_states(self) -> dict[str, _State]:
+    def _stepped_states(self) -> dict[str, _Channel]:
         """The live sensors that are stepping counters."""
         return {
             name: st
@@ -396,26 +612,15 @@ class Meter:
         aligned = _mid_step_after(stepped[0], now + max(0.0, cadence - 0.5 * COUNTER_INTERVAL_S))
         return now + cadence if aligned is None else max(aligned, now + 1e-3)
 
-    def sample_now(self, power_only: bool = False) -> None:
-        """Read every live sensor once (normally called by the thread).
-
-        Args:
-            power_only: read only the sensors whose power costs microseconds (the thread does
-                this every ``power_interval_s`` between full reads).
-        """
+    def _sample_where(self, which: Callable[[Sensor], bool], power_only: bool = False) -> None:
+        """Read the live sensors that ``which`` selects: fully, or only their power."""
         for state in list(self._states.values()):
-            if state.lost_at_unix_s is not None:
+            if state.lost_at_unix_s is not None or not which(state.sensor):
                 continue
-            if not power_only:
-                self._sample(state)
-            elif state.sensor.cheap_power:
-                self._sample_power(state)
-
-    def _sample_where(self, which: Callable[[Sensor], bool]) -> None:
-        """Fully read the live sensors that ``which`` selects."""
-        for state in list(self._states.values()):
-            if state.lost_at_unix_s is None and which(state.sensor):
-                self._sample(state)
+            if power_only:
+                state.sample_power()
+            else:
+                state.sample()
 
     def _record_notices(self) -> None:
         """Record what sensors degraded by themselves (e.g. a power field lost), once each."""
@@ -426,219 +631,6 @@ class Meter:
                 continue
             for message in notices:
                 self.events.record("sensor_degraded", message, name)
-
-    @staticmethod
-    def _read(sensor: Sensor) -> tuple[float | None, float | None, float | None]:
-        """(value, power_w, t_valid): value is cumulative J for counters, W for power sensors.
-
-        ``t_valid`` is the monotonic time a counter value stands for when the sensor dates it
-        (a stepping counter: see :mod:`carbon_callbacks.core.sensors.step_clock`), else None.
-        A stepping counter whose read could not be dated gives value None (power only).
-        """
-        if sensor.is_counter:
-            dated = sensor.read_energy_dated()
-            energy_j, t_valid = (None, None) if dated is None else dated
-            return energy_j, _counter_power_w(sensor), t_valid
-        power_w = sensor.read_power_w()
-        return power_w, power_w, None
-
-    def _first_sample(self, state: _State) -> None:
-        """The start: a counter's first value (or only the power of a stepping one), a power."""
-        sensor = state.sensor
-        t = self._clock.monotonic()
-        try:
-            value, power_w = None, _counter_power_w(sensor) if sensor.is_counter else None
-            if sensor.is_counter and (power_w is None or not sensor.counter_steps):
-                value = sensor.read_energy_j()
-                t = 0.5 * (t + self._clock.monotonic())  # dated at the middle of the read
-            elif not sensor.is_counter:
-                value = power_w = sensor.read_power_w()
-            # else a stepping counter with cheap power: the thread reads the counter
-        except Exception as exc:  # noqa: BLE001
-            state.last_t = t
-            self._fail(state, exc)
-            return
-        state.last_t = t
-        if value is not None and sensor.is_counter:
-            state.offset_j, state.counted = -value, True
-        # a mean since the previous read (utilisation models) describes the time before the
-        # meter started: it only sets the sensor's reference; the next read covers from here
-        state.last_power_w = None if sensor.power_is_interval_mean else power_w
-        state.lag_ref_w = state.last_power_w
-
-    def _sample(self, state: _State) -> None:
-        sensor = state.sensor
-        if sensor.is_counter and self._drain_fed(state):
-            return
-        t_before = self._clock.monotonic()
-        try:
-            value, power_w, t_valid = self._read(sensor)  # slow I/O outside the lock
-        except Exception as exc:  # noqa: BLE001
-            with self._lock:
-                self._fail(state, exc)
-            return
-        t_after = self._clock.monotonic()
-        with self._lock:
-            if state.sensor is not sensor:  # replaced meanwhile
-                return
-            if value is None:  # a counter read that could not be dated: carry on by power
-                if power_w is not None:
-                    self._integrate_power(state, power_w, t_after)
-                return
-            if sensor.is_counter:
-                # a counter re-anchors the energy; its read takes milliseconds, so it is dated
-                # at the middle of the read, or at its step when the sensor can tell
-                t = 0.5 * (t_before + t_after) if t_valid is None else t_valid
-                self._take_counter(state, value, t, power_w, dated=t_valid is not None)
-            elif sensor.power_is_interval_mean:
-                # the reading is the mean power since the previous read: a rectangle
-                state.energy_j += value * max(0.0, t_after - state.last_t)
-                state.last_t = t_after
-                state.last_power_w = power_w
-            else:
-                self._integrate_power(state, value, t_after)
-
-    def _drain_fed(self, state: _State) -> bool:
-        """Take the values a helper process read (a stepping counter's feed); False: none.
-
-        False tells the caller to read the counter itself: the sensor has no feed, or its feed
-        is not delivering (yet, or any more). Each value is applied in order, as if the thread
-        had read it at its step; then power carries the energy to now when nothing new came.
-        """
-        sensor = state.sensor
-        try:
-            fed = sensor.drain_dated()
-        except Exception as exc:  # noqa: BLE001
-            with self._lock:
-                self._fail(state, exc)
-            return True
-        if fed is None:
-            return False
-        power_w = _counter_power_w(sensor)
-        now = self._clock.monotonic()
-        with self._lock:
-            if state.sensor is not sensor:  # replaced meanwhile
-                return True
-            newer = [(j, t) for j, t in fed if state.anchor is None or t > state.anchor[0]]
-            for energy_j, t in newer:
-                self._take_counter(state, energy_j, t, power_w, dated=True)
-            if not newer and power_w is not None:
-                self._integrate_power(state, power_w, now)
-        return True
-
-    @staticmethod
-    def _take_counter(
-        state: _State, value: float, t: float, power_w: float | None, *, dated: bool
-    ) -> None:
-        """Re-anchor a counter sensor at ``value`` (counter J) read at ``t`` (lock held).
-
-        ``power_w``: the power read with the value (None: estimated from the counter's change
-        since the last sample). ``dated``: ``t`` is the counter's step. A counter's first value
-        takes the energy bridged by power from the start to ``t`` as its offset.
-        """
-        if not state.counted:
-            state.offset_j = _bridge_energy(state, t, power_w) - value
-            state.counted = True
-        new_energy = state.offset_j + value
-        if power_w is None:
-            if t - state.last_t >= MIN_POWER_WINDOW_S:
-                power_w = max(0.0, (new_energy - state.energy_j) / (t - state.last_t))
-            else:  # too short a window to tell the power: keep the last estimate
-                power_w = state.last_power_w
-        state.energy_j = new_energy
-        state.last_t = t
-        state.last_power_w = power_w
-        if dated:
-            state.anchor = (t, new_energy)
-
-    def _sample_power(self, state: _State) -> None:
-        """A cheap power read between full reads: integrates power (bridging counters too)."""
-        sensor = state.sensor
-        try:
-            power_w = sensor.read_power_w()
-        except Exception as exc:  # noqa: BLE001
-            if not sensor.is_counter:  # for counters the next full read decides
-                with self._lock:
-                    self._fail(state, exc)
-            return
-        t = self._clock.monotonic()
-        with self._lock:
-            if state.sensor is sensor:
-                self._integrate_power(state, power_w, t)
-
-    @staticmethod
-    def _integrate_power(state: _State, power_w: float, t: float) -> None:
-        """Carry the energy from the last sample to ``t`` by the trapezoid rule (lock held)."""
-        previous = state.last_power_w if state.last_power_w is not None else power_w
-        state.energy_j += 0.5 * (previous + power_w) * max(0.0, t - state.last_t)
-        state.last_t = t
-        state.last_power_w = power_w
-        if state.lag_ref_w is None:
-            state.lag_ref_w = power_w
-
-    def _fail(self, state: _State, exc: BaseException) -> None:
-        """Record a failed read and switch to the sensor's fallback, or mark it lost."""
-        old = state.sensor
-        name = old.info.name
-        try:
-            replacement = old.fallback()
-        except Exception:  # noqa: BLE001
-            replacement = None
-        try:
-            old.close()
-        except Exception:  # noqa: BLE001
-            pass
-        now_unix = self._clock.time()
-        if replacement is None:
-            state.lost_at_unix_s = now_unix
-            self.events.record(
-                "sensor_lost",
-                f"{name} ({old.info.device}) failed ({exc!r}) and has no fallback; its energy "
-                "is counted up to the last good sample and the run log marks it incomplete",
-                name,
-            )
-            return
-        previous_power_w = state.last_power_w
-        state.energy_j += state.lag_j(previous_power_w)  # what the old sensor's lag hid
-        state.sensor = replacement
-        state.anchor = None
-        state.last_power_w = state.lag_ref_w = None
-        state.methods.append((now_unix, replacement.info.method))
-        del state.methods[:-_MAX_METHOD_HISTORY]
-        self.events.record(
-            "sensor_fallback",
-            f"{name} ({old.info.device}) failed ({exc!r}); measuring it by "
-            f"{replacement.info.method} from now on ({replacement.info.detail or 'no detail'})",
-            name,
-        )
-        self._prime(state, previous_power_w)
-
-    def _prime(self, state: _State, previous_power_w: float | None) -> None:
-        """Read a fallback sensor once: counters start from the energy counted so far."""
-        replacement = state.sensor
-        t = self._clock.monotonic()
-        try:
-            value, power_w, _ = self._read(replacement)
-            if replacement.is_counter and value is None:
-                value = replacement.read_energy_j()
-        except Exception as exc2:  # noqa: BLE001
-            state.last_t = t
-            self._fail(state, exc2)
-            return
-        gap_s = max(0.0, t - state.last_t)
-        if replacement.power_is_interval_mean:
-            # its first reading covers the time since it was built: only a reference; the gap
-            # is bridged at the last good power
-            power_w = None
-            if previous_power_w is not None:
-                state.energy_j += previous_power_w * gap_s
-        elif previous_power_w is not None and power_w is not None:
-            # the gap since the last good sample, bridged by the trapezoid of the two powers
-            state.energy_j += 0.5 * (previous_power_w + power_w) * gap_s
-        if replacement.is_counter and value is not None:
-            state.offset_j, state.counted = state.energy_j - value, True
-        state.last_t = t
-        state.last_power_w = state.lag_ref_w = power_w
 
     # -- marks (training thread) -----------------------------------------------------------------
     def mark(self) -> Snapshot:
@@ -655,7 +647,7 @@ class Meter:
                     sensor.power_is_interval_mean
                     and self._clock.monotonic() - state.last_t >= MIN_MEAN_WINDOW_S
                 ):
-                    self._sample(state)
+                    state.sample()
         t, t_unix, values = self._bridged_now()
         return self._snapshot(t, t_unix, values)
 
@@ -677,13 +669,13 @@ class Meter:
             values = {}
             for name, state in self._states.items():
                 power_w = powers_now.get(name)
-                values[name] = _bridge_energy(state, t, power_w) + state.lag_j(
+                values[name] = state.bridge(t, power_w) + state.lag_j(
                     power_w if power_w is not None else state.last_power_w
                 )
                 if power_w is not None and t >= state.last_t and state.lost_at_unix_s is None:
                     # the power at the mark is a sample too: the next bridge starts here, not
                     # from a thread sample taken before the mark (say, in an idle gap)
-                    self._integrate_power(state, power_w, t)
+                    state.integrate_power(power_w, t)
         return t, t_unix, values
 
     def _snapshot(self, t: float, t_unix: float, values: dict[str, float]) -> Snapshot:
@@ -710,7 +702,7 @@ class Meter:
                     continue  # lost before the window: unmeasured, not a silent 0 J
                 e0 = start.energy_j.get(name, 0.0)
                 energy[name] = end.energy_j.get(name, e0) - e0
-                methods[name] = _methods_in(state, start.time_unix_s, end.time_unix_s)
+                methods[name] = state.methods_in(start.time_unix_s, end.time_unix_s)
                 components[name] = state.sensor.info.component
         return Measurement(
             start_unix_s=start.time_unix_s,
@@ -723,25 +715,19 @@ class Meter:
         )
 
 
-def _methods_in(state: _State, start_unix_s: float, end_unix_s: float) -> str:
-    """The sensor's method(s) over a window, oldest first, joined by ``>``."""
-    used = [m for since, m in state.methods if since <= end_unix_s]
-    inside = [m for since, m in state.methods[1:] if start_unix_s < since <= end_unix_s]
-    before = [m for since, m in state.methods if since <= start_unix_s]
-    chain = (before[-1:] if before else used[:1]) + inside
-    return ">".join(dict.fromkeys(chain)) or state.sensor.info.method
+def _read(sensor: Sensor) -> tuple[float | None, float | None, float | None]:
+    """(value, power_w, t_valid): value is cumulative J for counters, W for power sensors.
 
-
-def _bridge_energy(state: _State, t: float, power_now_w: float | None) -> float:
-    """Energy at monotonic ``t`` from the last sample and the power around it (no lag term)."""
-    if state.lost_at_unix_s is not None or state.last_power_w is None:
-        return state.energy_j
-    dt = t - state.last_t
-    if dt >= 0:
-        p_end = power_now_w if power_now_w is not None else state.last_power_w
-        return state.energy_j + 0.5 * (state.last_power_w + p_end) * dt
-    # the thread sampled after t was taken: step back at the last power
-    return max(0.0, state.energy_j + state.last_power_w * dt)
+    ``t_valid`` is the monotonic time a counter value stands for when the sensor dates it
+    (a stepping counter: see :mod:`carbon_callbacks.core.sensors.step_clock`), else None.
+    A stepping counter whose read could not be dated gives value None (power only).
+    """
+    if sensor.is_counter:
+        dated = sensor.read_energy_dated()
+        energy_j, t_valid = (None, None) if dated is None else dated
+        return energy_j, _counter_power_w(sensor), t_valid
+    power_w = sensor.read_power_w()
+    return power_w, power_w, None
 
 
 _LIVE_METERS: weakref.WeakSet[Meter] = weakref.WeakSet()
