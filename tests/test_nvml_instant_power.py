@@ -41,6 +41,25 @@ def test_without_the_field_the_averaged_power_is_used_and_said():
     sensor.close()
 
 
+@pytest.mark.parametrize(
+    ("architecture", "name", "instant_mw", "lag_s"),
+    [
+        (9, "NVIDIA H100 80GB HBM3", None, 0.5),  # Hopper: averaged over ~1 s
+        (9, "NVIDIA H100 80GB HBM3", [250_000.0], 0.0),  # the field follows the load
+        (7, "NVIDIA A100-SXM4-40GB", None, 0.0),  # GA100 reports the instant
+        (5, "Tesla V100-SXM2-16GB", None, 0.0),  # before Ampere: the instant
+        (None, "NVIDIA H100 80GB HBM3", None, 0.0),  # unknown: no correction
+    ],
+)
+def test_the_averaged_powers_lag_is_declared_where_nvml_averages(
+    architecture, name, instant_mw, lag_s
+):
+    gpu = _gpu(instant_mw=instant_mw, architecture=architecture, name=name)
+    sensor = NvmlGpuSensor(0, nvml=FakeNvml([gpu]), force_sampled=True)
+    assert sensor.power_lag_s == lag_s
+    sensor.close()
+
+
 def test_a_field_reading_zero_at_open_is_not_trusted():
     nvml = FakeNvml([_gpu(instant_mw=[0.0])])
     sensor = NvmlGpuSensor(0, nvml=nvml)

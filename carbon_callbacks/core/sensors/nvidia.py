@@ -44,8 +44,13 @@ KIND_UNSUPPORTED = "gpu_unsupported"  # MIG instances: no per-instance energy
 POWER_INSTANT_TEXT = "the instantaneous power field NVML_FI_DEV_POWER_INSTANT (mW)"
 POWER_AVERAGE_TEXT = "nvmlDeviceGetPowerUsage (mW, averaged by NVML over about 1 s)"
 KIND_FALLBACK = "sensor_fallback"  # a GPU measured by a weaker method than the counter
-#: Seconds by which ``nvmlDeviceGetPowerUsage`` lags the power drawn: half of its ~1-s average.
+#: Seconds by which ``nvmlDeviceGetPowerUsage`` lags the power drawn where NVML averages it over
+#: ~1 s (Ampere and later, except GA100: A100, A30): half the window. Older GPUs report the
+#: power at the instant.
 AVERAGED_POWER_LAG_S = 0.5
+#: NVML's architecture number of Ampere (``NVML_DEVICE_ARCH_AMPERE``); later ones are larger.
+_ARCH_AMPERE = 7
+_ARCH_UNKNOWN = 0xFFFFFFFF
 #: Who reads the energy counter: ``thread`` (the meter's thread, the default) or ``helper`` (a
 #: helper process, :mod:`~carbon_callbacks.core.sensors.counter_feed`). A benchmarking knob,
 #: not a setting; read once, by :func:`counter_mode`.
@@ -383,6 +388,19 @@ def visible_gpus(
         nvml_release(module)
 
 
+def _averaged_power_lag_s(device: Any) -> float:
+    """How far (s) ``nvmlDeviceGetPowerUsage`` trails the power on this GPU (0: not known)."""
+    try:
+        arch = int(device.call("nvmlDeviceGetArchitecture", "architecture"))
+    except Exception:  # noqa: BLE001 - an old NVML or a stand-in: no correction
+        return 0.0
+    if arch == _ARCH_UNKNOWN or arch < _ARCH_AMPERE:
+        return 0.0
+    if arch == _ARCH_AMPERE and any(name in device.name for name in ("A100", "A30")):
+        return 0.0  # GA100 reports the power at the instant
+    return AVERAGED_POWER_LAG_S
+
+
 # -- sensors -----------------------------------------------------------------------------------
 class _NvmlDevice:
     """An NVML reference plus one device handle (shared code of the GPU sensors)."""
@@ -494,7 +512,7 @@ class NvmlGpuSensor(Sensor):
             else None
         )
         self._instant = self._probe_instant()
-        self.power_lag_s = 0.0 if self._instant else AVERAGED_POWER_LAG_S
+        self.power_lag_s = 0.0 if self._instant else _averaged_power_lag_s(device)
         if not self.is_counter:
             self.read_power_w()  # proves power works; raises SensorError otherwise
         self.force_sampled = force_sampled
