@@ -221,6 +221,17 @@ def test_the_run_total_is_the_counters_difference_and_stop_waits_one_step_at_mos
     assert abs(interpolated_j - trace.energy_j(1000.37)) < step_j
 
 
+def test_the_final_mark_takes_a_step_the_thread_had_not_read_yet():
+    clock = DrivenClock()
+    gpu = SteppingGpu(clock, lambda t: 100.0 * t, lambda t: 0.0)  # power says nothing
+    meter = _meter([gpu], clock, counter_interval_s=1.0)  # the last read: step 1000.0
+    start = meter.start()
+    meter.tick()  # the thread's first counter read
+    clock.t = 1000.37
+    end = meter.stop()  # reads steps 1000.3 and then 1000.4 around the mark
+    assert meter.measure(start, end).energy_j["gpu:0"] == pytest.approx(37.0)
+
+
 def test_stop_gives_up_on_a_counter_that_stops_stepping():
     clock = DrivenClock()
     gpu = SteppingGpu(clock, lambda t: 100.0 * t, lambda t: 100.0)

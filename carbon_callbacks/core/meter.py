@@ -518,6 +518,7 @@ class Meter:
         }
         after: dict[str, tuple[float, float]] = {}
         deadline = t + FINAL_WAIT_S
+        first = True  # read at once: the step just before the mark may not have been read
         while len(after) < len(before):
             waiting = [
                 st for name, st in self._states.items() if name in before and name not in after
@@ -526,13 +527,18 @@ class Meter:
             sensor = waiting[0].sensor
             when = now + FEED_POLL_S if sensor.feed_live else _mid_step_after(sensor, now)
             when = now + 0.5 * COUNTER_INTERVAL_S if when is None else max(when, now + 1e-3)
+            if first:
+                when, first = now, False
             if when > deadline:
                 break
             self._clock.sleep(when - now)
             for state in waiting:
                 state.sample()
-                if state.anchor is not None and state.anchor[0] > t:
-                    after[state.sensor.info.name] = state.anchor
+                name, anchor = state.sensor.info.name, state.anchor
+                if anchor is not None and anchor[0] > t:
+                    after[name] = anchor
+                elif anchor is not None and anchor[0] > before[name][0]:
+                    before[name] = anchor  # a step before the mark that the thread had not read
         for name, (t1, e1) in after.items():
             t0, e0 = before[name]
             if 0.0 < t1 - t0 <= INTERPOLATE_SPAN_S:
