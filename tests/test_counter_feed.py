@@ -2,8 +2,8 @@
 
 These tests start real helper processes. The GPU is ``tests/stepping_nvml.py``, a stand-in NVML
 module whose counter is a function of the clock both processes share, so the energy between
-any two instants is known exactly. The helper is opt-in (``CARBON_CALLBACKS_COUNTER_MODE=helper``);
-by default the meter's thread reads the counter.
+any two instants is known exactly. ``CARBON_CALLBACKS_COUNTER_MODE=thread`` leaves the counter to
+the meter's thread instead.
 """
 
 from __future__ import annotations
@@ -143,13 +143,31 @@ def _wait_live(sensor: NvmlGpuSensor) -> None:
     assert sensor.feed_live
 
 
-def test_the_thread_reads_the_counter_unless_the_knob_asks_for_the_helper(monkeypatch) -> None:
+def test_the_helper_reads_the_counter_unless_the_knob_asks_for_the_thread(monkeypatch) -> None:
     monkeypatch.delenv("CARBON_CALLBACKS_COUNTER_MODE", raising=False)
+    assert "a helper process" in NvmlGpuSensor(0, nvml=stepping_nvml).info.detail
+    monkeypatch.setenv("CARBON_CALLBACKS_COUNTER_MODE", "thread")
     sensor = NvmlGpuSensor(0, nvml=stepping_nvml)
     assert "the meter's thread" in sensor.info.detail
     assert sensor.drain_dated() is None and sensor._feed is None  # no process started
-    monkeypatch.setenv("CARBON_CALLBACKS_COUNTER_MODE", "helper")
-    assert "a helper process" in NvmlGpuSensor(0, nvml=stepping_nvml).info.detail
+
+
+def test_a_mark_takes_the_helpers_values_although_the_thread_has_not() -> None:
+    sensor = NvmlGpuSensor(0, nvml=stepping_nvml, counter_process=True)
+    meter = Meter([sensor], EventLog(), interval_s=1.0, power_interval_s=3600.0)
+    meter.start()
+    try:
+        _wait_live(sensor)
+        meter._next["counter"] = math.inf  # the thread drains no more (a training holds it)
+        time.sleep(0.2)
+        start = meter.mark()
+        time.sleep(0.45)
+        end = meter.mark()  # power reads 0 W: only the helper's steps carry the energy
+    finally:
+        meter.stop()
+    # each mark misses what was drawn since the helper's last step (< a step, 30 J); a mark
+    # bridged from the thread's last drain, 0.65 s before, would miss 195 J
+    assert _error_j(start, end) < 1.5 * stepping_nvml.WATTS * stepping_nvml.STEP_S
 
 
 def test_the_thread_takes_over_when_the_helper_fails(monkeypatch) -> None:

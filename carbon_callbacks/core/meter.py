@@ -5,10 +5,11 @@ power sensors are integrated by the trapezoid rule (sensors whose reading is the
 previous read, such as the CPU model's utilisation, by rectangles over the interval each reading
 covers; their first reading, which covers the time before the start, is only a reference). A
 stepping counter (NVML's, which advances about every 100 ms) is read mid-way between two steps,
-once per step by default, and each value is dated at its step. Sensors whose power costs
-microseconds to read (NVML) are also read every ``power_interval_s`` (0.1 s): for sampled GPUs
-that is the integration grid, and for counters it carries the energy from the last counter value
-to the present.
+once per step by default, and each value is dated at its step; where a helper process reads it
+(:mod:`~carbon_callbacks.core.sensors.counter_feed`), the thread and every mark drain its values.
+Sensors whose power costs microseconds to read (NVML) are also read every ``power_interval_s``
+(0.1 s): for sampled GPUs that is the integration grid, and for counters it carries the energy
+from the last counter value to the present.
 
 A *mark* (:meth:`Meter.mark`), taken from a training hook, does no slow I/O: it reads the power of
 the sensors where that costs microseconds and bridges each sensor's last value to the instant by
@@ -165,6 +166,7 @@ class _Channel:
 
     def __init__(self, sensor: Sensor, clock: Clock, events: EventLog, lock: threading.Lock):
         self.clock, self.events, self.lock = clock, events, lock
+        self.feed_lock = threading.Lock()  # one drain of a helper's values at a time
         self.sensor = sensor
         self.energy_j: float = 0.0  # cumulative joules up to last_t (power lag not included)
         self.last_t: float = 0.0  # monotonic time of the last sample
@@ -275,24 +277,25 @@ class _Channel:
         had read it at its step; then power carries the energy to now when nothing new came.
         """
         sensor = self.sensor
-        try:
-            fed = sensor.drain_dated()
-        except Exception as exc:  # noqa: BLE001
-            with self.lock:
-                self.fail(exc)
-            return True
-        if fed is None:
-            return False
-        power_w = _counter_power_w(sensor)
-        now = self.clock.monotonic()
-        with self.lock:
-            if self.sensor is not sensor:  # replaced meanwhile
+        with self.feed_lock:  # the thread and a mark may both drain
+            try:
+                fed = sensor.drain_dated()
+            except Exception as exc:  # noqa: BLE001
+                with self.lock:
+                    self.fail(exc)
                 return True
-            newer = [(j, t) for j, t in fed if self.anchor is None or t > self.anchor[0]]
-            for energy_j, t in newer:
-                self.take_counter(energy_j, t, power_w, dated=True)
-            if not newer and power_w is not None:
-                self.integrate_power(power_w, now)
+            if fed is None:
+                return False
+            power_w = _counter_power_w(sensor)
+            now = self.clock.monotonic()
+            with self.lock:
+                if self.sensor is not sensor:  # replaced meanwhile
+                    return True
+                newer = [(j, t) for j, t in fed if self.anchor is None or t > self.anchor[0]]
+                for energy_j, t in newer:
+                    self.take_counter(energy_j, t, power_w, dated=True)
+                if not newer and power_w is not None:
+                    self.integrate_power(power_w, now)
         return True
 
     def take_counter(self, value: float, t: float, power_w: float | None, *, dated: bool) -> None:
@@ -654,6 +657,10 @@ class Meter:
                     and self._clock.monotonic() - state.last_t >= MIN_MEAN_WINDOW_S
                 ):
                     state.sample()
+            elif state.lost_at_unix_s is None and sensor.feed_live:
+                # a helper's values wait in a pipe: take them (microseconds), so the mark is
+                # bridged from the helper's last step even when this process's thread is late
+                state.drain_fed()
         t, t_unix, values = self._bridged_now()
         return self._snapshot(t, t_unix, values)
 

@@ -51,15 +51,15 @@ AVERAGED_POWER_LAG_S = 0.5
 #: NVML's architecture number of Ampere (``NVML_DEVICE_ARCH_AMPERE``); later ones are larger.
 _ARCH_AMPERE = 7
 _ARCH_UNKNOWN = 0xFFFFFFFF
-#: Who reads the energy counter: ``thread`` (the meter's thread, the default) or ``helper`` (a
-#: helper process, :mod:`~carbon_callbacks.core.sensors.counter_feed`). A benchmarking knob,
-#: not a setting; read once, by :func:`counter_mode`.
+#: Who reads the energy counter: ``helper`` (a helper process,
+#: :mod:`~carbon_callbacks.core.sensors.counter_feed`, the default) or ``thread`` (the meter's
+#: thread). A benchmarking knob, not a setting; read once, by :func:`counter_mode`.
 COUNTER_MODE_ENV = "CARBON_CALLBACKS_COUNTER_MODE"
 
 
 def counter_mode(env: Mapping[str, str] = os.environ) -> str:
-    """``"helper"`` when :data:`COUNTER_MODE_ENV` asks for the helper process, else ``"thread"``."""
-    return "helper" if env.get(COUNTER_MODE_ENV, "").strip().lower() == "helper" else "thread"
+    """``"thread"`` when :data:`COUNTER_MODE_ENV` asks for the meter's thread, else ``"helper"``."""
+    return "thread" if env.get(COUNTER_MODE_ENV, "").strip().lower() == "thread" else "helper"
 
 
 _lock = threading.Lock()
@@ -453,20 +453,20 @@ class NvmlGpuSensor(Sensor):
     every change of load (docs/benchmarks.md). If the field stops answering mid-run, the sensor
     switches to the averaged power and says so once (:meth:`drain_notices`).
 
-    In counter mode the meter's thread reads the counter and a
-    :class:`~carbon_callbacks.core.sensors.step_clock.SteppedCounterClock` dates each value at
-    its step (:meth:`read_energy_dated`). With ``counter_process=True`` a helper process
-    (:mod:`~carbon_callbacks.core.sensors.counter_feed`) reads and dates it instead, and the
-    meter takes its values from :meth:`drain_dated`; until the helper delivers, or if it cannot
-    start or ends, the thread reads the counter itself, and a helper that ends says so once. The
-    helper needs ``nvml`` to be an importable module (``pynvml``).
+    In counter mode a helper process (:mod:`~carbon_callbacks.core.sensors.counter_feed`) reads
+    the counter outside the training's GIL and dates each value at its step; the meter takes its
+    values from :meth:`drain_dated` (its thread, and every mark). Until the helper delivers, if it
+    cannot start or ends, with ``counter_process=False``, or with an ``nvml`` that is not an
+    importable module (a stand-in object), the meter's thread reads the counter itself and a
+    :class:`~carbon_callbacks.core.sensors.step_clock.SteppedCounterClock` dates each value
+    (:meth:`read_energy_dated`); a helper that ends says so once.
 
     Args:
         gpu: NVML index or a :class:`GpuRef` (opened by UUID).
         nvml: NVML module stand-in (default: ``pynvml``).
         force_sampled: use sampled power even when the counter works (benchmarks).
         counter_process: read the counter in a helper process; None (default): as
-            :func:`counter_mode` says (the meter's thread unless the knob asks for the helper).
+            :func:`counter_mode` says (the helper unless the knob asks for the meter's thread).
 
     Raises:
         SensorError: the GPU cannot be opened, or in sampled mode reads no power either.
