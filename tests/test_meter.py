@@ -320,6 +320,18 @@ def test_lost_sensor_is_flagged_incomplete_and_warned_once():
     assert [e.kind for e in events.events] == ["sensor_lost"]
 
 
+def test_a_failure_seen_at_a_mark_is_recorded_in_that_window():
+    clock = DrivenClock()
+    events = EventLog()
+    gpu = TraceGpu(clock, lambda t: 100.0, fail_at=1000.05)
+    meter = _meter([gpu], clock, events)
+    start = meter.start()
+    clock.t = 1000.08  # the thread has not read since the failure
+    with pytest.warns(CarbonCallbacksWarning, match="no fallback"):
+        end = meter.mark()
+    assert meter.measure(start, end).incomplete == ("gpu:0",)
+
+
 def test_state_does_not_grow_with_the_number_of_samples():
     clock = DrivenClock()
     gpu = SteppingGpu(clock, lambda t: 10.0 * t, lambda t: 10.0)

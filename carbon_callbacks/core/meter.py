@@ -676,8 +676,10 @@ class Meter:
             if state.lost_at_unix_s is None and state.sensor.cheap_power:
                 try:
                     powers_now[name] = state.sensor.read_power_w()
-                except Exception:  # noqa: BLE001 - the thread records real failures
-                    pass
+                except Exception:  # noqa: BLE001
+                    # a read that fails at a mark (a GPU lost) is read in full now, once, so
+                    # that the failure and its fallback are recorded in this window
+                    state.sample()
         with self._lock:
             values = {}
             for name, state in self._states.items():
