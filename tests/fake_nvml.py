@@ -64,6 +64,7 @@ class FakeGpu:
     power_supported: bool = True
     utilisation_supported: bool = True
     mig_enabled: bool | None = None  # None: MIG query not supported
+    architecture: int | None = None  # NVML_DEVICE_ARCH_*; None: the query is not supported
     fail_on: dict[str, int] = field(default_factory=dict)  # function -> k-th call raises UNKNOWN
     lost: bool = False
     calls: dict[str, int] = field(default_factory=dict)
@@ -125,6 +126,12 @@ class FakeNvml:
         if gpu.fail_on.get(function) == gpu.calls[function]:
             raise NVMLError(NVML_ERROR_UNKNOWN)
         return gpu
+
+    def nvmlDeviceGetArchitecture(self, handle: FakeHandle) -> int:
+        gpu = self._gpu(handle, "nvmlDeviceGetArchitecture")
+        if gpu.architecture is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return gpu.architecture
 
     # -- enumeration ----------------------------------------------------------------------------
     def nvmlDeviceGetCount(self) -> int:

@@ -7,9 +7,8 @@ NVML's ~100 ms update (docs/benchmarks.md, "meter designs replayed")."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from driven_clock import DrivenClock, run_to
 from fake_nvml import NVML_VALUE_TYPE_DOUBLE, FakeGpu, FakeNvml
 
 from carbon_callbacks.core.events import CarbonCallbacksWarning, EventLog
@@ -39,6 +38,25 @@ def test_without_the_field_the_averaged_power_is_used_and_said():
     assert "nvmlDeviceGetPowerUsage" in sensor.info.detail
     assert "POWER_INSTANT" not in sensor.info.detail
     assert sensor.drain_notices() == []
+    sensor.close()
+
+
+@pytest.mark.parametrize(
+    ("architecture", "name", "instant_mw", "lag_s"),
+    [
+        (9, "NVIDIA H100 80GB HBM3", None, 0.5),  # Hopper: averaged over ~1 s
+        (9, "NVIDIA H100 80GB HBM3", [250_000.0], 0.0),  # the field follows the load
+        (7, "NVIDIA A100-SXM4-40GB", None, 0.0),  # GA100 reports the instant
+        (5, "Tesla V100-SXM2-16GB", None, 0.0),  # before Ampere: the instant
+        (None, "NVIDIA H100 80GB HBM3", None, 0.0),  # unknown: no correction
+    ],
+)
+def test_the_averaged_powers_lag_is_declared_where_nvml_averages(
+    architecture, name, instant_mw, lag_s
+):
+    gpu = _gpu(instant_mw=instant_mw, architecture=architecture, name=name)
+    sensor = NvmlGpuSensor(0, nvml=FakeNvml([gpu]), force_sampled=True)
+    assert sensor.power_lag_s == lag_s
     sensor.close()
 
 
@@ -73,19 +91,20 @@ def test_field_failing_mid_run_switches_to_averaged_power_once_and_says_so():
 
 
 def test_the_meter_records_the_switch_once_and_keeps_measuring():
-    gpu = _gpu(instant_mw=[300_000.0], fail_on={"nvmlDeviceGetFieldValues": 4})
+    gpu = _gpu(instant_mw=[300_000.0], fail_on={"nvmlDeviceGetFieldValues": 6})
     sensor = NvmlGpuSensor(0, nvml=FakeNvml([gpu]), force_sampled=True)
     events = EventLog()
-    meter = Meter([sensor], events, interval_s=0.02, power_interval_s=0.02)
+    clock = DrivenClock()
+    meter = Meter([sensor], events, 0.02, 0.02, clock=clock, background=False)
     with pytest.warns(CarbonCallbacksWarning, match="instantaneous power field failed"):
         start = meter.start()
-        time.sleep(0.3)
+        run_to(meter, clock, 1000.3)
         end = meter.mark()
         meter.stop()
     degraded = [e for e in events.events if e.kind == "sensor_degraded"]
     assert len(degraded) == 1 and degraded[0].source == "gpu:0"
     m = meter.measure(start, end)
     assert m.methods["gpu:0"] == "sampled"  # same method, weaker signal: not a fallback
-    # 300 W for the first reads, then 100 W: between the two
+    # 300 W for the first 0.04-0.06 s of reads, then 100 W: between the two
     assert 100.0 * m.duration_s < m.energy_j["gpu:0"] < 300.0 * m.duration_s
     assert "nvmlDeviceGetPowerUsage" in meter.sensor_infos[0].detail

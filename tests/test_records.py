@@ -30,6 +30,7 @@ from carbon_callbacks.core.runlog import (
     new_run_id,
     new_run_log_path,
     read_run_log,
+    run_figure,
 )
 
 INTENSITY = {
@@ -340,6 +341,27 @@ def test_footer_with_null_totals_falls_back_to_epoch_sums(tmp_path):
     totals = read_run_log(path).totals()
     assert totals["basis"] == "epochs"
     assert totals["energy_kwh"] == pytest.approx(0.2)
+
+
+def test_logs_with_true_up_and_settling_records_read_with_their_written_totals(tmp_path):
+    # written before marks became final: an epoch carried a correction of the previous epoch's
+    # end (true_up_j), and a counted "settling" phase corrected the last epoch's edges
+    settling = {
+        **epoch(1, kwh=-0.001, co2=-0.15, dur=0.0),
+        "type": "phase",
+        "name": "settling",
+        "in_epoch": False,
+        "counted": True,
+        "true_up_j": {"gpu0": -3000.0},
+    }
+    recs = [header(epochs=2), epoch(0), epoch(1, true_up_j={"gpu0": 5.0}), settling]
+    recs.append(footer("completed", 0.199, 29.85, 120.0, 2))
+    log = read_run_log(write_log(tmp_path / "r.carbon.jsonl", recs))
+    assert log.epochs[1]["true_up_j"] == {"gpu0": 5.0}
+    assert [p["name"] for p in log.phases] == ["settling"]
+    totals = log.totals()
+    assert (totals["energy_kwh"], totals["co2_g"], totals["epochs"]) == (0.199, 29.85, 2)
+    assert run_figure(log).energy_kwh == 0.199
 
 
 # ---------------------------------------------------------------------------------------------

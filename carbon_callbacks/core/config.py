@@ -129,10 +129,9 @@ class CarbonConfig:
             when that is unset too, the network is allowed only if a setting asks for it
             (``live_intensity`` or ``ip_geolocation``), else offline.
         interval_s: seconds between the meter's samples (default 1.0).
-        counter_interval_s: seconds between reads of NVML's energy counters. ``None`` (default)
-            adapts: about ten reads per epoch (judged from the last epoch and the current one
-            so far), between one per counter step (~0.1 s) and ``interval_s``. Each read keeps
-            a CPU core busy for ~4 ms; set a number (0.05 to 3600 s) to fix the cadence.
+        counter_interval_s: seconds between reads of NVML's energy counters. ``None`` (default):
+            every counter step (~0.1 s). Each read keeps a CPU core busy for ~4 ms; set a
+            number (0.05 to 3600 s) to read less often.
         gpu_method: ``"auto"`` (NVML's energy counter where supported, else sampled power) or
             ``"sampled"`` (force power sampling, e.g. to compare the two methods).
         sim_gpu / sim_gpu_watts / sim_gpu_util: a user-stated GPU drawing

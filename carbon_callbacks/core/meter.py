@@ -1,30 +1,30 @@
-"""Background sampling and marks: cumulative joules per sensor, at any instant, cheaply.
+"""Marks and measurements: cumulative joules per sensor at any instant, cheaply, final when taken.
 
-One daemon thread reads every sensor each ``interval_s`` seconds: counters (NVML total energy,
-RAPL) are read as they are, power sensors are integrated by the trapezoid rule (sensors whose
-reading is the mean since their previous read, such as the CPU model's utilisation, by
-rectangles over the interval each reading covers; their first reading, which covers the time
-before the start, is only a reference). NVML's stepping energy counter has its own cadence,
-mid-way between its ~100 ms steps: once per step while epochs are short, about ten times per
-epoch for longer ones (:meth:`Meter.hint_epoch_s`). Sensors whose power costs microseconds to
-read (NVML) are also read every ``power_interval_s`` (0.1 s): for sampled GPUs that is the
-integration grid, and for counters it carries the energy from the last counter read (which
-re-anchors it) to the present. A *mark* (:meth:`Meter.mark`), taken from a training hook, does
-no slow I/O: it timestamps the instant and bridges each sensor's last sample to it with the
-trapezoid of the last sampled power and, where the sensor can read power in microseconds
-(NVML), the power read at the mark. Reading NVML's energy counter costs milliseconds (see
-docs/benchmarks.md), which is why it is left to the thread. The difference of two marks is a
-:class:`Measurement`. A stepping counter's mark is later *settled*: once the thread reads the
-step after it, and if that step and the one before the mark are adjacent (at most
-:data:`SETTLE_SPAN_S` apart), the mark takes the counter interpolated between them, in place in
-its snapshot (:meth:`Meter.mark`); the tracker carries what that changes of an epoch already
-reported into the next one.
+A daemon thread reads the sensors. Counters (NVML total energy, RAPL) are taken as they are;
+power sensors are integrated by the trapezoid rule (sensors whose reading is the mean since their
+previous read, such as the CPU model's utilisation, by rectangles over the interval each reading
+covers; their first reading, which covers the time before the start, is only a reference). A
+stepping counter (NVML's, which advances about every 100 ms) is read mid-way between two steps,
+once per step by default, and each value is dated at its step; where a helper process reads it
+(:mod:`~carbon_callbacks.core.sensors.counter_feed`), the thread and every mark drain its values.
+Sensors whose power costs microseconds to read (NVML) are also read every ``power_interval_s``
+(0.1 s): for sampled GPUs that is the integration grid, and for counters it carries the energy
+from the last counter value to the present.
 
-The meter keeps a fixed amount of state per sensor, whatever the length of the run. When a
-sensor fails, the failure is recorded once, the sensor's :meth:`~Sensor.fallback` takes over
-from the energy already counted, and the change of method is part of every later measurement's
-provenance. The thread stops on :meth:`Meter.stop`, when its loop hits an unexpected error, and
-at interpreter exit.
+A *mark* (:meth:`Meter.mark`), taken from a training hook, does no slow I/O: it reads the power of
+the sensors where that costs microseconds and bridges each sensor's last value to the instant by
+the trapezoid of the last sampled power and the power at the mark. A mark is final: nothing
+revises it later, and a sensor's value never drops below its value at the previous mark, so a
+measurement (the difference of two marks) is never negative and windows that share a boundary
+mark add up exactly to the window across them. :meth:`Meter.stop` may wait, at most
+:data:`FINAL_WAIT_S` and once per run, for a stepping counter's next step, and takes the counter
+interpolated between the two steps around the final mark: the run's total is the counter's own
+difference (its start bridged by power to the first counter value, within one step of energy).
+
+The meter keeps a fixed amount of state per sensor, whatever the length of the run. When a sensor
+fails, the failure is recorded once, the sensor's :meth:`~Sensor.fallback` takes over from the
+energy already counted, and the change of method is part of every later measurement's
+provenance. Time comes from a :class:`Clock` (injectable: tests drive it instead of sleeping).
 """
 
 from __future__ import annotations
@@ -40,20 +40,10 @@ from dataclasses import dataclass, field
 from carbon_callbacks.core.events import EventLog
 from carbon_callbacks.core.sensors.base import Sensor, SensorInfo
 
-#: Seconds between power reads of sensors that read power in microseconds (NVML: ~4 us).
+#: Seconds between power reads of sensors that read power in microseconds (NVML: ~2 us).
 POWER_INTERVAL_S = 0.1
-#: Shortest automatic time between two reads of a stepping counter (s): about one NVML step.
-#: Each read of NVML's energy counter keeps a CPU core busy for ~4 ms (docs/benchmarks.md),
-#: so this cadence costs ~4% of one core; it is used only while epochs are short.
-COUNTER_MIN_INTERVAL_S = 0.1
-#: With the automatic cadence, a stepping counter is read about this many times per epoch.
-COUNTER_READS_PER_EPOCH = 10
-#: Automatic cadence of a helper process that reads a stepping counter (s): every step. Its
-#: reads cost the helper's CPU (~6% of one core on the H100 host), not the training's, and
-#: every mark then settles between the two steps around it, the long first epoch's too (with
-#: the epoch-scaled cadence above, a 3.6-s first epoch and the one after it stayed bridged,
-#: off by up to 25 J each on 2xH200; docs/benchmarks.md).
-HELPER_COUNTER_INTERVAL_S = COUNTER_MIN_INTERVAL_S
+#: Default time between two reads of a stepping counter (s): every NVML step.
+COUNTER_INTERVAL_S = 0.1
 #: Shortest window (s) over which two counter reads give a power estimate for bridging marks.
 MIN_POWER_WINDOW_S = 0.01
 #: Shortest span (s) a mean-since-last-read power reading (utilisation models) must cover before
@@ -62,59 +52,53 @@ MIN_POWER_WINDOW_S = 0.01
 MIN_MEAN_WINDOW_S = 0.05
 #: Method-history entries kept per sensor (fallback chains are at most a few steps long).
 _MAX_METHOD_HISTORY = 8
-#: Marks per sensor waiting for the counter's next step to settle them (older ones stay bridged).
-_MAX_PENDING_MARKS = 32
-#: Longest wait (s) in :meth:`Meter.stop` for the step that settles the final mark: one NVML
-#: step (~0.1 s) and the read after it.
-SETTLE_WAIT_S = 0.3
-#: A mark is settled only between counter values at most this far apart (s): adjacent steps of
-#: NVML's ~0.1 s counter, with room for the step clock's dating. Wider apart, it stays bridged.
-SETTLE_SPAN_S = 0.15
-#: How often (s) :meth:`Meter.stop` looks for the step that settles the final mark when a helper
-#: process reads the counter (it arrives a few milliseconds after the helper's read).
+#: Longest wait (s) in :meth:`Meter.stop` for the step after the final mark: one NVML step
+#: (~0.1 s), the read after it, and room for a late read.
+FINAL_WAIT_S = 0.25
+#: The final mark is interpolated only between counter steps at most this far apart (s):
+#: adjacent steps of NVML's ~0.1 s counter, with room for the dating. Wider apart, it is bridged.
+INTERPOLATE_SPAN_S = 0.15
+#: How often (s) :meth:`Meter.stop` looks for the step after the final mark when a helper process
+#: reads the counter (it arrives a few milliseconds after the helper's read).
 FEED_POLL_S = 0.02
+
+
+class Clock:
+    """The meter's time: monotonic and Unix seconds, and waiting. Tests pass a driven one."""
+
+    def monotonic(self) -> float:
+        """Seconds on a monotonic clock (``time.monotonic``)."""
+        return time.monotonic()
+
+    def time(self) -> float:
+        """Unix seconds (``time.time``), for intensity windows."""
+        return time.time()
+
+    def wait(self, event: threading.Event, timeout_s: float) -> bool:
+        """Wait until ``event`` is set or ``timeout_s`` seconds pass; True when it was set."""
+        return event.wait(timeout_s)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
+        time.sleep(max(0.0, seconds))
+
+
+SYSTEM_CLOCK = Clock()
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Cumulative energy of every sensor at one instant.
+    """Cumulative energy of every sensor at one instant; final once returned.
 
     Attributes:
-        time_monotonic_s: ``time.monotonic()`` at the mark (for durations).
-        time_unix_s: ``time.time()`` at the mark (UTC seconds, for intensity windows).
-        energy_j: cumulative joules per sensor name since the meter started. The value of a
-            stepping counter (NVML's energy counter) is first bridged from the counter's last
-            step by power, then *settled* in place by the meter's thread once it reads the
-            counter's next step: the counter interpolated linearly between the two steps around
-            the mark (:meth:`Meter.mark`).
-        bridged_j: for the sensors whose value the meter will settle, the value as bridged at
-            the mark (J), kept so that what settling changed is known.
-        waiting: names of the sensors whose value is not settled yet (emptied by the meter).
+        time_monotonic_s: the clock's monotonic seconds at the mark (for durations).
+        time_unix_s: Unix seconds at the mark (UTC, for intensity windows).
+        energy_j: cumulative joules per sensor name since the meter started.
     """
 
     time_monotonic_s: float
     time_unix_s: float
     energy_j: dict[str, float]
-    bridged_j: dict[str, float] = field(default_factory=dict)
-    waiting: set[str] = field(default_factory=set)
-
-    def settling_j(self) -> dict[str, float]:
-        """Per sensor, what settling changed (settled minus bridged J; 0 while it waits)."""
-        return {name: self.energy_j[name] - joules for name, joules in self.bridged_j.items()}
-
-
-@dataclass
-class _Pending:
-    """A snapshot's value of one stepping counter, waiting for the first value dated after it."""
-
-    name: str  # the sensor's name in the snapshot
-    snapshot: Snapshot  # settled in place (``energy_j``), then taken off ``waiting``
-    anchor_t: float  # the last dated counter value before the mark: when ...
-    anchor_j: float  # ... and how much (cumulative J, the meter's scale)
-
-    def leave(self) -> None:
-        """Stop waiting: the value stays as it is now."""
-        self.snapshot.waiting.discard(self.name)
 
 
 @dataclass(frozen=True)
@@ -131,12 +115,6 @@ class Measurement:
             ``"counter>sampled"`` when a fallback happened inside it.
         components: per sensor name, ``"gpu"``, ``"cpu"`` or ``"dram"``.
         incomplete: sensor names that were lost during the window (their energy stops there).
-        true_up_j: per sensor, joules included in ``energy_j`` that settle earlier windows'
-            ends (see :meth:`CarbonTracker <carbon_callbacks.core.tracker.CarbonTracker>`'s
-            epoch records); empty when none.
-        clamped_j: per sensor, joules by which a negative difference of the two snapshots was
-            raised to 0 in ``energy_j`` (a bridged end below a settled start, in a window
-            shorter than a counter step); empty when none. The tracker carries it on.
         window_s: per sensor, the seconds its energy was measured over when that is not
             ``duration_s``: in an epoch combined from several ranks, each rank's sensors cover
             that rank's own epoch, which starts and ends a little apart from rank 0's. Empty
@@ -150,8 +128,6 @@ class Measurement:
     methods: dict[str, str]
     components: dict[str, str]
     incomplete: tuple[str, ...] = ()
-    true_up_j: dict[str, float] = field(default_factory=dict)
-    clamped_j: dict[str, float] = field(default_factory=dict)
     window_s: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -182,46 +158,272 @@ class Measurement:
         return out
 
 
-@dataclass
-class _State:
-    """What the meter keeps for one sensor: a handful of numbers, whatever the run length."""
+class _Channel:
+    """One sensor as the meter follows it: a handful of numbers, whatever the run length.
 
-    sensor: Sensor
-    energy_j: float = 0.0  # cumulative joules up to last_t
-    last_t: float = 0.0  # monotonic time of the last sample
-    last_power_w: float | None = None
-    offset_j: float = 0.0  # energy counted by earlier sensors in a fallback chain
-    lost_at_unix_s: float | None = None
-    # the last counter value dated at its step (stepping counters): (monotonic t, cumulative J)
-    anchor: tuple[float, float] | None = None
-    pending: list[_Pending] = field(default_factory=list)
-    # (unix time from which, method) entries, oldest first
-    methods: list[tuple[float, str]] = field(default_factory=list)
+    Reads run outside the meter's lock; what they change is written under it.
+    """
+
+    def __init__(self, sensor: Sensor, clock: Clock, events: EventLog, lock: threading.Lock):
+        self.clock, self.events, self.lock = clock, events, lock
+        self.feed_lock = threading.Lock()  # one drain of a helper's values at a time
+        self.sensor = sensor
+        self.energy_j: float = 0.0  # cumulative joules up to last_t (power lag not included)
+        self.last_t: float = 0.0  # monotonic time of the last sample
+        self.last_power_w: float | None = None
+        self.offset_j: float = 0.0  # counter J -> the meter's J (energy counted before the counter)
+        self.counted: bool = False  # a counter's offset is known (its first value was taken)
+        self.lost_at_unix_s: float | None = None
+        # the last counter value dated at its step (stepping counters): (monotonic t, cumulative J)
+        self.anchor: tuple[float, float] | None = None
+        self.floor_j: float = 0.0  # the value at the last mark: later marks never go below it
+        self.lag_ref_w: float | None = None  # the first power reading, for the power-lag term
+        # (unix time from which, method) entries, oldest first
+        self.methods: list[tuple[float, str]] = [(self.clock.time(), sensor.info.method)]
+
+    def lag_j(self, power_w: float | None) -> float:
+        """Joules the sensor's power lag hides at a reading of ``power_w`` (0 without a lag).
+
+        A reading that trails the power by ``lag_s`` seconds integrates to the energy of
+        ``lag_s`` seconds ago; ``lag_s`` times the change of the reading since the start makes up
+        the difference (exact for a reading averaged over a trailing window across a ramp or a
+        step of the load, once the window has passed).
+        """
+        lag_s = self.sensor.power_lag_s
+        if lag_s <= 0 or self.sensor.is_counter or power_w is None or self.lag_ref_w is None:
+            return 0.0
+        return lag_s * (power_w - self.lag_ref_w)
+
+    def bridge(self, t: float, power_now_w: float | None) -> float:
+        """Energy at monotonic ``t`` from the last sample and the power around it (no lag term)."""
+        if self.lost_at_unix_s is not None or self.last_power_w is None:
+            return self.energy_j
+        dt = t - self.last_t
+        if dt >= 0:
+            p_end = power_now_w if power_now_w is not None else self.last_power_w
+            return self.energy_j + 0.5 * (self.last_power_w + p_end) * dt
+        # the thread sampled after t was taken: step back at the last power
+        return max(0.0, self.energy_j + self.last_power_w * dt)
+
+    def methods_in(self, start_unix_s: float, end_unix_s: float) -> str:
+        """The sensor's method(s) over a window, oldest first, joined by ``>``."""
+        used = [m for since, m in self.methods if since <= end_unix_s]
+        inside = [m for since, m in self.methods[1:] if start_unix_s < since <= end_unix_s]
+        before = [m for since, m in self.methods if since <= start_unix_s]
+        chain = (before[-1:] if before else used[:1]) + inside
+        return ">".join(dict.fromkeys(chain)) or self.sensor.info.method
+
+    def first_sample(self) -> None:
+        """The start: a counter's first value (or only the power of a stepping one), a power."""
+        sensor = self.sensor
+        t = self.clock.monotonic()
+        try:
+            value, power_w = None, _counter_power_w(sensor) if sensor.is_counter else None
+            if sensor.is_counter and (power_w is None or not sensor.counter_steps):
+                value = sensor.read_energy_j()
+                t = 0.5 * (t + self.clock.monotonic())  # dated at the middle of the read
+            elif not sensor.is_counter:
+                value = power_w = sensor.read_power_w()
+            # else a stepping counter with cheap power: the thread reads the counter
+        except Exception as exc:  # noqa: BLE001
+            self.last_t = t
+            self.fail(exc)
+            return
+        self.last_t = t
+        if value is not None and sensor.is_counter:
+            self.offset_j, self.counted = -value, True
+        # a mean since the previous read (utilisation models) describes the time before the
+        # meter started: it only sets the sensor's reference; the next read covers from here
+        self.last_power_w = None if sensor.power_is_interval_mean else power_w
+        self.lag_ref_w = self.last_power_w
+
+    def sample(self) -> None:
+        sensor = self.sensor
+        if sensor.is_counter and self.drain_fed():
+            return
+        t_before = self.clock.monotonic()
+        try:
+            value, power_w, t_valid = _read(sensor)  # slow I/O outside the lock
+        except Exception as exc:  # noqa: BLE001
+            with self.lock:
+                self.fail(exc)
+            return
+        t_after = self.clock.monotonic()
+        with self.lock:
+            if self.sensor is not sensor:  # replaced meanwhile
+                return
+            if value is None:  # a counter read that could not be dated: carry on by power
+                if power_w is not None:
+                    self.integrate_power(power_w, t_after)
+                return
+            if sensor.is_counter:
+                # a counter re-anchors the energy; its read takes milliseconds, so it is dated
+                # at the middle of the read, or at its step when the sensor can tell
+                t = 0.5 * (t_before + t_after) if t_valid is None else t_valid
+                self.take_counter(value, t, power_w, dated=t_valid is not None)
+            elif sensor.power_is_interval_mean:
+                # the reading is the mean power since the previous read: a rectangle
+                self.energy_j += value * max(0.0, t_after - self.last_t)
+                self.last_t = t_after
+                self.last_power_w = power_w
+            else:
+                self.integrate_power(value, t_after)
+
+    def drain_fed(self) -> bool:
+        """Take the values a helper process read (a stepping counter's feed); False: none.
+
+        False tells the caller to read the counter itself: the sensor has no feed, or its feed
+        is not delivering (yet, or any more). Each value is applied in order, as if the thread
+        had read it at its step; then power carries the energy to now when nothing new came.
+        """
+        sensor = self.sensor
+        with self.feed_lock:  # the thread and a mark may both drain
+            try:
+                fed = sensor.drain_dated()
+            except Exception as exc:  # noqa: BLE001
+                with self.lock:
+                    self.fail(exc)
+                return True
+            if fed is None:
+                return False
+            power_w = _counter_power_w(sensor)
+            now = self.clock.monotonic()
+            with self.lock:
+                if self.sensor is not sensor:  # replaced meanwhile
+                    return True
+                newer = [(j, t) for j, t in fed if self.anchor is None or t > self.anchor[0]]
+                for energy_j, t in newer:
+                    self.take_counter(energy_j, t, power_w, dated=True)
+                if not newer and power_w is not None:
+                    self.integrate_power(power_w, now)
+        return True
+
+    def take_counter(self, value: float, t: float, power_w: float | None, *, dated: bool) -> None:
+        """Re-anchor a counter sensor at ``value`` (counter J) read at ``t`` (lock held).
+
+        ``power_w``: the power read with the value (None: estimated from the counter's change
+        since the last sample). ``dated``: ``t`` is the counter's step. A counter's first value
+        takes the energy bridged by power from the start to ``t`` as its offset.
+        """
+        if not self.counted:
+            self.offset_j = self.bridge(t, power_w) - value
+            self.counted = True
+        new_energy = self.offset_j + value
+        if power_w is None:
+            if t - self.last_t >= MIN_POWER_WINDOW_S:
+                power_w = max(0.0, (new_energy - self.energy_j) / (t - self.last_t))
+            else:  # too short a window to tell the power: keep the last estimate
+                power_w = self.last_power_w
+        self.energy_j = new_energy
+        self.last_t = t
+        self.last_power_w = power_w
+        if dated:
+            self.anchor = (t, new_energy)
+
+    def sample_power(self) -> None:
+        """A cheap power read between full reads: integrates power (bridging counters too)."""
+        sensor = self.sensor
+        try:
+            power_w = sensor.read_power_w()
+        except Exception as exc:  # noqa: BLE001
+            if not sensor.is_counter:  # for counters the next full read decides
+                with self.lock:
+                    self.fail(exc)
+            return
+        t = self.clock.monotonic()
+        with self.lock:
+            if self.sensor is sensor:
+                self.integrate_power(power_w, t)
+
+    def integrate_power(self, power_w: float, t: float) -> None:
+        """Carry the energy from the last sample to ``t`` by the trapezoid rule (lock held)."""
+        previous = self.last_power_w if self.last_power_w is not None else power_w
+        self.energy_j += 0.5 * (previous + power_w) * max(0.0, t - self.last_t)
+        self.last_t = t
+        self.last_power_w = power_w
+        if self.lag_ref_w is None:
+            self.lag_ref_w = power_w
+
+    def fail(self, exc: BaseException) -> None:
+        """Record a failed read and switch to the sensor's fallback, or mark it lost."""
+        old = self.sensor
+        name = old.info.name
+        try:
+            replacement = old.fallback()
+        except Exception:  # noqa: BLE001
+            replacement = None
+        try:
+            old.close()
+        except Exception:  # noqa: BLE001
+            pass
+        now_unix = self.clock.time()
+        if replacement is None:
+            self.lost_at_unix_s = now_unix
+            self.events.record(
+                "sensor_lost",
+                f"{name} ({old.info.device}) failed ({exc!r}) and has no fallback; its energy "
+                "is counted up to the last good sample and the run log marks it incomplete",
+                name,
+            )
+            return
+        previous_power_w = self.last_power_w
+        self.energy_j += self.lag_j(previous_power_w)  # what the old sensor's lag hid
+        self.sensor = replacement
+        self.anchor = None
+        self.last_power_w = self.lag_ref_w = None
+        self.methods.append((now_unix, replacement.info.method))
+        del self.methods[:-_MAX_METHOD_HISTORY]
+        self.events.record(
+            "sensor_fallback",
+            f"{name} ({old.info.device}) failed ({exc!r}); measuring it by "
+            f"{replacement.info.method} from now on ({replacement.info.detail or 'no detail'})",
+            name,
+        )
+        self.prime(previous_power_w)
+
+    def prime(self, previous_power_w: float | None) -> None:
+        """Read a fallback sensor once: counters start from the energy counted so far."""
+        replacement = self.sensor
+        t = self.clock.monotonic()
+        try:
+            value, power_w, _ = _read(replacement)
+            if replacement.is_counter and value is None:
+                value = replacement.read_energy_j()
+        except Exception as exc2:  # noqa: BLE001
+            self.last_t = t
+            self.fail(exc2)
+            return
+        gap_s = max(0.0, t - self.last_t)
+        if replacement.power_is_interval_mean:
+            # its first reading covers the time since it was built: only a reference; the gap
+            # is bridged at the last good power
+            power_w = None
+            if previous_power_w is not None:
+                self.energy_j += previous_power_w * gap_s
+        elif previous_power_w is not None and power_w is not None:
+            # the gap since the last good sample, bridged by the trapezoid of the two powers
+            self.energy_j += 0.5 * (previous_power_w + power_w) * gap_s
+        if replacement.is_counter and value is not None:
+            self.offset_j, self.counted = self.energy_j - value, True
+        self.last_t = t
+        self.last_power_w = self.lag_ref_w = power_w
 
 
 class Meter:
     """Samples sensors on a daemon thread and answers marks from the training thread.
 
-    Stepping counters (sensors with a ``next_read_time`` method: NVML's energy counter, which
-    advances every ~100 ms) are read on their own cadence, mid-way between two steps so that
-    each value is fresh and datable. With ``counter_interval_s=None`` the cadence adapts to the
-    epochs (:meth:`hint_epoch_s`): about :data:`COUNTER_READS_PER_EPOCH` reads per epoch, judged
-    from the last epoch and from how long the current one has lasted, between one read per step
-    (0.1 s) and ``interval_s``. A run starts at one read per step.
-    A mark is then bridged from a counter value at most one cadence old, which is what keeps
-    short epochs right (docs/benchmarks.md, "meter designs replayed"). A sensor whose counter
-    a helper process reads (``feed_live``) is read at every step instead
-    (:data:`HELPER_COUNTER_INTERVAL_S`), which costs the helper, not the training.
-
     Args:
         sensors: the sensors to read; names must be unique.
         events: where failures and fallbacks are recorded (warned once).
-        interval_s: seconds between full reads of every other sensor (RAPL counters, models).
+        interval_s: seconds between full reads of every sensor that is not a stepping counter
+            (RAPL counters, models).
         power_interval_s: seconds between the power reads of sensors whose power costs
-            microseconds (NVML); between two counter reads these samples carry the energy, so
-            marks are bridged over at most this span.
-        counter_interval_s: seconds between reads of stepping counters, by this thread or
-            by a helper process; ``None`` (default) adapts as above.
+            microseconds (NVML); between two counter reads these samples carry the energy.
+        counter_interval_s: seconds between reads of stepping counters (by this thread or by a
+            helper process); None (default): every step, :data:`COUNTER_INTERVAL_S`.
+        clock: where time comes from (default: the system's).
+        background: start the sampling thread in :meth:`start` (default); False: the caller
+            drives sampling through :meth:`tick` (tests, with a driven clock).
     """
 
     def __init__(
@@ -231,6 +433,9 @@ class Meter:
         interval_s: float = 1.0,
         power_interval_s: float = POWER_INTERVAL_S,
         counter_interval_s: float | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        background: bool = True,
     ):
         names = [s.info.name for s in sensors]
         if len(set(names)) != len(names):
@@ -238,38 +443,49 @@ class Meter:
         self.events = events
         self.interval_s = float(interval_s)
         self.power_interval_s = float(power_interval_s)
-        self._counter_fixed_s = None if counter_interval_s is None else float(counter_interval_s)
-        self._counter_auto_s = COUNTER_MIN_INTERVAL_S
-        self._hint_t: float | None = None  # monotonic time of the last epoch's end (or start)
-        self._states: dict[str, _State] = {}
+        self.counter_interval_s = float(counter_interval_s or COUNTER_INTERVAL_S)
+        self._clock = clock
+        self._background = background
+        self._states: dict[str, _Channel] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = False
         self._initial_sensors = list(sensors)
+        self._next = {"full": math.inf, "counter": math.inf, "power": math.inf}
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> Snapshot:
-        """Take the first sample of every sensor, start the thread, return the start snapshot."""
+        """Take the first sample of every sensor, start the thread, return the start snapshot.
+
+        A stepping counter with cheap power is not read here (its first read can take a few
+        steps to date): the thread reads it, and the time until then is bridged by power.
+        """
         if self._started:
             return self.mark()
-        now_unix = time.time()
-        self._hint_t = time.monotonic()
         for sensor in self._initial_sensors:
-            state = _State(sensor=sensor, methods=[(now_unix, sensor.info.method)])
+            state = _Channel(sensor, self._clock, self.events, self._lock)
             self._states[sensor.info.name] = state
-            self._first_sample(state)
+            state.first_sample()
         self._started = True
         snapshot = self.mark()
-        self._thread = threading.Thread(
-            target=self._run, name="carbon_callbacks-meter", daemon=True
-        )
-        self._thread.start()
-        _register_atexit(self)
+        now = self._clock.monotonic()
+        cheap = any(st.sensor.cheap_power for st in self._states.values())
+        self._next = {
+            "full": now + self.interval_s,
+            "counter": now if self._stepped_states() else math.inf,
+            "power": now + self.power_interval_s if cheap else math.inf,
+        }
+        if self._background:
+            self._thread = threading.Thread(
+                target=self._run, name="carbon_callbacks-meter", daemon=True
+            )
+            self._thread.start()
+            _register_atexit(self)
         return snapshot
 
     def stop(self) -> Snapshot | None:
-        """Stop the thread (waits for it) and return a final snapshot; idempotent."""
+        """Stop the thread (waits for it) and return the final snapshot; idempotent."""
         if not self._started:
             return None
         self._stop.set()
@@ -279,10 +495,9 @@ class Meter:
         self._thread = None
         snapshot = None
         if self._states:
-            self.sample_now()
+            self._sample_where(lambda sensor: not sensor.counter_steps)
             self._record_notices()
-            snapshot = self.mark()
-            self._settle_final(snapshot)
+            snapshot = self._final_mark()
         for state in self._states.values():
             try:
                 state.sensor.close()
@@ -291,32 +506,47 @@ class Meter:
         self._started = False
         return snapshot
 
-    def _settle_final(self, snapshot: Snapshot) -> None:
-        """Read the stepping counters once more after the final mark, to settle it.
+    def _final_mark(self) -> Snapshot:
+        """The last mark: stepping counters interpolated between the steps around it.
 
-        Waits for the counter's next step, at most :data:`SETTLE_WAIT_S` (the thread has
-        stopped; this runs once, at the end of the run).
+        Waits for each stepping counter's next step, at most :data:`FINAL_WAIT_S` (the thread
+        has stopped; this runs once, at the end of the run); a counter whose steps around the
+        mark are not adjacent (:data:`INTERPOLATE_SPAN_S`) keeps its bridged value.
         """
-        deadline = snapshot.time_monotonic_s + SETTLE_WAIT_S
-        while True:
+        t, t_unix, values = self._bridged_now()
+        before = {
+            name: st.anchor
+            for name, st in self._stepped_states().items()
+            if st.anchor is not None and st.anchor[0] <= t
+        }
+        after: dict[str, tuple[float, float]] = {}
+        deadline = t + FINAL_WAIT_S
+        first = True  # read at once: the step just before the mark may not have been read
+        while len(after) < len(before):
             waiting = [
-                st
-                for name, st in self._states.items()
-                if st.lost_at_unix_s is None and name in snapshot.waiting
+                st for name, st in self._states.items() if name in before and name not in after
             ]
-            now = time.monotonic()
-            if not waiting or now >= deadline:
-                return
-            if _feed_live(waiting[0].sensor):  # the helper reads the step: take it as it comes
-                when = now + FEED_POLL_S
-            else:
-                when = _mid_step_after(waiting[0].sensor, now)
-                when = now + 0.5 * COUNTER_MIN_INTERVAL_S if when is None else max(when, now)
+            now = self._clock.monotonic()
+            sensor = waiting[0].sensor
+            when = now + FEED_POLL_S if sensor.feed_live else _mid_step_after(sensor, now)
+            when = now + 0.5 * COUNTER_INTERVAL_S if when is None else max(when, now + 1e-3)
+            if first:
+                when, first = now, False
             if when > deadline:
-                return
-            time.sleep(when - now)
+                break
+            self._clock.sleep(when - now)
             for state in waiting:
-                self._sample(state)
+                state.sample()
+                name, anchor = state.sensor.info.name, state.anchor
+                if anchor is not None and anchor[0] > t:
+                    after[name] = anchor
+                elif anchor is not None and anchor[0] > before[name][0]:
+                    before[name] = anchor  # a step before the mark that the thread had not read
+        for name, (t1, e1) in after.items():
+            t0, e0 = before[name]
+            if 0.0 < t1 - t0 <= INTERPOLATE_SPAN_S:
+                values[name] = e0 + (t - t0) / (t1 - t0) * (e1 - e0)
+        return self._snapshot(t, t_unix, values)
 
     @property
     def running(self) -> bool:
@@ -330,77 +560,13 @@ class Meter:
         with self._lock:
             return [s.sensor.info for s in self._states.values()]
 
-    # -- cadence -------------------------------------------------------------------------------
-    @property
-    def counter_interval_s(self) -> float:
-        """Seconds between two reads of the stepping counters now.
-
-        Automatic: a tenth of the longer of the last epoch and the time since it ended (an
-        epoch in progress is at least that long), between 0.1 s and ``interval_s``.
-        """
-        if self._counter_fixed_s is not None:
-            return self._counter_fixed_s
-        since_s = time.monotonic() - self._hint_t if self._hint_t is not None else 0.0
-        running_s = since_s / COUNTER_READS_PER_EPOCH
-        return min(self.interval_s, max(self._counter_auto_s, running_s))
-
-    def hint_epoch_s(self, duration_s: float) -> None:
-        """Tell the automatic counter cadence how long the epoch that just ended took (s)."""
-        if duration_s > 0 and math.isfinite(duration_s):
-            self._counter_auto_s = max(COUNTER_MIN_INTERVAL_S, duration_s / COUNTER_READS_PER_EPOCH)
-            self._hint_t = time.monotonic()
-
-    @staticmethod
-    def _stepped(sensor: Sensor) -> bool:
-        return sensor.is_counter and callable(getattr(sensor, "next_read_time", None))
-
-    def _next_counter_read(self, now: float) -> float:
-        """When the stepping counters are read next (inf when there are none)."""
-        cadence = self.counter_interval_s
-        after = now + max(0.0, cadence - 0.5 * COUNTER_MIN_INTERVAL_S)
-        stepped = [
-            st.sensor
-            for st in self._states.values()
-            if st.lost_at_unix_s is None and self._stepped(st.sensor)
-        ]
-        if not stepped:
-            return math.inf
-        helper_cadence = cadence if self._counter_fixed_s is not None else HELPER_COUNTER_INTERVAL_S
-        for sensor in stepped:
-            _tell_cadence(sensor, helper_cadence)
-        if any(_feed_live(sensor) for sensor in stepped):
-            # a helper process reads on this cadence; what it read is taken often (cheap),
-            # so that marks settle within about one power interval of the step after them
-            return now + min(cadence, self.power_interval_s)
-        aligned = _mid_step_after(stepped[0], after)
-        return now + cadence if aligned is None else max(aligned, now + 1e-3)
-
     # -- sampling (meter thread) ---------------------------------------------------------------
     def _run(self) -> None:
         try:
-            now = time.monotonic()
-            cheap = any(st.sensor.cheap_power for st in self._states.values())
-            power_every_s = self.power_interval_s if cheap else math.inf
-            next_full = now + self.interval_s
-            next_counter = self._next_counter_read(now)
-            next_power = now + power_every_s
             while True:
-                due = min(next_full, next_counter, next_power)
-                if self._stop.wait(max(0.0, due - time.monotonic())):
+                due = self.tick()
+                if self._clock.wait(self._stop, max(0.0, due - self._clock.monotonic())):
                     return
-                now = time.monotonic()
-                if now >= next_counter - 1e-3:
-                    self._sample_where(self._stepped)
-                    next_counter = self._next_counter_read(time.monotonic())
-                    next_power = now + power_every_s
-                if now >= next_full - 1e-3:
-                    self._sample_where(lambda sensor: not self._stepped(sensor))
-                    next_full = now + self.interval_s
-                    next_power = now + power_every_s
-                elif now >= next_power - 1e-3:
-                    self.sample_now(power_only=True)
-                    next_power = now + power_every_s
-                self._record_notices()
         except Exception as exc:  # noqa: BLE001 - the thread must end quietly, never kill training
             self.events.record(
                 "meter_stopped",
@@ -409,27 +575,61 @@ class Meter:
                 "meter",
             )
 
-    def sample_now(self, power_only: bool = False) -> None:
-        """Read every live sensor once (normally called by the thread).
+    def tick(self) -> float:
+        """Do the reads that are due now; return when the next one is (monotonic s).
 
-        Args:
-            power_only: read only the sensors whose power costs microseconds (the thread does
-                this every ``power_interval_s`` between full reads).
+        The thread calls this in a loop; with ``background=False`` the caller does.
         """
+        nxt = self._next
+        now = self._clock.monotonic()
+        if now >= nxt["counter"] - 1e-3:
+            self._sample_where(lambda sensor: sensor.counter_steps)
+            nxt["counter"] = self._next_counter_read(self._clock.monotonic())
+            nxt["power"] = now + self.power_interval_s if nxt["power"] < math.inf else math.inf
+        if now >= nxt["full"] - 1e-3:
+            self._sample_where(lambda sensor: not sensor.counter_steps)
+            nxt["full"] = now + self.interval_s
+            nxt["power"] = now + self.power_interval_s if nxt["power"] < math.inf else math.inf
+        elif now >= nxt["power"] - 1e-3:
+            self._sample_where(lambda sensor: sensor.cheap_power, power_only=True)
+            nxt["power"] = now + self.power_interval_s
+        self._record_notices()
+        return min(nxt.values())
+
+    def _stepped_states(self) -> dict[str, _Channel]:
+        """The live sensors that are stepping counters."""
+        return {
+            name: st
+            for name, st in self._states.items()
+            if st.lost_at_unix_s is None and st.sensor.counter_steps
+        }
+
+    def _next_counter_read(self, now: float) -> float:
+        """When the stepping counters are read next: mid-way between steps (inf: none left)."""
+        stepped = [st.sensor for st in self._stepped_states().values()]
+        if not stepped:
+            return math.inf
+        cadence = self.counter_interval_s
+        for sensor in stepped:
+            try:
+                sensor.set_read_interval(cadence)
+            except Exception:  # noqa: BLE001 - an optimisation only
+                pass
+        if any(sensor.feed_live for sensor in stepped):
+            # a helper reads on this cadence; what it read is taken often (a cheap pipe read)
+            return now + min(cadence, self.power_interval_s)
+        aligned = _mid_step_after(stepped[0], now + max(0.0, cadence - 0.5 * COUNTER_INTERVAL_S))
+        return now + cadence if aligned is None else max(aligned, now + 1e-3)
+
+    def _sample_where(self, which: Callable[[Sensor], bool], power_only: bool = False) -> None:
+        """Read the live sensors that ``which`` selects: fully, or only their power."""
         for state in list(self._states.values()):
-            if state.lost_at_unix_s is not None:
+            if state.lost_at_unix_s is not None or not which(state.sensor):
                 continue
             if power_only:
-                if state.sensor.cheap_power:
-                    self._sample_power(state)
+                state.sample_power()
             else:
-                self._sample(state)
-
-    def _sample_where(self, which: Callable[[Sensor], bool]) -> None:
-        """Fully read the live sensors that ``which`` selects."""
-        for state in list(self._states.values()):
-            if state.lost_at_unix_s is None and which(state.sensor):
-                self._sample(state)
+                state.sample()
 
     def _record_notices(self) -> None:
         """Record what sensors degraded by themselves (e.g. a power field lost), once each."""
@@ -441,254 +641,9 @@ class Meter:
             for message in notices:
                 self.events.record("sensor_degraded", message, name)
 
-    def _read(self, sensor: Sensor) -> tuple[float | None, float | None, float | None]:
-        """(value, power_w, t_valid): value is cumulative J for counters, W for power sensors.
-
-        ``t_valid`` is the monotonic time a counter value stands for when the sensor can date
-        it (a stepping counter: see :mod:`carbon_callbacks.core.sensors.step_clock`), else None.
-        A stepping counter whose read could not be dated gives value None (power only).
-        """
-        if sensor.is_counter:
-            read_dated = getattr(sensor, "read_energy_dated", None)
-            t_valid = None
-            energy_j: float | None
-            if read_dated is not None:
-                dated = read_dated()
-                energy_j, t_valid = (None, None) if dated is None else dated
-            else:
-                energy_j = sensor.read_energy_j()
-            return energy_j, _counter_power_w(sensor), t_valid
-        power_w = sensor.read_power_w()
-        return power_w, power_w, None
-
-    def _first_sample(self, state: _State) -> None:
-        sensor = state.sensor
-        t = time.monotonic()
-        try:
-            value, power_w, t_valid = self._read(sensor)
-            if value is None:  # an undatable first read: the plain value, dated at the read
-                value, t_valid = sensor.read_energy_j(), None
-        except Exception as exc:  # noqa: BLE001
-            state.last_t = t
-            self._fail(state, exc)
-            return
-        if t_valid is not None:  # a stepping counter: dated at its step
-            t = t_valid
-        elif sensor.is_counter:  # dated like every later counter read: the middle of the read
-            t = 0.5 * (t + time.monotonic())
-        state.last_t = t
-        if sensor.is_counter:
-            state.offset_j -= value  # so that offset + counter starts at the energy so far
-            state.energy_j = state.offset_j + value
-            if t_valid is not None:
-                state.anchor = (t, state.energy_j)
-        # a mean since the previous read (utilisation models) describes the time before the
-        # meter started: it only sets the sensor's reference; the next read covers from here
-        state.last_power_w = None if _interval_mean(sensor) else power_w
-
-    def _sample(self, state: _State) -> None:
-        sensor = state.sensor
-        if sensor.is_counter and self._drain_fed(state):
-            return
-        t_before = time.monotonic()
-        try:
-            value, power_w, t_valid = self._read(sensor)  # slow I/O outside the lock
-        except Exception as exc:  # noqa: BLE001
-            with self._lock:
-                self._fail(state, exc)
-            return
-        t_after = time.monotonic()
-        with self._lock:
-            if state.sensor is not sensor:  # replaced meanwhile
-                return
-            if value is None:  # a counter read that could not be dated: carry on by power
-                if power_w is not None:
-                    self._integrate_power(state, power_w, t_after)
-                return
-            if sensor.is_counter:
-                # a counter re-anchors the energy; its read takes milliseconds, so it is dated
-                # at the middle of the read, or at its step when the sensor can tell
-                t = 0.5 * (t_before + t_after) if t_valid is None else t_valid
-                self._take_counter(state, value, t, power_w, dated=t_valid is not None)
-            elif _interval_mean(sensor):
-                # the reading is the mean power since the previous read: a rectangle
-                state.energy_j += value * max(0.0, t_after - state.last_t)
-                state.last_t = t_after
-                state.last_power_w = power_w
-            else:
-                self._integrate_power(state, value, t_after)
-
-    def _drain_fed(self, state: _State) -> bool:
-        """Take the values a helper process read (a stepping counter's feed); False: none.
-
-        False tells the caller to read the counter itself: the sensor has no feed, or its feed
-        is not delivering (yet, or any more). Each value is applied in order, as if the thread
-        had read it at its step; then power carries the energy to now when nothing new came.
-        """
-        sensor = state.sensor
-        drain = getattr(sensor, "drain_dated", None)
-        if drain is None:
-            return False
-        try:
-            fed = drain()
-        except Exception as exc:  # noqa: BLE001
-            with self._lock:
-                self._fail(state, exc)
-            return True
-        if fed is None:
-            return False
-        power_w = _counter_power_w(sensor)
-        now = time.monotonic()
-        with self._lock:
-            if state.sensor is not sensor:  # replaced meanwhile
-                return True
-            newer = [(j, t) for j, t in fed if state.anchor is None or t > state.anchor[0]]
-            for energy_j, t in newer:
-                self._take_counter(state, energy_j, t, power_w, dated=True)
-            if not newer and power_w is not None:
-                self._integrate_power(state, power_w, now)
-        return True
-
-    def _take_counter(
-        self, state: _State, value: float, t: float, power_w: float | None, *, dated: bool
-    ) -> None:
-        """Re-anchor a counter sensor at ``value`` (counter J) read at ``t`` (lock held).
-
-        ``power_w``: the power read with the value (None: estimated from the counter's change
-        since the last sample). ``dated``: ``t`` is the counter's step, so it settles marks.
-        """
-        new_energy = state.offset_j + value
-        if power_w is None:
-            if t - state.last_t >= MIN_POWER_WINDOW_S:
-                power_w = max(0.0, (new_energy - state.energy_j) / (t - state.last_t))
-            else:  # too short a window to tell the power: keep the last estimate
-                power_w = state.last_power_w
-        state.energy_j = new_energy
-        state.last_t = t
-        state.last_power_w = power_w
-        if dated:
-            self._settle(state, t, new_energy)
-
-    @staticmethod
-    def _settle(state: _State, t: float, energy_j: float) -> None:
-        """A counter value dated at its step ``t``: settle the marks it follows (lock held).
-
-        A mark waiting since the step just before it takes the counter between that step and
-        this one, interpolated linearly in time (NVML says nothing finer than a step). When
-        the two values are further apart than :data:`SETTLE_SPAN_S` (the counter is read less
-        often than every step, as with long epochs), a straight line across them would misplace
-        whatever the power did meanwhile: the mark keeps its bridged value. A mark after ``t``
-        keeps waiting, from this fresher step.
-        """
-        waiting: list[_Pending] = []
-        for p in state.pending:
-            t_mark = p.snapshot.time_monotonic_s
-            if t <= t_mark:
-                p.anchor_t, p.anchor_j = t, energy_j
-                waiting.append(p)
-                continue
-            if 0.0 < t - p.anchor_t <= SETTLE_SPAN_S:
-                share = (t_mark - p.anchor_t) / (t - p.anchor_t)
-                p.snapshot.energy_j[p.name] = p.anchor_j + share * (energy_j - p.anchor_j)
-            p.leave()  # settled, or left bridged for good
-        state.pending = waiting
-        state.anchor = (t, energy_j)
-
-    def _sample_power(self, state: _State) -> None:
-        """A cheap power read between full reads: integrates power (bridging counters too)."""
-        sensor = state.sensor
-        try:
-            power_w = sensor.read_power_w()
-        except Exception as exc:  # noqa: BLE001
-            if not sensor.is_counter:  # for counters the next full read decides
-                with self._lock:
-                    self._fail(state, exc)
-            return
-        t = time.monotonic()
-        with self._lock:
-            if state.sensor is not sensor:
-                return
-            self._integrate_power(state, power_w, t)
-
-    @staticmethod
-    def _integrate_power(state: _State, power_w: float, t: float) -> None:
-        """Carry the energy from the last sample to ``t`` by the trapezoid rule (lock held)."""
-        previous = state.last_power_w if state.last_power_w is not None else power_w
-        state.energy_j += 0.5 * (previous + power_w) * max(0.0, t - state.last_t)
-        state.last_t = t
-        state.last_power_w = power_w
-
-    def _fail(self, state: _State, exc: BaseException) -> None:
-        """Record a failed read and switch to the sensor's fallback, or mark it lost."""
-        old = state.sensor
-        name = old.info.name
-        try:
-            replacement = old.fallback()
-        except Exception:  # noqa: BLE001
-            replacement = None
-        try:
-            old.close()
-        except Exception:  # noqa: BLE001
-            pass
-        now_unix = time.time()
-        if replacement is None:
-            state.lost_at_unix_s = now_unix
-            self.events.record(
-                "sensor_lost",
-                f"{name} ({old.info.device}) failed ({exc!r}) and has no fallback; its energy "
-                "is counted up to the last good sample and the run log marks it incomplete",
-                name,
-            )
-            return
-        previous_power_w = state.last_power_w
-        state.sensor = replacement
-        for p in state.pending:  # marks so far keep their bridged values
-            p.leave()
-        state.anchor, state.pending = None, []
-        state.offset_j = state.energy_j
-        state.last_power_w = None
-        state.methods.append((now_unix, replacement.info.method))
-        del state.methods[:-_MAX_METHOD_HISTORY]
-        self.events.record(
-            "sensor_fallback",
-            f"{name} ({old.info.device}) failed ({exc!r}); measuring it by "
-            f"{replacement.info.method} from now on ({replacement.info.detail or 'no detail'})",
-            name,
-        )
-        # prime the replacement: counters start from the energy counted so far
-        t = time.monotonic()
-        try:
-            value, power_w, _ = self._read(replacement)
-            if replacement.is_counter and value is None:
-                value = replacement.read_energy_j()
-        except Exception as exc2:  # noqa: BLE001
-            state.last_t = t
-            self._fail(state, exc2)
-            return
-        gap_s = max(0.0, t - state.last_t)
-        if _interval_mean(replacement):
-            # its first reading covers the time since it was built: only a reference; the gap
-            # is bridged at the last good power
-            power_w = None
-            if previous_power_w is not None:
-                state.energy_j += previous_power_w * gap_s
-        elif previous_power_w is not None and power_w is not None:
-            # the gap since the last good sample, bridged by the trapezoid of the two powers
-            state.energy_j += 0.5 * (previous_power_w + power_w) * gap_s
-        if replacement.is_counter and value is not None:
-            state.offset_j = state.energy_j - value
-        state.last_t = t
-        state.last_power_w = power_w
-
     # -- marks (training thread) -----------------------------------------------------------------
     def mark(self) -> Snapshot:
-        """Cumulative joules of every sensor now, without slow I/O.
-
-        A stepping counter's value is bridged from its last step; the meter's thread settles
-        it in the returned snapshot once it has read the next step (within about one counter
-        cadence). A measurement taken before that uses the bridged value: at an epoch's end
-        the start mark is settled, the end mark not yet.
-        """
+        """Cumulative joules of every sensor now, without slow I/O; final (never revised)."""
         for state in list(self._states.values()):
             sensor = state.sensor
             if state.lost_at_unix_s is None and state.last_power_w is None:
@@ -697,85 +652,73 @@ class Meter:
                 # per mark, only in that first interval. Bridging nothing would date all energy
                 # so far at the next sample. A mean-since-last-read reading is taken once it
                 # covers a few clock ticks (before that it would repeat the previous reading).
-                if sensor.is_counter or (
-                    _interval_mean(sensor) and time.monotonic() - state.last_t >= MIN_MEAN_WINDOW_S
+                if (sensor.is_counter and not sensor.counter_steps) or (
+                    sensor.power_is_interval_mean
+                    and self._clock.monotonic() - state.last_t >= MIN_MEAN_WINDOW_S
                 ):
-                    self._sample(state)
-        t = time.monotonic()
-        t_unix = time.time()
+                    state.sample()
+            elif state.lost_at_unix_s is None and sensor.feed_live:
+                # a helper's values wait in a pipe: take them (microseconds), so the mark is
+                # bridged from the helper's last step even when this process's thread is late
+                state.drain_fed()
+        t, t_unix, values = self._bridged_now()
+        return self._snapshot(t, t_unix, values)
+
+    def _bridged_now(self) -> tuple[float, float, dict[str, float]]:
+        """(monotonic t, unix t, each sensor's energy bridged to t by its power read at t).
+
+        The power read at t is also taken as a sample, where the sensor's power is cheap.
+        """
+        t = self._clock.monotonic()
+        t_unix = self._clock.time()
         powers_now: dict[str, float] = {}
         for name, state in list(self._states.items()):
-            sensor = state.sensor
-            if state.lost_at_unix_s is None and sensor.cheap_power:
+            if state.lost_at_unix_s is None and state.sensor.cheap_power:
                 try:
-                    powers_now[name] = sensor.read_power_w()
-                except Exception:  # noqa: BLE001 - the thread records real failures
-                    pass
-        snapshot = Snapshot(time_monotonic_s=t, time_unix_s=t_unix, energy_j={})
-        energy = snapshot.energy_j
+                    powers_now[name] = state.sensor.read_power_w()
+                except Exception:  # noqa: BLE001
+                    # a read that fails at a mark (a GPU lost) is read in full now, once, so
+                    # that the failure and its fallback are recorded in this window
+                    state.sample()
         with self._lock:
+            values = {}
             for name, state in self._states.items():
-                energy[name] = self._bridge(state, t, powers_now.get(name))
-                if state.anchor is not None and state.anchor[0] < t:
-                    snapshot.bridged_j[name] = energy[name]
-                    snapshot.waiting.add(name)
-                    state.pending.append(_Pending(name, snapshot, *state.anchor))
-                    for dropped in state.pending[:-_MAX_PENDING_MARKS]:
-                        dropped.leave()
-                    del state.pending[:-_MAX_PENDING_MARKS]
-        return snapshot
+                power_w = powers_now.get(name)
+                values[name] = state.bridge(t, power_w) + state.lag_j(
+                    power_w if power_w is not None else state.last_power_w
+                )
+                if power_w is not None and t >= state.last_t and state.lost_at_unix_s is None:
+                    # the power at the mark is a sample too: the next bridge starts here, not
+                    # from a thread sample taken before the mark (say, in an idle gap)
+                    state.integrate_power(power_w, t)
+        return t, t_unix, values
 
-    def _bridge(self, state: _State, t: float, power_now_w: float | None) -> float:
-        """Energy at monotonic time ``t`` from the last sample and the power around it."""
-        if state.lost_at_unix_s is not None or state.last_power_w is None:
-            return state.energy_j
-        dt = t - state.last_t
-        if dt >= 0:
-            p_end = power_now_w if power_now_w is not None else state.last_power_w
-            return state.energy_j + 0.5 * (state.last_power_w + p_end) * dt
-        # the thread sampled after t was taken: step back at the last power
-        return max(0.0, state.energy_j + state.last_power_w * dt)
+    def _snapshot(self, t: float, t_unix: float, values: dict[str, float]) -> Snapshot:
+        """A final snapshot of ``values``, each raised to the sensor's last mark if below it."""
+        with self._lock:
+            energy = {}
+            for name, value in values.items():
+                state = self._states[name]
+                state.floor_j = energy[name] = max(value, state.floor_j)
+        return Snapshot(time_monotonic_s=t, time_unix_s=t_unix, energy_j=energy)
 
     def measure(self, start: Snapshot, end: Snapshot) -> Measurement:
-        """The energy per sensor between two snapshots, with the methods used."""
-        with self._lock:
-            return self._measure(start, end)
-
-    def measure_settling(
-        self, start: Snapshot, end: Snapshot
-    ) -> tuple[Measurement, dict[str, float], dict[str, float]]:
-        """:meth:`measure`, with what settling had changed of each snapshot (J per sensor).
-
-        Read under one lock, so the two say exactly which values the measurement used: a
-        snapshot settled later changes by ``settling_j()`` minus what is returned here.
-        """
-        with self._lock:
-            return self._measure(start, end), start.settling_j(), end.settling_j()
-
-    def _measure(self, start: Snapshot, end: Snapshot) -> Measurement:
-        """:meth:`measure` with the lock held."""
+        """The energy per sensor between two snapshots (``start`` first), with the methods used."""
         energy: dict[str, float] = {}
         methods: dict[str, str] = {}
         components: dict[str, str] = {}
         incomplete: list[str] = []
-        clamped: dict[str, float] = {}
-        for name, state in self._states.items():
-            lost = state.lost_at_unix_s
-            if lost is not None and lost <= end.time_unix_s:
-                incomplete.append(name)
-            if lost is not None and lost <= start.time_unix_s:
-                continue  # lost before the window: unmeasured, not a silent 0 J
-            e0 = start.energy_j.get(name, 0.0)
-            e1 = end.energy_j.get(name, e0)
-            energy[name] = max(0.0, e1 - e0)
-            if e1 < e0:
-                clamped[name] = e0 - e1
-            used = [m for since, m in state.methods if since <= end.time_unix_s]
-            inside = [m for since, m in state.methods[1:] if start.time_unix_s < since]
-            before = [m for since, m in state.methods if since <= start.time_unix_s]
-            chain = (before[-1:] if before else used[:1]) + inside
-            methods[name] = ">".join(dict.fromkeys(chain)) or state.sensor.info.method
-            components[name] = state.sensor.info.component
+        with self._lock:
+            for name, state in self._states.items():
+                lost = state.lost_at_unix_s
+                if lost is not None and lost <= end.time_unix_s:
+                    incomplete.append(name)
+                if lost is not None and lost <= start.time_unix_s:
+                    continue  # lost before the window: unmeasured, not a silent 0 J
+                e0 = start.energy_j.get(name, 0.0)
+                energy[name] = end.energy_j.get(name, e0) - e0
+                methods[name] = state.methods_in(start.time_unix_s, end.time_unix_s)
+                components[name] = state.sensor.info.component
         return Measurement(
             start_unix_s=start.time_unix_s,
             end_unix_s=end.time_unix_s,
@@ -784,8 +727,22 @@ class Meter:
             methods=methods,
             components=components,
             incomplete=tuple(incomplete),
-            clamped_j=clamped,
         )
+
+
+def _read(sensor: Sensor) -> tuple[float | None, float | None, float | None]:
+    """(value, power_w, t_valid): value is cumulative J for counters, W for power sensors.
+
+    ``t_valid`` is the monotonic time a counter value stands for when the sensor dates it
+    (a stepping counter: see :mod:`carbon_callbacks.core.sensors.step_clock`), else None.
+    A stepping counter whose read could not be dated gives value None (power only).
+    """
+    if sensor.is_counter:
+        dated = sensor.read_energy_dated()
+        energy_j, t_valid = (None, None) if dated is None else dated
+        return energy_j, _counter_power_w(sensor), t_valid
+    power_w = sensor.read_power_w()
+    return power_w, power_w, None
 
 
 _LIVE_METERS: weakref.WeakSet[Meter] = weakref.WeakSet()
@@ -798,7 +755,7 @@ def _mid_step_after(sensor: Sensor, after: float) -> float | None:
     An optimisation only: a sensor that cannot tell (or fails to) is read on the plain cadence.
     """
     try:
-        return sensor.next_read_time(after)  # type: ignore[attr-defined]
+        return sensor.next_read_time(after)
     except Exception:  # noqa: BLE001
         return None
 
@@ -814,26 +771,6 @@ def _counter_power_w(sensor: Sensor) -> float | None:
         return sensor.read_power_w()
     except Exception:  # noqa: BLE001
         return None
-
-
-def _feed_live(sensor: Sensor) -> bool:
-    """True when a helper process reads this stepping counter (see ``counter_feed``)."""
-    return bool(getattr(sensor, "feed_live", False))
-
-
-def _tell_cadence(sensor: Sensor, cadence_s: float) -> None:
-    """Pass the counter cadence (s) on to a sensor whose helper process reads the counter."""
-    tell = getattr(sensor, "set_read_interval", None)
-    if tell is not None:
-        try:
-            tell(cadence_s)
-        except Exception:  # noqa: BLE001 - an optimisation only
-            pass
-
-
-def _interval_mean(sensor: Sensor) -> bool:
-    """True for a power sensor whose reading is the mean since its previous read."""
-    return not sensor.is_counter and bool(getattr(sensor, "power_is_interval_mean", False))
 
 
 def _register_atexit(meter: Meter) -> None:

@@ -222,7 +222,7 @@ class RankExchange:
         try:
             parts = self.group.gather(
                 (self.info.rank, m.energy_j, m.methods, m.components, m.incomplete, share,
-                 m.true_up_j, m.duration_s)
+                 m.duration_s)
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001
             self.apart(
@@ -288,20 +288,18 @@ class RankExchange:
 
 def _merged(m: Measurement, parts: list[Any]) -> Measurement:
     """``m`` holding every rank's sensors, named ``rank<r>/<name>``, each with its own window."""
-    energy, methods, components, incomplete, true_up, window = {}, {}, {}, [], {}, {}
-    for rank_, e, meth, comp, inc, _, up, seconds in parts:
+    energy, methods, components, incomplete, window = {}, {}, {}, [], {}
+    for rank_, e, meth, comp, inc, _, seconds in parts:
         for name in e:
             key = f"rank{rank_}/{name}"
             energy[key], methods[key], components[key] = e[name], meth[name], comp[name]
             window[key] = seconds  # this rank's own epoch: its power is its J over it
         incomplete += [f"rank{rank_}/{n}" for n in inc]
-        true_up.update({f"rank{rank_}/{n}": j for n, j in up.items()})
     return dataclasses.replace(
         m,
         energy_j=energy,
         methods=methods,
         components=components,
         incomplete=tuple(incomplete),
-        true_up_j=true_up,
         window_s=window,
     )

@@ -57,8 +57,6 @@ def measurement_record(
     }
     if m.incomplete:
         record["incomplete"] = list(m.incomplete)
-    if m.true_up_j:
-        record["true_up_j"] = m.true_up_j
     return record, energy_kwh, co2_g
 
 

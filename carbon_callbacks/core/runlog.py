@@ -20,18 +20,15 @@ Schema version 1. Every line is one JSON object with a ``"type"``:
     ``co2_g``, ``duration_s`` since the run began) and optionally ``steps``. ``incomplete``
     lists sensors lost by the epoch's end (a sensor lost before it began is left out of
     ``energy_j``); when no sensor covered the epoch, ``unmeasured`` is true and ``energy_kwh``
-    and ``co2_g`` are null (unknown, not zero). ``true_up_j`` (``{sensor: J}``, when not
-    empty): joules in ``energy_j`` that settle earlier epochs' edges, which were bridged when
-    those epochs were reported (see :meth:`carbon_callbacks.core.meter.Meter.mark`), net of what
-    would have taken an epoch below 0 J (passed on to the next epoch).
+    and ``co2_g`` are null (unknown, not zero). Logs written before marks became final may hold
+    ``true_up_j`` (``{sensor: J}``): joules in ``energy_j`` that corrected earlier epochs' edges;
+    they are part of ``energy_j`` and are read as such.
 ``phase``
     As ``epoch``, plus ``name`` (str); ``epoch`` is an int or null. ``in_epoch`` and ``counted``
-    say whether it lies inside an epoch and whether the totals include it. Two are written by
-    the tracker itself: ``partial_epoch`` (an epoch cut short by the end of the run) and
-    ``settling`` (zero duration, at the last epoch's end, counted): what the energy counter
-    settled of the last epoch's edges after that epoch was reported, and any correction an
-    epoch could not take without going below 0 J; may be negative. Epochs plus ``settling``
-    sum to the counter's energy over the epochs.
+    say whether it lies inside an epoch and whether the totals include it. The tracker itself
+    writes ``partial_epoch`` (an epoch cut short by the end of the run). Logs written before
+    marks became final may hold a ``settling`` phase (zero duration, counted, possibly
+    negative): a correction of the last epoch's edges, included in the totals as written.
 ``prediction``
     ``after_epochs``, ``epochs``, ``duration_s``, ``energy_kwh``, ``co2_g``, their ``*_low`` /
     ``*_high`` interval bounds, ``method`` and ``intensity``: the whole run, predicted.

@@ -66,9 +66,6 @@ from carbon_callbacks.core.totals import Totals
 
 #: Epochs kept for prediction (older ones are summed, not kept): memory stays bounded.
 _HISTORY_LEN = 4096
-#: Marks the tracker follows while the meter may still settle them (epochs shorter than a
-#: counter step leave a few behind; older ones keep their bridged values).
-_UNSETTLED_KEPT = 16
 _STATE_VERSION = 1
 
 
@@ -123,12 +120,6 @@ class CarbonTracker:
         self._stopped = False
         self._start_snap: Snapshot | None = None
         self._epoch_snap: Snapshot | None = None
-        # marks an epoch used before the meter settled them: (snapshot, +1 for an end or -1 for
-        # a start, what settling had changed of it when used or carried since, J per sensor)
-        self._unsettled: list[tuple[Snapshot, int, dict[str, float]]] = []
-        # settling an epoch could not take without going below 0 J (J per sensor): the next
-        # epoch takes it
-        self._carry_over_j: dict[str, float] = {}
         self._phases: list[tuple[str, Snapshot]] = []
         #: what earlier segments of a resumed run carried over (load_state_dict), this
         #: process's own sums, and the run's totals: their sum (see _count)
@@ -260,7 +251,6 @@ class CarbonTracker:
         if meter is None or self._start_snap is None:
             return
         end = meter.stop() or meter.mark()
-        self._count_last_settling()
         whole = meter.measure(self._start_snap, end)
         total = self._total
         self._write(self._footer(status, whole))
@@ -281,47 +271,6 @@ class CarbonTracker:
                     events=len(self.events.events),
                 )
             )
-
-    def _count_last_settling(self) -> None:
-        """Count what the counter settled of edges after the epochs that used them reported.
-
-        Each epoch carries what settling changed of earlier epochs' edges (:meth:`_true_up`),
-        but the edges of the last epoch (its end; its start too when it was shorter than a
-        counter step) settle only as the meter stops (:meth:`Meter.stop` waits for that step).
-        Their change is written as a ``settling`` phase record (``counted``, zero duration, at
-        the last edge) and added to the run's totals, so that the total is the counter's over
-        the epochs. Each rank of a combined run would only know its own: there, nothing is
-        exchanged at stop (a rank may be gone) and the last edges stay as bridged.
-        """
-        if self._group is not None or self._meter is None or not self._unsettled:
-            return
-        carried = dict(self._carry_over_j)
-        self._carry_over_j = {}
-        for snap, sign, applied in self._unsettled:
-            for name, settled_j in snap.settling_j().items():
-                delta_j = settled_j - applied.get(name, 0.0)
-                if delta_j:
-                    carried[name] = carried.get(name, 0.0) + sign * delta_j
-        last = max(self._unsettled, key=lambda entry: entry[0].time_monotonic_s)[0]
-        self._unsettled = []
-        at = self._meter.measure(last, last)  # the sensors' methods at that edge
-        carried = {name: j for name, j in carried.items() if name in at.components}
-        if not carried:
-            return
-        m = Measurement(
-            start_unix_s=last.time_unix_s,
-            end_unix_s=last.time_unix_s,
-            duration_s=0.0,
-            energy_j=carried,
-            methods={name: at.methods[name] for name in carried if name in at.methods},
-            components={name: at.components[name] for name in carried if name in at.components},
-            true_up_j=dict(carried),
-        )
-        epoch = self._offset["epochs"] + self.epochs_completed - 1
-        record, energy_kwh, co2_g, _ = self._measurement_record(m, "phase", epoch)
-        record.update(name="settling", in_epoch=False, counted=True)
-        self._add_to_totals(m, energy_kwh, co2_g)
-        self._write(record)
 
     def _footer(self, status: str, whole: Measurement) -> dict[str, Any]:
         """The footer record for the session measured by ``whole``."""
@@ -419,12 +368,7 @@ class CarbonTracker:
             if start is None or self._meter is None:
                 return {}
             end = self._meter.mark()
-            self._meter.hint_epoch_s(end.time_monotonic_s - start.time_monotonic_s)
-            m = self._ranks.combine(
-                self._true_up(*self._meter.measure_settling(start, end), start, end),
-                self._intensity,
-                self.events,
-            )
+            m = self._ranks.combine(self._meter.measure(start, end), self._intensity, self.events)
             self.last_measurement = m
             record, energy_kwh, co2_g, intensity = self._measurement_record(
                 m, "epoch", index, self._ranks.take_epoch_intensity()
@@ -454,74 +398,11 @@ class CarbonTracker:
                 )
             return metrics
 
-    def _true_up(
-        self,
-        m: Measurement,
-        start_used: dict[str, float],
-        end_used: dict[str, float],
-        start: Snapshot,
-        end: Snapshot,
-    ) -> Measurement:
-        """Carry into this epoch what the counter settled of marks used before it did.
-
-        An epoch's end is bridged from the counter's last step by power (the next step is up to
-        ~0.1 s away, and the figures are due now); the meter settles it once that step is read
-        (:meth:`Meter.mark`), and so the start of an epoch shorter than a step. What settling
-        changed of a mark after an epoch used it is added to the next epoch (an end's change
-        as it is, a start's with the opposite sign), so the sum of the epochs is the counter's
-        up to the last epoch's end, and no epoch inherits a bias of the bridge (at an epoch's
-        edges the GPU often idles while its power reading, which updates every ~0.1 s, still
-        says busy). Recorded as ``true_up_j``. An epoch is never below 0 J: what it would have
-        been below (a bridged end under a settled start, or a carried correction larger than
-        the epoch) is carried on to the next epoch, and at the end of the run into the
-        ``settling`` record (:meth:`_count_last_settling`), so that nothing is dropped.
-
-        Args:
-            m: the epoch as measured.
-            start_used / end_used: what settling had changed of ``start`` / ``end`` when
-                ``m`` was measured (:meth:`Meter.measure_settling`).
-        """
-        carried = {n: j for n, j in self._carry_over_j.items() if n in m.energy_j}
-        self._carry_over_j = {n: j for n, j in self._carry_over_j.items() if n not in carried}
-        keep: list[tuple[Snapshot, int, dict[str, float]]] = []
-        for snap, sign, applied in self._unsettled:
-            waiting = bool(snap.waiting)  # before reading the values: a late settle is kept
-            for name, settled_j in snap.settling_j().items():
-                delta_j = settled_j - applied.get(name, 0.0)
-                if delta_j and name in m.energy_j:
-                    carried[name] = carried.get(name, 0.0) + sign * delta_j
-                    applied[name] = settled_j
-            if waiting:
-                keep.append((snap, sign, applied))
-        new = [(start, -1, dict(start_used)), (end, +1, dict(end_used))]
-        keep += [entry for entry in new if entry[0].waiting]
-        self._unsettled = keep[-_UNSETTLED_KEPT:]
-        for name, below_j in m.clamped_j.items():  # measured below 0 J: owed, not dropped
-            carried[name] = carried.get(name, 0.0) - below_j
-        if not carried:
-            return m
-        energy = dict(m.energy_j)
-        taken: dict[str, float] = {}
-        for name, up_j in carried.items():
-            total_j = energy[name] + up_j
-            if total_j < 0.0:  # an epoch is never negative: the next one takes the rest
-                self._carry_over_j[name] = total_j
-                total_j = 0.0
-            if total_j != energy[name]:
-                taken[name] = total_j - energy[name]
-            energy[name] = total_j
-        return dataclasses.replace(m, energy_j=energy, true_up_j=taken)
-
     # -- totals ----------------------------------------------------------------------------------
     def _count(self, part: Totals) -> None:
         """Add ``part`` to this process's sums and to the run's totals."""
         self._running += part
         self._total += part
-
-    @property
-    def _offset(self) -> dict[str, float]:
-        """Earlier segments' totals as the header's ``offsets`` (read by the settling record)."""
-        return self._earlier.to_offsets()
 
     def _add_to_totals(self, m: Measurement, energy_kwh: float, co2_g: float) -> None:
         self._count(counted(m, energy_kwh, co2_g, self.config.pue))
@@ -884,11 +765,6 @@ class CarbonTracker:
         are combined (see :class:`~carbon_callbacks.core.ranks.RankExchange`), else 1 (alone,
         or after an exchange failed)."""
         return self.ranks.world_size if self._ranks.combined else 1
-
-    @property
-    def _group(self) -> Any:
-        """The ranks' process group while combined (read by the settling record)."""
-        return self._ranks.group
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickling (spawned workers, ddp_spawn) is allowed before ``start()`` only."""

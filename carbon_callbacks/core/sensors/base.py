@@ -62,7 +62,10 @@ class Sensor(ABC):
     (counters) or :meth:`read_power_w` (power sensors). Reads may raise :class:`SensorError`
     (or any exception); the meter then records the failure and asks :meth:`fallback` for a
     replacement. Reads are called from the meter's thread and, for :meth:`read_power_w` of
-    counters with ``cheap_power = True``, from the training thread at marks: keep them short.
+    sensors with ``cheap_power = True``, from the training thread at marks: keep them short.
+
+    What a sensor can do beyond that is declared by the class attributes below (the meter reads
+    these flags and never probes a sensor for methods); the defaults describe a plain sensor.
     """
 
     info: SensorInfo
@@ -75,6 +78,42 @@ class Sensor(ABC):
     #: integrates each reading over the interval it covers, and discards the first reading
     #: (it covers the time before the meter started).
     power_is_interval_mean: bool = False
+    #: Seconds by which :meth:`read_power_w` lags the power drawn (0: instantaneous). A reading
+    #: averaged over a trailing window of W seconds lags by about W / 2; the meter adds that
+    #: lag times the change of the reading to the integrated energy, so a ramp from idle is
+    #: counted in the window where it happened.
+    power_lag_s: float = 0.0
+    #: True for a counter that advances in steps (NVML's energy counter, ~0.1 s): it dates its
+    #: values at their steps (:meth:`read_energy_dated`) and says when a read is freshest
+    #: (:meth:`next_read_time`).
+    counter_steps: bool = False
+
+    def read_energy_dated(self) -> tuple[float, float | None] | None:
+        """(cumulative J, monotonic time the counter reached them, or None when not known).
+
+        None when this read cannot be dated (stepping counters: it straddled a step). The
+        default is :meth:`read_energy_j` without a date.
+        """
+        return self.read_energy_j(), None
+
+    def next_read_time(self, after: float) -> float | None:
+        """Best monotonic time >= ``after`` to read a stepping counter (None: any time)."""
+        return None
+
+    def drain_dated(self) -> list[tuple[float, float]] | None:
+        """Counter values a helper process read since the last call: (J, monotonic step time).
+
+        None when the meter must read the counter itself (the default: no helper).
+        """
+        return None
+
+    @property
+    def feed_live(self) -> bool:
+        """True while a helper process delivers this counter's values (:meth:`drain_dated`)."""
+        return False
+
+    def set_read_interval(self, seconds: float) -> None:
+        """Tell a helper process how often (s) the meter wants a fresh counter value."""
 
     def read_energy_j(self) -> float:
         """Cumulative energy in joules since the sensor was opened (counters only)."""

@@ -1,15 +1,16 @@
 """A stepping energy counter read in a helper process, where the training's GIL cannot delay it.
 
-NVML's energy counter steps about every 100 ms, and a mark is settled only when the counter is
-read on both sides of it at adjacent steps (:data:`carbon_callbacks.core.meter.SETTLE_SPAN_S`).
-Read by the meter's thread, those reads wait for Python's GIL, which a training loop holds for
-tens to hundreds of milliseconds at the very moments marks are taken (the loader restarting,
-epoch-end work, the gradient sync): measured on GPUs, a third to a half of the edges of sub-second
-epochs stayed bridged (docs/benchmarks.md). A helper process has its own interpreter: it reads
-the counter mid-way between steps on its own cadence, dates each value at its step with a
+The default reader of NVML's counter (``CARBON_CALLBACKS_COUNTER_MODE=thread`` leaves it to the
+meter's thread, see :func:`carbon_callbacks.core.sensors.nvidia.counter_mode`). A thread's reads
+wait for Python's GIL, which a training loop holds for tens to hundreds of milliseconds at the
+moments marks are taken (the loader restarting, epoch-end work, the gradient sync), so its last
+counter value before a mark can be a few steps old and the mark is bridged by power over that
+span. A helper process has its own interpreter: it reads the counter mid-way between steps on
+its own cadence, dates each value at its step with a
 :class:`~carbon_callbacks.core.sensors.step_clock.SteppedCounterClock`, and writes one line per
-new step to a pipe. The meter drains the pipe whenever it likes: when a value arrives no longer
-matters, only when the counter reached it, and that was measured outside the GIL.
+new step to a pipe. The meter drains the pipe on its thread and at every mark (a non-blocking
+read): when a value arrives no longer matters, only when the counter reached it, and that was
+measured outside the GIL.
 ``time.monotonic()`` is one system-wide clock (``CLOCK_MONOTONIC`` on Linux), so the dates are
 comparable across the two processes.
 

@@ -44,6 +44,23 @@ KIND_UNSUPPORTED = "gpu_unsupported"  # MIG instances: no per-instance energy
 POWER_INSTANT_TEXT = "the instantaneous power field NVML_FI_DEV_POWER_INSTANT (mW)"
 POWER_AVERAGE_TEXT = "nvmlDeviceGetPowerUsage (mW, averaged by NVML over about 1 s)"
 KIND_FALLBACK = "sensor_fallback"  # a GPU measured by a weaker method than the counter
+#: Seconds by which ``nvmlDeviceGetPowerUsage`` lags the power drawn where NVML averages it over
+#: ~1 s (Ampere and later, except GA100: A100, A30): half the window. Older GPUs report the
+#: power at the instant.
+AVERAGED_POWER_LAG_S = 0.5
+#: NVML's architecture number of Ampere (``NVML_DEVICE_ARCH_AMPERE``); later ones are larger.
+_ARCH_AMPERE = 7
+_ARCH_UNKNOWN = 0xFFFFFFFF
+#: Who reads the energy counter: ``helper`` (a helper process,
+#: :mod:`~carbon_callbacks.core.sensors.counter_feed`, the default) or ``thread`` (the meter's
+#: thread). A benchmarking knob, not a setting; read once, by :func:`counter_mode`.
+COUNTER_MODE_ENV = "CARBON_CALLBACKS_COUNTER_MODE"
+
+
+def counter_mode(env: Mapping[str, str] = os.environ) -> str:
+    """``"thread"`` when :data:`COUNTER_MODE_ENV` asks for the meter's thread, else ``"helper"``."""
+    return "thread" if env.get(COUNTER_MODE_ENV, "").strip().lower() == "thread" else "helper"
+
 
 _lock = threading.Lock()
 _inits: dict[int, list[Any]] = {}  # id(module) -> [module, reference count]
@@ -371,6 +388,19 @@ def visible_gpus(
         nvml_release(module)
 
 
+def _averaged_power_lag_s(device: Any) -> float:
+    """How far (s) ``nvmlDeviceGetPowerUsage`` trails the power on this GPU (0: not known)."""
+    try:
+        arch = int(device.call("nvmlDeviceGetArchitecture", "architecture"))
+    except Exception:  # noqa: BLE001 - an old NVML or a stand-in: no correction
+        return 0.0
+    if arch == _ARCH_UNKNOWN or arch < _ARCH_AMPERE:
+        return 0.0
+    if arch == _ARCH_AMPERE and any(name in device.name for name in ("A100", "A30")):
+        return 0.0  # GA100 reports the power at the instant
+    return AVERAGED_POWER_LAG_S
+
+
 # -- sensors -----------------------------------------------------------------------------------
 class _NvmlDevice:
     """An NVML reference plus one device handle (shared code of the GPU sensors)."""
@@ -423,19 +453,20 @@ class NvmlGpuSensor(Sensor):
     every change of load (docs/benchmarks.md). If the field stops answering mid-run, the sensor
     switches to the averaged power and says so once (:meth:`drain_notices`).
 
-    In counter mode the counter is read and dated by a helper process
-    (:mod:`~carbon_callbacks.core.sensors.counter_feed`), which the training's GIL cannot delay;
-    the meter takes its values from :meth:`drain_dated`. Until the helper delivers, or if it
-    cannot start or ends, the meter's thread reads the counter itself (:meth:`read_energy_dated`),
-    and a helper that ends says so once. The helper needs ``nvml`` to be an importable module
-    (``pynvml``); an in-process stand-in object is always read by the thread.
+    In counter mode a helper process (:mod:`~carbon_callbacks.core.sensors.counter_feed`) reads
+    the counter outside the training's GIL and dates each value at its step; the meter takes its
+    values from :meth:`drain_dated` (its thread, and every mark). Until the helper delivers, if it
+    cannot start or ends, with ``counter_process=False``, or with an ``nvml`` that is not an
+    importable module (a stand-in object), the meter's thread reads the counter itself and a
+    :class:`~carbon_callbacks.core.sensors.step_clock.SteppedCounterClock` dates each value
+    (:meth:`read_energy_dated`); a helper that ends says so once.
 
     Args:
         gpu: NVML index or a :class:`GpuRef` (opened by UUID).
         nvml: NVML module stand-in (default: ``pynvml``).
         force_sampled: use sampled power even when the counter works (benchmarks).
-        counter_process: read the counter in a helper process (default); False: by the
-            meter's thread only.
+        counter_process: read the counter in a helper process; None (default): as
+            :func:`counter_mode` says (the helper unless the knob asks for the meter's thread).
 
     Raises:
         SensorError: the GPU cannot be opened, or in sampled mode reads no power either.
@@ -449,12 +480,13 @@ class NvmlGpuSensor(Sensor):
         *,
         nvml: Any = None,
         force_sampled: bool = False,
-        counter_process: bool = True,
+        counter_process: bool | None = None,
     ):
         self._device = _NvmlDevice(gpu, nvml)
         self._feed: CounterFeed | None = None
         try:
-            self._open(force_sampled, counter_process)
+            helper = counter_mode() == "helper" if counter_process is None else counter_process
+            self._open(force_sampled, helper)
         except BaseException:
             self._device.close()
             raise
@@ -472,6 +504,7 @@ class NvmlGpuSensor(Sensor):
                 if not device.not_supported(exc):
                     raise
         self.is_counter = self._start_mj is not None
+        self.counter_steps = self.is_counter
         module = device._nvml
         self._feed_module: str | None = (
             module.__name__
@@ -479,6 +512,7 @@ class NvmlGpuSensor(Sensor):
             else None
         )
         self._instant = self._probe_instant()
+        self.power_lag_s = 0.0 if self._instant else _averaged_power_lag_s(device)
         if not self.is_counter:
             self.read_power_w()  # proves power works; raises SensorError otherwise
         self.force_sampled = force_sampled
@@ -607,8 +641,7 @@ class NvmlGpuSensor(Sensor):
             self.info = replace(self.info, detail=self._detail())
         self._notice(
             f"gpu:{self._device.index} counter helper process ended ({reason}); the meter's "
-            "thread reads the energy counter from now on, so edges of epochs shorter than a "
-            "second may stay bridged by power instead of settled by the counter"
+            "thread reads the energy counter from now on"
         )
 
     def read_power_w(self) -> float:
