@@ -57,6 +57,18 @@ class LiveFakeNvml(FakeNvml):
             gpu = self.gpus[index]
             gpu.fail_on[function] = gpu.calls.get(function, 0) + 1
 
+    def wait_failed(self, index: int, function: str, timeout_s: float = 30.0) -> None:
+        """Block until the failure set by :meth:`fail_next` was raised (the meter's thread made
+        the call), so a fault injected inside an epoch lands inside it however busy the
+        machine is; gives up after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                gpu = self.gpus[index]
+                if gpu.calls.get(function, 0) >= gpu.fail_on.get(function, 0):
+                    return
+            time.sleep(0.005)
+
 
 def one_gpu(**kwargs: Any) -> FakeGpu:
     """An H100 as NVML describes it (``kwargs`` override FakeGpu fields)."""

@@ -81,6 +81,7 @@ def test_read_raises_mid_run_falls_back_to_sampled_power(driver, tmp_path, monke
     def fault(epoch, batch):
         if (epoch, batch) == (1, 0):
             nvml.fail_next(0, COUNTER)
+            nvml.wait_failed(0, COUNTER)  # the read lands in epoch 1, however busy the machine
 
     run = train(driver, _gpu_settings(tmp_path), step_hook=fault, step_sleep_s=0.02)
     log = check_cell(run, baseline(driver), warned=["measuring it by sampled"])
