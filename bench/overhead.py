@@ -2,6 +2,8 @@
 
     python -m bench overhead --package before=OLD_TREE --package after=. --out OUT
     python -m bench overhead --simulate --reps 1 --out /tmp/oh   # the plumbing, CPU only
+    python -m bench overhead --package before=OLD_TREE --package helper=. --package thread=. \
+        --env thread:CARBON_CALLBACKS_COUNTER_MODE=thread --out OUT   # the counter readers
 
 Each ``--package NAME=DIR`` is a checkout whose ``DIR/carbon_callbacks`` is imported (its
 subprocesses run with ``PYTHONPATH=DIR``). One counter poller (``bench/poller.py``, another
@@ -159,7 +161,8 @@ def worker_train(job: dict[str, Any]) -> dict[str, Any]:
     for _ in range(3):  # kernels and libraries loaded before anything is timed
         loop.step()
     loop.sync()
-    return {"blocks": [run_block(job, loop, block) for block in job["blocks"]]}
+    settings = {k: v for k, v in os.environ.items() if k.startswith("CARBON_CALLBACKS_")}
+    return {"blocks": [run_block(job, loop, block) for block in job["blocks"]], "env": settings}
 
 
 def worker_calibrate(job: dict[str, Any]) -> dict[str, Any]:
@@ -211,9 +214,17 @@ def worker_main(argv: list[str]) -> int:
 # ---------------------------------------------------------------------------- orchestrator side
 
 
-def spawn(kind: str, job: dict[str, Any], root: str | None, scratch: str) -> dict[str, Any]:
-    """Run one worker in a fresh process with ``PYTHONPATH=root`` (nothing else); its result."""
+def spawn(
+    kind: str,
+    job: dict[str, Any],
+    root: str | None,
+    scratch: str,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run one worker in a fresh process with ``PYTHONPATH=root`` (nothing else) and
+    ``extra_env`` set; its result."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(extra_env or {})
     if root is not None:
         env["PYTHONPATH"] = os.path.abspath(root)
     env["PYTHONUNBUFFERED"] = "1"
@@ -303,11 +314,13 @@ class Bench:
     def __init__(self, args: argparse.Namespace, packages: list[tuple[str, str]]) -> None:
         self.args = args
         self.packages = packages
+        self.package_env = env_of(args)
         self.started = time.monotonic()
         self.results: dict[str, Any] = {
             "meta": {"started_at_unix_s": time.time(), "simulate": args.simulate},
             "settings": {k: v for k, v in vars(args).items() if k != "package"},
             "packages": dict(packages),
+            "package_env": self.package_env,
             "imports": [],
             "runs": [],
         }
@@ -349,7 +362,7 @@ class Bench:
         t0 = time.monotonic()
         job = self.job(variant, root, rep)
         try:
-            out = spawn("train", job, root, self.scratch)
+            out = spawn("train", job, root, self.scratch, self.package_env.get(job["package"]))
         except Exception as exc:  # noqa: BLE001 - a failing variant is a result
             for block in job["blocks"]:
                 self.results["runs"].append({**head, "kind": kind_of(block), "error": repr(exc)})
@@ -357,7 +370,7 @@ class Bench:
             return
         steps = self.steps_after(max(e[1] for b in out["blocks"] for e in b["loop_edges_unix_s"]))
         for block in out["blocks"]:
-            record = {**head, "kind": kind_of(block)}
+            record = {**head, "kind": kind_of(block), "env": out.get("env", {})}
             try:
                 record.update(measure_block(block, steps, root is not None))
                 record["poller_read_ms"] = reader_ms(self.poll_path, block["loop_edges_unix_s"])
@@ -384,7 +397,7 @@ class Bench:
         job = {"simulate": self.args.simulate, "method": "auto"}
         record: dict[str, Any] = {"package": name, "rep": rep}
         try:
-            record.update(spawn("import", job, root, self.scratch))
+            record.update(spawn("import", job, root, self.scratch, self.package_env.get(name)))
         except Exception as exc:  # noqa: BLE001
             record["error"] = repr(exc)
         self.results["imports"].append(record)
@@ -556,6 +569,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=DIR",
         help="a tree holding carbon_callbacks/ (repeatable; default: this checkout as 'this')",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="an environment variable for package NAME's processes (repeatable), e.g. "
+        "--package thread=. --env thread:CARBON_CALLBACKS_COUNTER_MODE=thread",
+    )
     parser.add_argument("--out", default="overhead_out", help="folder for results and logs")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--lengths", default="0.18,1,8", help="epoch lengths in s")
@@ -576,6 +597,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         setattr(args, lengths, values)
         setattr(args, epochs, counts)
     return args
+
+
+def env_of(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """Per package name, the environment variables ``--env NAME:KEY=VALUE`` give it."""
+    out: dict[str, dict[str, str]] = {}
+    for spec in args.env:
+        name, _, assignment = spec.partition(":")
+        key, sep, value = assignment.partition("=")
+        if not name or not key or not sep:
+            raise SystemExit(f"--env wants NAME:KEY=VALUE, got {spec!r}")
+        out.setdefault(name, {})[key] = value
+    return out
 
 
 def packages_of(args: argparse.Namespace) -> list[tuple[str, str]]:

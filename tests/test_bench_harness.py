@@ -87,6 +87,7 @@ def test_overhead_simulated_compares_two_trees_in_rotation(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "bench", "overhead", "--simulate", "--reps", "1"]
     cmd += ["--package", f"before={ROOT}", "--package", f"after={ROOT}", "--out", str(out)]
+    cmd += ["--env", "after:CARBON_CALLBACKS_COUNTER_MODE=thread"]
     cmd += ["--lengths", "0.05,0.3", "--epochs", "3", "--idle-s", "0.1"]
     cmd += ["--sampled-lengths", "0.3", "--sampled-epochs", "3"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -115,3 +116,6 @@ def test_overhead_simulated_compares_two_trees_in_rotation(tmp_path):
     assert set(imports) == {"before", "after"}
     assert imports["after"]["total_ms"]["median"] > 0
     assert result["meta"]["device"] == "simulated"
+    # --env reaches that package's processes only
+    assert runs["after", "0.3s"]["env"].get("CARBON_CALLBACKS_COUNTER_MODE") == "thread"
+    assert "CARBON_CALLBACKS_COUNTER_MODE" not in runs["before", "0.3s"]["env"]
