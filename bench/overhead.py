@@ -2,8 +2,8 @@
 
     python -m bench overhead --package before=OLD_TREE --package after=. --out OUT
     python -m bench overhead --simulate --reps 1 --out /tmp/oh   # the plumbing, CPU only
-    python -m bench overhead --package before=OLD_TREE --package helper=. --package thread=. \
-        --env thread:CARBON_CALLBACKS_COUNTER_MODE=thread --out OUT   # the counter readers
+    python -m bench overhead --package helper=. --package thread=. \\
+        --env thread:CARBON_CALLBACKS_COUNTER_MODE=thread --out OUT   # the two counter readers
 
 Each ``--package NAME=DIR`` is a checkout whose ``DIR/carbon_callbacks`` is imported (its
 subprocesses run with ``PYTHONPATH=DIR``). One counter poller (``bench/poller.py``, another
