@@ -15,7 +15,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -726,6 +725,8 @@ def check_writable_dir(path: str) -> None:
             "choose a writable folder or pass log_dir=None to write no run log"
         ) from None
     try:  # os.access() says yes to root even on read-only mounts: really try a write
+        import tempfile  # at start() only
+
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".carbon-probe-"):
             pass
     except OSError as exc:

@@ -10,7 +10,6 @@ kWh x the intensity (g/kWh). Nothing here measures, writes or keeps state.
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any
 
 from carbon_callbacks import __version__
@@ -121,7 +120,7 @@ def header_record(
         "run_name": config.run_name,
         "started_at_unix_s": started_unix_s,
         "started_at": utc_iso(started_unix_s),
-        "host": socket.gethostname(),
+        "host": _host_name(),
         "pid": os.getpid(),
         "config": config.to_dict(),
         "sensors": sensors,
@@ -177,3 +176,10 @@ def footer_record(
 def plan_record(plan: PhasePlan, source: str) -> dict[str, Any]:
     """The run-log record of a phase plan (type ``plan``)."""
     return {"type": "plan", **plan.to_dict(), "source": source}
+
+
+def _host_name() -> str:
+    """This machine's host name (socket is imported here: the header is written once)."""
+    import socket
+
+    return socket.gethostname()

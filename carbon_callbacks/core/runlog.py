@@ -64,7 +64,6 @@ import errno
 import json
 import math
 import os
-import secrets
 import threading
 import time
 from collections import deque
@@ -105,7 +104,7 @@ class RunLogError(ValueError):
 
 def new_run_id() -> str:
     """Return a fresh random run id: 12 lowercase hex characters (48 bits)."""
-    return secrets.token_hex(6)
+    return os.urandom(6).hex()
 
 
 def utc_iso(unix_s: float) -> str:
