@@ -299,24 +299,3 @@ def test_a_failing_rank_zero_source_is_recorded_once_and_followed(tmp_path, fail
     assert [e["intensity"] for e in _by_type(other, "epoch")] == [e["intensity"] for e in epochs]
     assert [e["co2_g"] for e in _by_type(other, "epoch")] == [e["co2_g"] for e in epochs]
     assert other["totals"] == lead["totals"]
-
-
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [
-        ({}, False),
-        ({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}, False),
-        ({"WORLD_SIZE": "4"}, True),  # torchrun, Lightning's child processes
-        ({"LOCAL_RANK": "1"}, True),
-        ({"SLURM_NTASKS": "8", "SLURM_PROCID": "0"}, True),
-        ({"RANK": "x"}, False),
-    ],
-)
-def test_a_process_may_be_a_rank_by_its_launchers_environment(monkeypatch, env, expected):
-    from carbon_callbacks.core.distributed import may_be_distributed
-
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert may_be_distributed() is expected

@@ -48,26 +48,6 @@ def world_size() -> int:
         return 1
 
 
-def may_be_distributed() -> bool:
-    """True when this process may be one of several ranks (cheap; no collective).
-
-    Before the process group exists only the launcher's environment can tell: ``WORLD_SIZE``
-    (torchrun, Lightning's child processes) or ``SLURM_NTASKS`` above 1, or a rank other than 0
-    in ``RANK``, ``LOCAL_RANK`` or ``SLURM_PROCID``. A true answer may be wrong (a SLURM job step
-    of independent tasks); callers use it only to put off work until the ranks are known.
-    """
-    if world_size() > 1 or _env_int("SLURM_NTASKS") > 1:
-        return True
-    return any(_env_int(var) > 0 for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
-
-
-def _env_int(name: str) -> int:
-    try:
-        return int(os.environ.get(name, "0"))
-    except ValueError:
-        return 0
-
-
 def is_rank_zero() -> bool:
     """True on the process that logs and writes the run log."""
     return rank() == 0
