@@ -282,33 +282,6 @@ def test_every_command_has_help_and_the_console_script_is_declared(capsys):
     assert scripts["carbon-callbacks"] == "carbon_callbacks.cli:main"
 
 
-def test_optional_command_modules_register_their_subcommands(monkeypatch, capsys):
-    import sys
-    import types
-
-    module = types.ModuleType("carbon_callbacks.cli_selection")
-
-    def register(subparsers):
-        parser = subparsers.add_parser("select", help="pick a model")
-        parser.add_argument("--budget-g", type=float, required=True)
-        parser.set_defaults(func=lambda args: 0 if args.budget_g == 5.0 else 9)
-
-    module.register = register
-    monkeypatch.setitem(sys.modules, "carbon_callbacks.cli_selection", module)
-    broken = types.ModuleType("carbon_callbacks.cli.intensity")
-
-    def broken_register(subparsers):
-        raise RuntimeError("boom")
-
-    broken.register = broken_register
-    monkeypatch.setitem(sys.modules, "carbon_callbacks.cli.intensity", broken)
-    assert cli.main(["select", "--budget-g", "5"]) == 0
-    assert cli.main(["select", "--budget-g", "6"]) == 9
-    assert "cli.intensity.register failed" in capsys.readouterr().err
-    # the built-in commands still work next to a broken add-on
-    assert cli.main(["estimate", "--gpu", "T4", "--hours", "1"]) == 0
-
-
 def test_phases_outside_epochs_are_named_not_silently_dropped(tmp_path, capsys):
     """Work measured with track() outside epochs is in the run's totals, and the note says so."""
     import time

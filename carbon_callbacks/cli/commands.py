@@ -6,16 +6,13 @@ regions, estimate, carbontracker_logs, plots) and :mod:`carbon_callbacks.cli.run
 Exit codes: 0 success; 1 nothing could be done (no readable log, unknown hardware or zone,
 matplotlib missing); 2 bad usage; ``run`` exits with the command's own code.
 
-Other modules add subcommands: after the built-in ones, each module named in
-:data:`OPTIONAL_COMMAND_MODULES` that can be imported gets ``register(subparsers)`` called with
-the ``argparse`` sub-parsers object. It adds its parser(s) and sets ``func`` on them
-(``parser.set_defaults(func=handler)``); ``handler(args)`` returns the exit code.
+``best-start`` comes from :mod:`carbon_callbacks.cli.intensity`, which registers its parser on
+the same sub-parsers object.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import time
@@ -25,9 +22,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from carbon_callbacks import __version__
+from carbon_callbacks.cli import intensity
 
-#: Modules that may add subcommands (see the module docstring).
-OPTIONAL_COMMAND_MODULES = ("carbon_callbacks.cli.intensity", "carbon_callbacks.cli_selection")
 #: Exit code when nothing could be done.
 EXIT_NOTHING = 1
 #: Exit code of argparse usage errors.
@@ -396,29 +392,8 @@ def _add_progress(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _register_optional(subparsers: Any) -> None:
-    for name in OPTIONAL_COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # not installed: nothing to add
-            _err(f"warning: {name} could not be imported ({exc}); its commands are missing")
-            continue
-        except Exception as exc:  # noqa: BLE001 - a broken add-on must not break the CLI
-            _err(f"warning: {name} could not be imported ({exc!r}); its commands are missing")
-            continue
-        register = getattr(module, "register", None)
-        if not callable(register):
-            continue
-        try:
-            register(subparsers)
-        except Exception as exc:  # noqa: BLE001
-            _err(f"warning: {name}.register failed ({exc!r}); its commands are missing")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand (optional modules included)."""
+    """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Read, compare, aggregate and publish the energy and CO2eq of training "
@@ -554,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zones", help="zones of the what-if figure (comma-separated)")
     p.set_defaults(func=cmd_plot)
 
-    _register_optional(subparsers)
+    intensity.register(subparsers)  # best-start
     return parser
 
 
