@@ -392,17 +392,7 @@ def _add_progress(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Read, compare, aggregate and publish the energy and CO2eq of training "
-        "runs; measure whole commands; estimate before running.",
-        epilog="Each command has --help. Documentation: docs/cli.md.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    subparsers = parser.add_subparsers(dest="command_name", metavar="COMMAND")
-
+def _add_report_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "report",
         help="table of runs and the statement for a paper",
@@ -418,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress(p)
     p.set_defaults(func=cmd_report)
 
+
+def _add_run_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "run",
         help="measure a whole command and its child processes",
@@ -460,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=cmd_run)
 
+
+def _add_estimate_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "estimate",
         help="estimate before running, from TDP tables",
@@ -499,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_car_basis(p)
     p.set_defaults(func=cmd_estimate)
 
+
+def _add_regions_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "regions",
         help="the same energy in other zones",
@@ -514,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress(p)
     p.set_defaults(func=cmd_regions)
 
+
+def _add_plot_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "plot",
         help="PNG figures from run logs",
@@ -529,6 +527,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zones", help="zones of the what-if figure (comma-separated)")
     p.set_defaults(func=cmd_plot)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Read, compare, aggregate and publish the energy and CO2eq of training "
+        "runs; measure whole commands; estimate before running.",
+        epilog="Each command has --help. Documentation: docs/cli.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command_name", metavar="COMMAND")
+
+    _add_report_parser(subparsers)
+    _add_run_parser(subparsers)
+    _add_estimate_parser(subparsers)
+    _add_regions_parser(subparsers)
+    _add_plot_parser(subparsers)
     intensity.register(subparsers)  # best-start
     return parser
 
