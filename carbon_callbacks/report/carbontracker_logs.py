@@ -398,6 +398,9 @@ def _read_text(path: Path | None) -> str | None:
         return handle.read().decode("utf-8", errors="replace")
 
 
+_EpochIt = tuple[int, "float | None", dict[str, float], dict[str, float]]
+
+
 def read_carbontracker_log(pair: CarbontrackerLogPair) -> RunLog:
     """One carbontracker log pair as a :class:`RunLog` (see the module docstring).
 
@@ -416,36 +419,81 @@ def read_carbontracker_log(pair: CarbontrackerLogPair) -> RunLog:
             f"{pair.path}: carbontracker log with no epoch and no consumption block "
             "(empty, or the run stopped before its first epoch)"
         )
+    epoch_it = _epoch_energies(std)
+    n_actual = actual.epochs if actual is not None else None
+    if actual is not None and n_actual is None:
+        n_actual = len(epoch_it) or 1  # command mode: "Actual consumption:" without a count
+    counted = epoch_it[:n_actual] if n_actual is not None else epoch_it
+    it_kwh = sum(sum(e[3].values()) for e in counted) / J_PER_KWH
+    pue, pue_detail = _pue_of(std, actual, it_kwh)
+    intensity = _intensity_of(std, actual, predicted)
+    planned = predicted.epochs if predicted is not None else None
+    if planned is None and actual is not None:
+        planned = n_actual
+    config: dict[str, Any] = {"monitor_epochs": -1, "epochs": planned}
+    if (
+        actual is not None
+        and predicted is not None
+        and n_actual is not None
+        and planned is not None
+        and n_actual < planned
+        and not std.interrupted
+    ):
+        config["monitor_epochs"] = n_actual  # carbontracker stopped monitoring by design
+    header = _header(pair, std, epoch_it, config, intensity, pue, pue_detail, planned)
+    footer: dict[str, Any] | None = None
+    if actual is not None and actual.energy_kwh is not None:
+        footer = {
+            "type": "footer",
+            "status": "interrupted" if std.interrupted else "completed",
+            "duration_s": actual.duration_s,
+            "energy_kwh": actual.energy_kwh,
+            "co2_g": actual.co2_g,
+            "epochs_duration_s": actual.duration_s,
+            "epochs_completed": n_actual,
+            "epochs_monitored": n_actual,
+            "epochs_planned": planned,
+            "ended_at": _iso_local(actual.logged_at),
+        }
+    return RunLog(
+        path=pair.path,
+        header=header,
+        epochs=_epoch_records(epoch_it, intensity, pue),
+        predictions=_prediction_records(predicted, intensity),
+        footer=footer,
+    )
 
-    # -- per-epoch IT energy, carbontracker's method: mean power x epoch duration -------------
-    epoch_it: list[tuple[int, float | None, dict[str, float], dict[str, float]]] = []
+
+def _epoch_energies(std: StandardLogInfo) -> list[_EpochIt]:
+    """Per epoch, carbontracker's method: (number, s, W per component, J = mean W x s)."""
+    epoch_it: list[_EpochIt] = []
     for number, duration, powers in std.epochs:
         power_w = {comp: sum(values) for comp, values in powers.items() if values}
         energy_j = {
             comp: watts * duration for comp, watts in power_w.items() if duration is not None
         }
         epoch_it.append((number, duration, power_w, energy_j))
+    return epoch_it
 
-    n_actual = actual.epochs if actual is not None else None
-    if actual is not None and n_actual is None:
-        n_actual = len(epoch_it) or 1  # command mode: "Actual consumption:" without a count
-    counted = epoch_it[:n_actual] if n_actual is not None else epoch_it
-    it_kwh = sum(sum(e[3].values()) for e in counted) / J_PER_KWH
-    pue: float = CARBONTRACKER_PUE
-    pue_detail = f"assumed: carbontracker's hard-coded PUE {CARBONTRACKER_PUE} (version 2.x)"
+
+def _pue_of(std: StandardLogInfo, actual: Any, it_kwh: float) -> tuple[float, str]:
+    """The PUE carbontracker applied (stated, implied by its totals, else its default)."""
     if std.pue is not None and 1.0 <= std.pue <= 3.0:
-        pue = std.pue
-        pue_detail = "stated in the carbontracker log (its hard-coded PUE coefficient)"
-    elif actual is not None and actual.energy_kwh is not None and it_kwh > 0:
+        return std.pue, "stated in the carbontracker log (its hard-coded PUE coefficient)"
+    if actual is not None and actual.energy_kwh is not None and it_kwh > 0:
         implied = actual.energy_kwh / it_kwh
         if 1.0 <= implied <= 3.0:
-            pue = implied
-            pue_detail = (
+            return implied, (
                 "implied by the log: carbontracker's actual kWh over the epochs' mean power x "
                 "duration (its hard-coded PUE, 1.58 in version 2.x)"
             )
+    return CARBONTRACKER_PUE, (
+        f"assumed: carbontracker's hard-coded PUE {CARBONTRACKER_PUE} (version 2.x)"
+    )
 
-    # -- intensity ---------------------------------------------------------------------------
+
+def _intensity_of(std: StandardLogInfo, actual: Any, predicted: Any) -> dict[str, Any]:
+    """The intensity record: the log's value, else its CO2eq / kWh, else unknown."""
     intensity_value = std.intensity_g_per_kwh
     kind: str | None
     if intensity_value is not None:
@@ -468,7 +516,7 @@ def read_carbontracker_log(pair: CarbontrackerLogPair) -> RunLog:
         else:
             source = "not reported in the carbontracker log"
         kind = None
-    intensity = {
+    return {
         "intensity_g_per_kwh": intensity_value,
         "zone": std.location or "unknown",
         "source": source,
@@ -479,20 +527,18 @@ def read_carbontracker_log(pair: CarbontrackerLogPair) -> RunLog:
         "end_unix_s": None,
     }
 
-    planned = predicted.epochs if predicted is not None else None
-    if planned is None and actual is not None:
-        planned = n_actual
-    config: dict[str, Any] = {"monitor_epochs": -1, "epochs": planned}
-    if (
-        actual is not None
-        and predicted is not None
-        and n_actual is not None
-        and planned is not None
-        and n_actual < planned
-        and not std.interrupted
-    ):
-        config["monitor_epochs"] = n_actual  # carbontracker stopped monitoring by design
 
+def _header(
+    pair: CarbontrackerLogPair,
+    std: StandardLogInfo,
+    epoch_it: list[_EpochIt],
+    config: dict[str, Any],
+    intensity: dict[str, Any],
+    pue: float,
+    pue_detail: str,
+    planned: int | None,
+) -> dict[str, Any]:
+    """The header record of a carbontracker log pair, in this package's run-log shape."""
     components = sorted({c for e in epoch_it for c in e[2]} | set(std.devices))
     sensors = [
         {
@@ -505,14 +551,13 @@ def read_carbontracker_log(pair: CarbontrackerLogPair) -> RunLog:
         }
         for comp in components
     ]
-    run_id = f"carbontracker:{pair.stem.rstrip('_') or pair.path.name}"
-    header: dict[str, Any] = {
+    return {
         "type": "header",
         "schema": 1,
         "source_format": SOURCE_FORMAT,
         "carbontracker_version": std.version,
         "files": [str(p) for p in (pair.standard, pair.output) if p is not None],
-        "run_id": run_id,
+        "run_id": f"carbontracker:{pair.stem.rstrip('_') or pair.path.name}",
         "run_name": pair.stem.rstrip("_") or None,
         "started_at": _iso_local(std.first_stamp),
         "started_at_is_local_time": True,
@@ -528,8 +573,14 @@ def read_carbontracker_log(pair: CarbontrackerLogPair) -> RunLog:
         "offsets": {"energy_kwh": 0.0, "co2_g": 0.0, "duration_s": 0.0, "epochs": 0},
     }
 
+
+def _epoch_records(
+    epoch_it: list[_EpochIt], intensity: dict[str, Any], pue: float
+) -> list[dict[str, Any]]:
+    """The epoch records: kWh with PUE, g with the log's intensity, running totals."""
+    intensity_value = intensity["intensity_g_per_kwh"]
     cumulative = {"energy_kwh": 0.0, "co2_g": 0.0, "duration_s": 0.0}
-    epoch_records: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
     for index, (number, duration, power_w, energy_j) in enumerate(epoch_it):
         energy_kwh = sum(energy_j.values()) / J_PER_KWH * pue if energy_j else None
         co2_g = (
@@ -541,7 +592,7 @@ def read_carbontracker_log(pair: CarbontrackerLogPair) -> RunLog:
         cumulative["energy_kwh"] += energy_kwh or 0.0
         cumulative["co2_g"] += co2_g or 0.0
         cumulative["duration_s"] += duration or 0.0
-        epoch_records.append(
+        records.append(
             {
                 "type": "epoch",
                 "epoch": index,
@@ -557,50 +608,32 @@ def read_carbontracker_log(pair: CarbontrackerLogPair) -> RunLog:
                 "cumulative": dict(cumulative),
             }
         )
+    return records
 
-    predictions: list[dict[str, Any]] = []
-    if predicted is not None and predicted.energy_kwh is not None:
-        predictions.append(
-            {
-                "type": "prediction",
-                "after_epochs": None,
-                "epochs": predicted.epochs,
-                "duration_s": predicted.duration_s,
-                "energy_kwh": predicted.energy_kwh,
-                "co2_g": predicted.co2_g,
-                "duration_s_low": None,
-                "duration_s_high": None,
-                "energy_kwh_low": None,
-                "energy_kwh_high": None,
-                "co2_g_low": None,
-                "co2_g_high": None,
-                "method": "carbontracker: planned epochs x mean per-epoch energy of the "
-                "monitored epochs (no interval)",
-                "intensity": intensity,
-            }
-        )
 
-    footer: dict[str, Any] | None = None
-    if actual is not None and actual.energy_kwh is not None:
-        footer = {
-            "type": "footer",
-            "status": "interrupted" if std.interrupted else "completed",
-            "duration_s": actual.duration_s,
-            "energy_kwh": actual.energy_kwh,
-            "co2_g": actual.co2_g,
-            "epochs_duration_s": actual.duration_s,
-            "epochs_completed": n_actual,
-            "epochs_monitored": n_actual,
-            "epochs_planned": planned,
-            "ended_at": _iso_local(actual.logged_at),
+def _prediction_records(predicted: Any, intensity: dict[str, Any]) -> list[dict[str, Any]]:
+    """carbontracker's one prediction (planned epochs x mean epoch energy), without interval."""
+    if predicted is None or predicted.energy_kwh is None:
+        return []
+    return [
+        {
+            "type": "prediction",
+            "after_epochs": None,
+            "epochs": predicted.epochs,
+            "duration_s": predicted.duration_s,
+            "energy_kwh": predicted.energy_kwh,
+            "co2_g": predicted.co2_g,
+            "duration_s_low": None,
+            "duration_s_high": None,
+            "energy_kwh_low": None,
+            "energy_kwh_high": None,
+            "co2_g_low": None,
+            "co2_g_high": None,
+            "method": "carbontracker: planned epochs x mean per-epoch energy of the "
+            "monitored epochs (no interval)",
+            "intensity": intensity,
         }
-    return RunLog(
-        path=pair.path,
-        header=header,
-        epochs=epoch_records,
-        predictions=predictions,
-        footer=footer,
-    )
+    ]
 
 
 __all__ = [
