@@ -306,32 +306,8 @@ def visible_gpus(
         )
         return []
     requested = explicit or bool(cuda_visible and cuda_visible.strip())
-    try:
-        module = load_nvml(nvml)
-    except ImportError as exc:
-        events.record(
-            KIND_UNAVAILABLE,
-            f"NVML is not available ({exc}); install nvidia-ml-py to measure NVIDIA GPUs. No "
-            "GPU energy is measured",
-            "nvml",
-            warn=requested,
-        )
-        return []
-    try:
-        nvml_acquire(module)
-    except Exception as exc:  # noqa: BLE001 - NVMLError, OSError from ctypes, ...
-        if _is_nvml_error(module, exc, "NVML_ERROR_LIBRARY_NOT_FOUND"):
-            why = "the NVIDIA driver library libnvidia-ml is not installed or not found"
-        elif _is_nvml_error(module, exc, "NVML_ERROR_DRIVER_NOT_LOADED"):
-            why = "the NVIDIA driver is not loaded"
-        else:
-            why = "NVML failed to start"
-        events.record(
-            KIND_UNAVAILABLE,
-            f"{why} ({_describe(exc)}); no GPU energy is measured",
-            "nvml",
-            warn=requested,
-        )
+    module = _started_nvml(nvml, events, requested)
+    if module is None:
         return []
     try:
         try:
@@ -352,33 +328,14 @@ def visible_gpus(
                 warn=requested,
             )
             return []
-        selected: list[GpuRef] = []
         if explicit:
+            selected: list[GpuRef] = []
             for token in config_gpu_ids or ():
                 ref = _resolve(token, gpus, events, "gpu_ids")
                 if isinstance(ref, GpuRef) and ref not in selected:
                     selected.append(ref)
         elif cuda_visible is not None:
-            used_index = False
-            for token in _parse_cuda_visible(cuda_visible):
-                if token.startswith("-") and token[1:].isdigit():
-                    break  # CUDA: a negative index ends the list
-                ref = _resolve(token, gpus, events, "CUDA_VISIBLE_DEVICES")
-                if ref is None:
-                    break  # CUDA ignores an invalid entry and everything after it
-                if isinstance(ref, GpuRef) and ref not in selected:
-                    used_index = used_index or token.isdigit()
-                    selected.append(ref)
-            order = env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
-            if used_index and order != "PCI_BUS_ID" and len({g.name for g in gpus}) > 1:
-                events.record(
-                    KIND_SELECTION,
-                    "CUDA_VISIBLE_DEVICES gives indices on a machine with different GPU models "
-                    f"and CUDA_DEVICE_ORDER={order}: CUDA may number the GPUs differently from "
-                    "NVML, so the wrong GPU could be measured. Set CUDA_DEVICE_ORDER=PCI_BUS_ID "
-                    "or give UUIDs",
-                    "nvml",
-                )
+            selected = _cuda_visible_gpus(cuda_visible, gpus, env, events)
         else:
             selected = list(gpus)
         for gpu in selected:
@@ -386,6 +343,67 @@ def visible_gpus(
         return selected
     finally:
         nvml_release(module)
+
+
+def _started_nvml(nvml: Any, events: EventLog, requested: bool) -> Any:
+    """The NVML module, initialised (release it with ``nvml_release``); None, with one
+    ``gpu_unavailable`` event saying why (warned when GPUs were asked for), if it cannot be."""
+    try:
+        module = load_nvml(nvml)
+    except ImportError as exc:
+        events.record(
+            KIND_UNAVAILABLE,
+            f"NVML is not available ({exc}); install nvidia-ml-py to measure NVIDIA GPUs. No "
+            "GPU energy is measured",
+            "nvml",
+            warn=requested,
+        )
+        return None
+    try:
+        nvml_acquire(module)
+    except Exception as exc:  # noqa: BLE001 - NVMLError, OSError from ctypes, ...
+        if _is_nvml_error(module, exc, "NVML_ERROR_LIBRARY_NOT_FOUND"):
+            why = "the NVIDIA driver library libnvidia-ml is not installed or not found"
+        elif _is_nvml_error(module, exc, "NVML_ERROR_DRIVER_NOT_LOADED"):
+            why = "the NVIDIA driver is not loaded"
+        else:
+            why = "NVML failed to start"
+        events.record(
+            KIND_UNAVAILABLE,
+            f"{why} ({_describe(exc)}); no GPU energy is measured",
+            "nvml",
+            warn=requested,
+        )
+        return None
+    return module
+
+
+def _cuda_visible_gpus(
+    cuda_visible: str, gpus: list[GpuRef], env: Mapping[str, str], events: EventLog
+) -> list[GpuRef]:
+    """The GPUs ``CUDA_VISIBLE_DEVICES`` names, read as CUDA reads it (see visible_gpus)."""
+    selected: list[GpuRef] = []
+    used_index = False
+    for token in _parse_cuda_visible(cuda_visible):
+        if token.startswith("-") and token[1:].isdigit():
+            break  # CUDA: a negative index ends the list
+        ref = _resolve(token, gpus, events, "CUDA_VISIBLE_DEVICES")
+        if ref is None:
+            break  # CUDA ignores an invalid entry and everything after it
+        if isinstance(ref, GpuRef) and ref not in selected:
+            used_index = used_index or token.isdigit()
+            selected.append(ref)
+    order = env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    if used_index and order != "PCI_BUS_ID" and len({g.name for g in gpus}) > 1:
+        events.record(
+            KIND_SELECTION,
+            "CUDA_VISIBLE_DEVICES gives indices on a machine with different GPU models "
+            f"and CUDA_DEVICE_ORDER={order}: CUDA may number the GPUs differently from "
+            "NVML, so the wrong GPU could be measured. Set CUDA_DEVICE_ORDER=PCI_BUS_ID "
+            "or give UUIDs",
+            "nvml",
+        )
+    return selected
 
 
 def _averaged_power_lag_s(device: Any) -> float:
