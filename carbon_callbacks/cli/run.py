@@ -224,36 +224,8 @@ def run_command(
     try:
         tracker.start()
         tracker.epoch_start()
-        cpu_before = _children_cpu_s()
         started = time.monotonic()
-        if signals.received:
-            result.error = "interrupted before the command started"
-            result.exit_code = 128 + signals.received[0]
-        else:
-            try:
-                child = subprocess.Popen(argv)
-            except FileNotFoundError as exc:
-                result.error = f"command not found: {argv[0]} ({exc.strerror})"
-                result.exit_code = EXIT_NOT_FOUND
-            except OSError as exc:
-                result.error = f"cannot execute {argv[0]}: {exc.strerror or exc}"
-                result.exit_code = EXIT_NOT_EXECUTABLE
-            else:
-                signals.child = child
-                if signals.received:  # arrived between the start and the line above
-                    signal_tree(child.pid, signals.received[-1])
-                while True:
-                    try:
-                        child.wait(timeout=progress_interval_s)
-                        break
-                    except subprocess.TimeoutExpired:
-                        try:
-                            print(_progress_line(tracker, started), file=stream, flush=True)
-                        except (OSError, ValueError):
-                            progress_interval_s = None  # the stream is gone: stop printing
-                result.returncode = child.returncode
-                result.exit_code = exit_code_of(child.returncode)
-                result.cpu_time_s = _children_cpu_s() - cpu_before
+        _run_child(argv, signals, result, tracker, started, progress_interval_s, stream)
         result.duration_s = time.monotonic() - started
     finally:
         if signals.received:
@@ -264,23 +236,70 @@ def run_command(
             result.status = "failed"
         result.signals = list(signals.received)
         tracker.epoch_end()
-        names = ", ".join(signal.Signals(s).name for s in result.signals)
-        message = (
-            f"command {argv!r} ended: exit code {result.exit_code}"
-            + (f" (returncode {result.returncode})" if result.returncode is not None else "")
-            + (f"; signals received: {names}" if names else "")
-            + (
-                f"; CPU time of the command tree {result.cpu_time_s:.3f} s"
-                if result.cpu_time_s is not None
-                else ""
-            )
-            + (f"; {result.error}" if result.error else "")
-        )
+        message = _exit_message(argv, result)
         tracker.events.record("command_exit", message, "command", warn=False)
         result.totals = tracker.stop(result.status)
         result.log_path = tracker.log_path
         _restore(previous)
     return result
+
+
+def _run_child(
+    argv: list[str],
+    signals: _Signals,
+    result: CommandResult,
+    tracker: CarbonTracker,
+    started: float,
+    progress_interval_s: float | None,
+    stream: TextIO,
+) -> None:
+    """Start ``argv``, pass signals on to it, print progress, and fill ``result`` as it ends."""
+    if signals.received:
+        result.error = "interrupted before the command started"
+        result.exit_code = 128 + signals.received[0]
+        return
+    cpu_before = _children_cpu_s()
+    try:
+        child = subprocess.Popen(argv)
+    except FileNotFoundError as exc:
+        result.error = f"command not found: {argv[0]} ({exc.strerror})"
+        result.exit_code = EXIT_NOT_FOUND
+        return
+    except OSError as exc:
+        result.error = f"cannot execute {argv[0]}: {exc.strerror or exc}"
+        result.exit_code = EXIT_NOT_EXECUTABLE
+        return
+    signals.child = child
+    if signals.received:  # arrived between the start and the line above
+        signal_tree(child.pid, signals.received[-1])
+    while True:
+        try:
+            child.wait(timeout=progress_interval_s)
+            break
+        except subprocess.TimeoutExpired:
+            try:
+                print(_progress_line(tracker, started), file=stream, flush=True)
+            except (OSError, ValueError):
+                progress_interval_s = None  # the stream is gone: stop printing
+    result.returncode = child.returncode
+    result.exit_code = exit_code_of(child.returncode)
+    result.cpu_time_s = _children_cpu_s() - cpu_before
+
+
+def _exit_message(argv: list[str], result: CommandResult) -> str:
+    """The ``command_exit`` event's text: exit code, returncode, signals, CPU time, error."""
+    names = ", ".join(signal.Signals(s).name for s in result.signals)
+    return (
+        f"command {argv!r} ended: exit code {result.exit_code}"
+        + (f" (returncode {result.returncode})" if result.returncode is not None else "")
+        + (f"; signals received: {names}" if names else "")
+        + (
+            f"; CPU time of the command tree {result.cpu_time_s:.3f} s"
+            if result.cpu_time_s is not None
+            else ""
+        )
+        + (f"; {result.error}" if result.error else "")
+    )
 
 
 __all__ = [
