@@ -185,6 +185,43 @@ def plan_start(
         raise ScheduleError(f"duration must be > 0 seconds, got {duration_s!r}", EXIT_BAD_INPUT)
     if energy_kwh is not None and not (math.isfinite(energy_kwh) and energy_kwh >= 0):
         raise ScheduleError(f"energy must be >= 0 kWh, got {energy_kwh!r}", EXIT_BAD_INPUT)
+    chain = _chain_from_now(points, now_unix_s)
+    horizon = chain[-1].end_unix_s
+    limit = horizon if latest_end_unix_s is None else min(horizon, latest_end_unix_s)
+    if now_unix_s + duration_s > limit + _EPS_S:
+        ahead_h = (limit - now_unix_s) / 3600
+        what = "forecast" if limit == horizon else "time allowed (--within)"
+        raise ScheduleError(
+            f"the {what} reaches {format_utc(limit)}, {ahead_h:.1f} h ahead, shorter than the "
+            f"{duration_s / 3600:.1f} h run: no start can be chosen inside it. Plan a shorter "
+            "part of the run, or start now and let the tracker measure it"
+        )
+    best_t, best_v, now_v, candidates = _least_mean_start(chain, duration_s, now_unix_s, limit)
+    sources = list(dict.fromkeys(p.source for p in chain))
+    return StartPlan(
+        zone=zone,
+        source="; ".join(sources),
+        duration_s=float(duration_s),
+        now_unix_s=now_unix_s,
+        start_unix_s=best_t,
+        end_unix_s=best_t + duration_s,
+        intensity_g_per_kwh=best_v,
+        now_intensity_g_per_kwh=now_v,
+        horizon_end_unix_s=horizon,
+        latest_end_unix_s=limit,
+        candidates=len(candidates),
+        energy_kwh=energy_kwh,
+        notes=tuple(notes),
+    )
+
+
+def _chain_from_now(points: Sequence[IntensityPoint], now_unix_s: float) -> list[IntensityPoint]:
+    """The slot covering ``now_unix_s`` and those continuing it without a gap (measured values
+    win over forecast ones for the same slot).
+
+    Raises:
+        ScheduleError: no value covers now.
+    """
     ordered = sorted(points, key=lambda p: (p.start_unix_s, p.kind != "measured"))
     chain: list[IntensityPoint] = []
     for p in ordered:
@@ -202,16 +239,14 @@ def plan_start(
         raise ScheduleError(
             f"the forecast has no value for now ({format_utc(now_unix_s)}); it starts at {first}"
         )
-    horizon = chain[-1].end_unix_s
-    limit = horizon if latest_end_unix_s is None else min(horizon, latest_end_unix_s)
-    if now_unix_s + duration_s > limit + _EPS_S:
-        ahead_h = (limit - now_unix_s) / 3600
-        what = "forecast" if limit == horizon else "time allowed (--within)"
-        raise ScheduleError(
-            f"the {what} reaches {format_utc(limit)}, {ahead_h:.1f} h ahead, shorter than the "
-            f"{duration_s / 3600:.1f} h run: no start can be chosen inside it. Plan a shorter "
-            "part of the run, or start now and let the tracker measure it"
-        )
+    return chain
+
+
+def _least_mean_start(
+    chain: list[IntensityPoint], duration_s: float, now_unix_s: float, limit_unix_s: float
+) -> tuple[float, float, float, set[float]]:
+    """(best start, its mean g/kWh, the mean starting now, the starts tried): exact, since the
+    mean over a window is piecewise linear in its start, so slot edges are the only candidates."""
     bounds = [max(chain[0].start_unix_s, now_unix_s)] + [p.end_unix_s for p in chain]
     values = [p.intensity_g_per_kwh for p in chain]
     prefix = [0.0]
@@ -225,7 +260,7 @@ def plan_start(
     def mean(t: float) -> float:
         return (integral_to(t + duration_s) - integral_to(t)) / duration_s
 
-    last_start = limit - duration_s
+    last_start = limit_unix_s - duration_s
     candidates = {now_unix_s, max(now_unix_s, last_start)}
     for b in bounds:
         for t in (b, b - duration_s):
@@ -237,22 +272,7 @@ def plan_start(
         v = mean(t)
         if v < best_v - 1e-9 * max(1.0, abs(best_v)):
             best_t, best_v = t, v
-    sources = list(dict.fromkeys(p.source for p in chain))
-    return StartPlan(
-        zone=zone,
-        source="; ".join(sources),
-        duration_s=float(duration_s),
-        now_unix_s=now_unix_s,
-        start_unix_s=best_t,
-        end_unix_s=best_t + duration_s,
-        intensity_g_per_kwh=best_v,
-        now_intensity_g_per_kwh=now_v,
-        horizon_end_unix_s=horizon,
-        latest_end_unix_s=limit,
-        candidates=len(candidates),
-        energy_kwh=energy_kwh,
-        notes=tuple(notes),
-    )
+    return best_t, best_v, now_v, candidates
 
 
 def best_start(
