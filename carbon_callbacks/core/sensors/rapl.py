@@ -281,6 +281,28 @@ def _models(
     return sensors
 
 
+def _unreadable(
+    root: str | os.PathLike[str], prefix: str, what: str, denied: list[str], failed: list[str]
+) -> str:
+    """The warning for RAPL counters that could not be opened; for permission denied, the
+    command (and the udev rule) that grants read access."""
+    if denied:
+        return (
+            f"cannot read the RAPL energy counters (permission denied on "
+            f"{', '.join(denied)}; Linux >= 5.10 restricts them to root), so {what} power "
+            f"is modelled instead of measured. To measure it, grant read access: "
+            f"`{grant_access_command(root, prefix)}` (until reboot), or make it permanent "
+            "with a udev rule that runs the same chmod, e.g. in "
+            "/etc/udev/rules.d/99-rapl.rules: "
+            '`SUBSYSTEM=="powercap", KERNEL=="intel-rapl:*", ACTION=="add", '
+            'RUN+="/bin/chmod a+r /sys%p/energy_uj"`'
+        )
+    return (
+        f"cannot read the RAPL energy counters ({'; '.join(failed)}), so {what} power "
+        "is modelled instead of measured"
+    )
+
+
 def open_rapl_sensors(
     root: str | os.PathLike[str],
     events: EventLog,
@@ -337,23 +359,7 @@ def open_rapl_sensors(
     if denied or failed:
         what = " and ".join(n for n in modelled if n != "DRAM" or drams)
         prefix = packages[0].zone.split(":")[0]
-        if denied:
-            message = (
-                f"cannot read the RAPL energy counters (permission denied on "
-                f"{', '.join(denied)}; Linux >= 5.10 restricts them to root), so {what} power "
-                f"is modelled instead of measured. To measure it, grant read access: "
-                f"`{grant_access_command(root, prefix)}` (until reboot), or make it permanent "
-                "with a udev rule that runs the same chmod, e.g. in "
-                "/etc/udev/rules.d/99-rapl.rules: "
-                '`SUBSYSTEM=="powercap", KERNEL=="intel-rapl:*", ACTION=="add", '
-                'RUN+="/bin/chmod a+r /sys%p/energy_uj"`'
-            )
-        else:
-            message = (
-                f"cannot read the RAPL energy counters ({'; '.join(failed)}), so {what} power "
-                "is modelled instead of measured"
-            )
-        events.record("sensor_fallback", message, "rapl")
+        events.record("sensor_fallback", _unreadable(root, prefix, what, denied, failed), "rapl")
     if not drams:
         events.record(
             "sensor_fallback",
