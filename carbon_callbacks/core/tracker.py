@@ -129,8 +129,6 @@ class CarbonTracker:
         self.epochs_monitored = 0
         self._prior_run_ids: list[str] = []
         self._history: deque[EpochSample] = deque(maxlen=_HISTORY_LEN)
-        #: kWh, g and s of the epochs in ``_history``, kept as they enter and leave it
-        self._history_sums = [0.0, 0.0, 0.0]
         self._epoch_phases: list[PhaseSample] = []
         self.prediction: Prediction | None = None
         self._verbose = config.verbose
@@ -387,7 +385,7 @@ class CarbonTracker:
             self._write(record)
             phases = tuple(self._epoch_phases)
             self._epoch_phases = []
-            self._remember(EpochSample(m.duration_s, energy_kwh, co2_g, steps, phases))
+            self._history.append(EpochSample(m.duration_s, energy_kwh, co2_g, steps, phases))
             self._maybe_predict(intensity)
             self._check_budget(index)
             metrics = epoch_metrics(m, energy_kwh, co2_g, intensity, self._total, self.prediction)
@@ -473,26 +471,14 @@ class CarbonTracker:
         if first and cfg.stop_and_confirm:
             self._ask_to_continue(pred)
 
-    def _remember(self, epoch: EpochSample) -> None:
-        """Add ``epoch`` to the prediction's history and its sums (the oldest leaves a full one)."""
-        sums, history = self._history_sums, self._history
-        if len(history) == history.maxlen:
-            old = history[0]
-            sums[0] -= old.energy_kwh
-            sums[1] -= old.co2_g
-            sums[2] -= old.duration_s
-        history.append(epoch)
-        sums[0] += epoch.energy_kwh
-        sums[1] += epoch.co2_g
-        sums[2] += epoch.duration_s
-
     def _add_unseen(self, pred: Prediction, history: Sequence[EpochSample]) -> Prediction:
-        """Add what was measured before the history (resumed segments, dropped epochs)."""
-        measured, (energy_kwh, co2_g, duration_s) = self._total, self._history_sums
+        """Add what was measured before the history (resumed segments, dropped epochs): the run's
+        totals less the history's, which the predictor already sums as ``measured_*``."""
+        measured = self._total
         unseen = {
-            "energy_kwh": measured.energy_kwh - energy_kwh,
-            "co2_g": measured.co2_g - co2_g,
-            "duration_s": measured.duration_s - duration_s,
+            "energy_kwh": measured.energy_kwh - pred.measured_energy_kwh,
+            "co2_g": measured.co2_g - pred.measured_co2_g,
+            "duration_s": measured.duration_s - pred.measured_duration_s,
             "epochs": self._earlier.epochs + self.epochs_monitored - len(history),
         }
         if not unseen["epochs"]:
