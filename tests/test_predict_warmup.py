@@ -10,27 +10,15 @@ import random
 import statistics
 
 import pytest
+from test_predict import _forecast_of
 
 from carbon_callbacks.core.local_level import (
     NOMINAL_COVERAGE,
     WARMUP_DECAY_GRID,
     WARMUP_DECAY_MAX,
     WARMUP_FIT_MAX_VALUES,
-    _forecast,
-    _Series,
 )
 from carbon_callbacks.core.predict import EpochSample, predict_run
-
-
-def _forecast_of(values, count, warmup=None):
-    """The forecast of ``count`` values to come from ``values``; ``warmup``: (head, the values'
-    ages from it, the age of the first value to come)."""
-    head, ages, next_age = warmup if warmup is not None else (None, None, 0)
-    series = _Series(values, positions=None if ages is None else list(ages))
-    return _forecast(
-        series, 0, count, units_per_value=1.0, epochs_per_value=1.0, head=head,
-        head_position=0, next_age=next_age,
-    )  # fmt: skip
 
 
 def _epoch(kwh: float) -> EpochSample:
